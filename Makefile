@@ -1,0 +1,46 @@
+# hone: set-up and entry points. Every target is idempotent: a second run skips what is done.
+#   make flow   set up, then run the main job (train + sharpen the default network, write a report)
+#   make test   set up, then run the test suite
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+APT_PACKAGES := dataset-fashion-mnist
+STAMP := $(VENV)/.hone-installed
+FLOW_OUT ?= runs/flow
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv flow test test-quick clean
+
+setup: apt venv
+
+# Debian packages: install only the missing ones (apt-get update only when something is missing).
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+flow: setup
+	$(VENV)/bin/hone flow --out $(FLOW_OUT)
+
+test: setup
+	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+
+test-quick: setup
+	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,193 @@
+"""The ``hone`` command line.
+
+Subcommands import their heavy dependencies (TensorFlow, Keras) only when they run, so ``hone --help``
+is instant. User errors (bad arguments, a missing data set, an incomplete sharpening) print one
+``hone: error: ...`` line and exit with status 2 (usage) or 1 (run failed), never a traceback.
+With ``--json`` the last line on stdout is one JSON object with the figures the command reports.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+
+__all__ = ["main"]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _int_tuple(text):
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_train_arguments(parser, defaults):
+    group = parser.add_argument_group("data and architecture")
+    group.add_argument("--dataset", choices=("fashion-mnist", "digits"), default=defaults.dataset)
+    group.add_argument("--binarize", action="store_true", default=defaults.binarize,
+                       help="binary input: pixel >= 0.5 (the cheapest hardware path)")
+    group.add_argument("--arch", choices=("dense", "conv"), default=defaults.arch)
+    group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
+                       help="hidden dense widths (default: 256,64 for dense, 256 for conv)")
+    group.add_argument("--filters", type=_int_tuple, default=defaults.filters, metavar="F1,F2,..",
+                       help="conv filters per conv-pool stage (default: 32,64)")
+    group.add_argument("--kernel", type=int, default=defaults.kernel, help="conv kernel size (default: 5)")
+    group.add_argument("--nhot", type=int, default=defaults.nhot,
+                       help=f"output units per class (default: {defaults.nhot})")
+    group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
+                       help="output layer width (default: classes x nhot)")
+    group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
+    group.add_argument("--activation", choices=("brelu", "sigmoid"), default=defaults.activation)
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help=f"maximum epochs; the sharpener stops training once sharp (default: {defaults.epochs})")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--seed", type=int, default=defaults.seed)
+
+    group = parser.add_argument_group("sharpening")
+    group.add_argument("--sharpener", choices=("adaptive", "simple", "none"), default=defaults.sharpener,
+                       help="'none' holds sharpness at 0 (the unsharpened baseline)")
+    group.add_argument("--uniform", dest="bottom_up", action="store_false", default=defaults.bottom_up,
+                       help="sharpen all layers together instead of bottom-up")
+    group.add_argument("--settle-epochs", type=int, default=defaults.settle_epochs,
+                       help="epochs without sharpening after each layer becomes sharp")
+    group.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs,
+                       help="straight-through epochs after every layer is sharp")
+    for name in ("min_init_epochs", "patience"):
+        group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+    for name in ("rate", "critical", "cz_rate", "sig_increase", "sig_decrease"):
+        group.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    group.add_argument("--start-epoch", type=int, default=defaults.start_epoch, help="simple sharpener")
+    group.add_argument("--steps", type=int, default=defaults.steps, help="simple sharpener")
+    group.add_argument("--epochs-per-step", type=float, default=defaults.epochs_per_step,
+                       help="simple sharpener")
+
+
+def _config_from(args):
+    from .config import TrainConfig
+
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def _run_training(config, out, *, quiet):
+    _quiet_tensorflow()
+    from .datasets import DatasetError
+    from .train import TrainingIncomplete, train
+
+    verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
+    try:
+        _, _, summary = train(config, out, verbose=verbose)
+    except (DatasetError, TrainingIncomplete) as error:
+        raise UserError(str(error)) from None
+    except ValueError as error:  # invalid combinations found while building the model or sharpener
+        raise UserError(str(error)) from None
+    return summary
+
+
+def _format_summary(summary, out):
+    before = summary["best_accuracy_before_sharpening"]
+    lines = [
+        f"run folder              {out}",
+        f"data                    {summary['dataset']} ({summary['encoding']} input), {summary['arch']}, "
+        f"{summary['nhot']}-hot, {summary['sharpener']} sharpener",
+        f"best before sharpening  {'-' if before is None else f'{100 * before:.2f}%'}",
+        f"sharpened (hard steps)  {100 * summary['sharpened_accuracy']:.2f}%"
+        + ("" if summary["fully_sharp"] else "  (NOT fully sharp)"),
+        f"epochs                  {summary['epochs']} (fully sharp after epoch {summary['sharp_epoch']})"
+        if summary["sharp_epoch"] else f"epochs                  {summary['epochs']}",
+        f"seconds                 {summary['seconds']:.1f} ({summary['seconds_per_epoch']:.2f} s/epoch)",
+    ]
+    return "\n".join(lines)
+
+
+def _figures(summary):
+    return {key: summary[key] for key in (
+        "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
+        "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
+        "sharpness")}
+
+
+def cmd_train(args):
+    config = _config_from(args)
+    summary = _run_training(config, args.out, quiet=args.json)
+    print(_format_summary(summary, args.out))
+    if args.json:
+        print(json.dumps(_figures(summary)))
+
+
+def cmd_flow(args):
+    """The main job: train and sharpen the default network, then write one report."""
+    config = _config_from(args)
+    out = pathlib.Path(args.out)
+    summary = _run_training(config, out / "train", quiet=args.json)
+    report = {"train": _figures(summary)}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(
+        "# hone flow report\n\n## Training\n\n```\n" + _format_summary(summary, out / "train")
+        + "\n```\n\n![sharpening](train/sharpening.png)\n")
+    print(_format_summary(summary, out / "train"))
+    print(f"report                  {out / 'report.md'}")
+    if args.json:
+        print(json.dumps(report))
+
+
+def build_parser():
+    from .config import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="hone", description="Whetstone-sharpened binary spiking networks, from Keras to an FPGA.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train and sharpen a network",
+                                description="Train a network and sharpen every activation into a binary step.")
+    _add_train_arguments(train, defaults)
+    train.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR", help="run folder to write")
+    train.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    train.set_defaults(handler=cmd_train)
+
+    flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
+                               description="Train and sharpen the default network and write a report.")
+    _add_train_arguments(flow, defaults)
+    flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
+                      help="output folder (default: runs/flow)")
+    flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    flow.set_defaults(handler=cmd_flow)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"hone: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hone: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Training configuration: a plain dataclass, importable without Keras (the CLI reads its defaults)."""
+
+import dataclasses
+
+__all__ = ["SHARPENERS", "TrainConfig"]
+
+SHARPENERS = ("adaptive", "simple", "none")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are hone's tuned recipe (see README)."""
+
+    dataset: str = "fashion-mnist"
+    arch: str = "dense"
+    binarize: bool = False
+    nhot: int = 4
+    output_width: int | None = None   # default: classes * nhot
+    widths: tuple | None = None
+    filters: tuple | None = None
+    kernel: int | None = None
+    batch_norm: bool = True
+    activation: str = "brelu"
+    sharpener: str = "adaptive"
+    bottom_up: bool = True
+    epochs: int = 60                  # upper bound; the sharpener ends training once sharp
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    # AdaptiveSharpener
+    min_init_epochs: int = 10
+    rate: float = 0.25
+    critical: float = 0.75
+    cz_rate: float = 0.126
+    patience: int = 1
+    sig_increase: float = 0.1
+    sig_decrease: float = 0.1
+    # SimpleSharpener
+    start_epoch: int = 10
+    steps: int = 4
+    epochs_per_step: float = 1.0
+    # both
+    settle_epochs: int = 0
+    finetune_epochs: int = 0
+
+    def __post_init__(self):
+        if self.sharpener not in SHARPENERS:
+            raise ValueError(f"unknown sharpener {self.sharpener!r}; expected one of {', '.join(SHARPENERS)}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
+
+    def make_sharpener(self, verbose=False):
+        """The configured sharpener callback (None for ``sharpener="none"``)."""
+        from .sharpeners import AdaptiveSharpener, SimpleSharpener
+
+        common = dict(bottom_up=self.bottom_up, settle_epochs=self.settle_epochs,
+                      finetune_epochs=self.finetune_epochs, verbose=verbose)
+        if self.sharpener == "adaptive":
+            return AdaptiveSharpener(
+                min_init_epochs=self.min_init_epochs, rate=self.rate, critical=self.critical,
+                cz_rate=self.cz_rate, patience=self.patience, sig_increase=self.sig_increase,
+                sig_decrease=self.sig_decrease, **common)
+        if self.sharpener == "simple":
+            return SimpleSharpener(start_epoch=self.start_epoch, steps=self.steps,
+                                   epochs_per_step=self.epochs_per_step, **common)
+        return None

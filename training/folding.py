@@ -1,0 +1,110 @@
+"""Fold BatchNormalization into the preceding Dense or Conv2D.
+
+In inference mode BN computes ``gamma * (z - mean) / sqrt(var + eps) + beta`` per channel of the
+pre-activation ``z = x @ W + b``. Folding scales each output channel's weights by
+``a = gamma / sqrt(var + eps)`` and sets the bias to ``a * (b - mean) + beta``, with Keras' own
+``epsilon``, computed in float64: the folded model's pre-activations equal BN's outputs to float32
+rounding. After folding a spiking unit fires iff ``x @ W' + b' >= threshold``, the form the network
+file quantizes.
+"""
+
+import numpy as np
+import keras
+
+__all__ = ["FoldingError", "fold_batch_norm", "fold_parameters"]
+
+_FOLDABLE = (keras.layers.Dense, keras.layers.Conv2D)
+
+
+class FoldingError(ValueError):
+    """A BatchNormalization cannot be folded into its producer."""
+
+
+def fold_parameters(kernel, bias, gamma, beta, mean, variance, epsilon):
+    """Folded ``(kernel, bias)`` for a kernel whose last axis is the BN channel axis (float64 math)."""
+    kernel = np.asarray(kernel, np.float64)
+    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(variance, np.float64) + epsilon)
+    bias = np.zeros(kernel.shape[-1]) if bias is None else np.asarray(bias, np.float64)
+    folded_bias = scale * (bias - np.asarray(mean, np.float64)) + np.asarray(beta, np.float64)
+    return kernel * scale, folded_bias
+
+
+def _bn_parameters(bn):
+    channels = bn.moving_mean.shape[0]
+    gamma = np.asarray(bn.gamma.numpy()) if bn.scale else np.ones(channels)
+    beta = np.asarray(bn.beta.numpy()) if bn.center else np.zeros(channels)
+    return gamma, beta, np.asarray(bn.moving_mean.numpy()), np.asarray(bn.moving_variance.numpy())
+
+
+def _producers(model):
+    """``{bn name: producer layer}`` for every BN, checking each can be folded."""
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        node = layer._inbound_nodes[0]
+        parents = [t._keras_history.operation for t in node.input_tensors]
+        producer = parents[0] if len(parents) == 1 else None
+        if not isinstance(producer, _FOLDABLE):
+            name = type(producer).__name__ if producer is not None else "several layers"
+            raise FoldingError(f"BatchNormalization {layer.name!r} follows {name} "
+                               f"{getattr(producer, 'name', '')!r}; only a BN directly after a Dense "
+                               f"or Conv2D can be folded")
+        axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+        rank = len(producer.output.shape)
+        if axis not in (-1, rank - 1, [-1], (rank - 1,), (-1,)):
+            raise FoldingError(f"BatchNormalization {layer.name!r} normalises axis {layer.axis}; "
+                               f"folding needs the channel (last) axis")
+        consumers = len(producer._outbound_nodes)
+        if consumers != 1:
+            raise FoldingError(f"{producer.name!r} feeds {consumers} layers besides BN {layer.name!r}; "
+                               f"folding would change their inputs")
+        pairs[layer.name] = producer
+    return pairs
+
+
+def fold_batch_norm(model):
+    """A copy of a Sequential or Functional model with every BatchNormalization folded away.
+
+    The copy has the same layer names, minus the BN layers; folded Dense/Conv2D layers gain a bias.
+    Raises :class:`FoldingError` for a BN that does not directly follow a Dense/Conv2D on the channel
+    axis, or whose producer also feeds other layers.
+
+    Example:
+
+    >>> folded = fold_batch_norm(keras.saving.load_model("run/model.keras"))
+    """
+    pairs = _producers(model)
+    folded_names = {producer.name: bn_name for bn_name, producer in pairs.items()}
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return keras.layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if layer.name in folded_names:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        target = copy.get_layer(layer.name)
+        if layer.name in folded_names:
+            bn = model.get_layer(folded_names[layer.name])
+            bias = layer.bias.numpy() if layer.use_bias else None
+            kernel, bias = fold_parameters(layer.kernel.numpy(), bias, *_bn_parameters(bn), bn.epsilon)
+            target.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+        elif layer.weights:
+            target.set_weights(layer.get_weights())
+    return _without_identities(copy)
+
+
+def _without_identities(model):
+    """Drop the Identity placeholders left where BN layers were (Sequential models only)."""
+    if not isinstance(model, keras.Sequential):
+        return model
+    kept = [layer for layer in model.layers if not isinstance(layer, keras.layers.Identity)]
+    result = keras.Sequential([keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)]
+                              + kept, name=model.name)
+    return result

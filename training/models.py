@@ -1,0 +1,94 @@
+"""The two architectures hone trains: ``dense`` (an MLP) and ``conv`` (conv-pool-conv-pool-dense).
+
+Every hidden and output unit is a spiking activation; the output layer has ``classes x nhot`` units
+read by a frozen N-hot key (:class:`~training.nhot.SoftmaxDecode`). Max-pooling comes *after* the
+spiking activation, so in hardware it is an OR of binary spikes. With ``batch_norm=True`` each
+Dense/Conv2D is followed by a BatchNormalization (folded away before export) and has no bias.
+"""
+
+import operator
+
+import keras
+
+from .activations import SpikingBReLU, SpikingSigmoid
+from .nhot import SoftmaxDecode, nhot_key
+
+__all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_model", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV"]
+
+ARCHITECTURES = ("dense", "conv")
+ACTIVATIONS = {"brelu": SpikingBReLU, "sigmoid": SpikingSigmoid}
+DEFAULT_DENSE_WIDTHS = (256, 64)
+DEFAULT_CONV = {"filters": (32, 64), "kernel": 5, "padding": "valid", "widths": (256,)}
+
+
+def _positive_ints(name, values):
+    try:
+        values = tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a sequence of positive integers. Received: {name}={values!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"`{name}` must be a non-empty sequence of positive integers. "
+                         f"Received: {name}={values!r}")
+    return values
+
+
+def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
+                kernel=None, padding=None, batch_norm=True, activation="brelu", key_seed=0, name=None):
+    """Build an untrained Whetstone model.
+
+    Args:
+        arch: `"dense"` or `"conv"`.
+        input_shape: Shape of one image, e.g. `(28, 28, 1)`.
+        classes: Number of classes.
+        nhot: Output units per class. Defaults to `4`.
+        output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
+        widths: Hidden dense widths. Defaults to `(256, 64)` for dense, `(256,)` for conv.
+        filters: Conv filters per conv-pool stage (conv only). Defaults to `(32, 64)`.
+        kernel: Conv kernel size (conv only). Defaults to `5`.
+        padding: `"valid"` or `"same"` (conv only). Defaults to `"valid"`.
+        batch_norm: BatchNormalization after every Dense/Conv2D. Defaults to `True`.
+        activation: `"brelu"` (step at 0.5) or `"sigmoid"` (step at 0). Defaults to `"brelu"`.
+        key_seed: Seed of the N-hot key. Defaults to `0`.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+    key = nhot_key(classes, nhot, width=output_width, seed=key_seed)
+    spiking = ACTIVATIONS[activation]
+    is_dense = arch == "dense"
+    widths = _positive_ints("widths", widths if widths is not None
+                            else DEFAULT_DENSE_WIDTHS if is_dense else DEFAULT_CONV["widths"])
+
+    layers = [keras.Input(shape=tuple(input_shape), name="image")]
+
+    def block(kind, index, make):
+        layers.append(make(use_bias=not batch_norm, name=f"{kind}_{index}"))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(name=f"bn_{kind}_{index}"))
+        layers.append(spiking(name=f"spike_{kind}_{index}"))
+
+    if not is_dense:
+        filters = _positive_ints("filters", filters if filters is not None else DEFAULT_CONV["filters"])
+        kernel = operator.index(kernel if kernel is not None else DEFAULT_CONV["kernel"])
+        padding = padding or DEFAULT_CONV["padding"]
+        if padding not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}")
+        height, width = input_shape[:2]
+        for index, count in enumerate(filters):
+            if padding == "valid":
+                height, width = height - kernel + 1, width - kernel + 1
+            if min(height, width) < 2:
+                raise ValueError(
+                    f"conv stage {index} leaves a {max(height, 0)}x{max(width, 0)} map from a "
+                    f"{input_shape[0]}x{input_shape[1]} input (kernel {kernel}, padding {padding!r}); "
+                    f"use a smaller kernel, padding='same' or fewer stages")
+            height, width = height // 2, width // 2
+            block("conv", index, lambda **kw: keras.layers.Conv2D(count, kernel, padding=padding, **kw))
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{index}"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    for index, units in enumerate(widths):
+        block("dense", index, lambda **kw: keras.layers.Dense(units, **kw))
+    block("dense", "out", lambda **kw: keras.layers.Dense(key.shape[1], **kw))
+    layers.append(SoftmaxDecode(key, name="decode"))
+    return keras.Sequential(layers, name=name or f"hone_{arch}")

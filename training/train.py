@@ -1,0 +1,167 @@
+"""Train and sharpen a model end to end: the engine behind ``hone train``.
+
+A run folder holds ``model.keras`` (loads with plain ``keras.saving.load_model``), ``history.json``
+(per-epoch loss, accuracy, test accuracy, per-layer sharpness, seconds) and ``sharpening.png``.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+import keras
+
+from .activations import spiking_layers
+from .datasets import load_dataset
+from .models import build_model
+from .nhot import SoftmaxDecode, decode_spikes
+from .config import SHARPENERS, TrainConfig
+from .sharpeners import sharpness_of
+
+__all__ = ["TrainConfig", "TrainingIncomplete", "train", "hard_accuracy", "output_spikes"]
+
+
+class TrainingIncomplete(RuntimeError):
+    """Training ran out of epochs before every spiking layer was fully sharp."""
+
+def output_spikes(model, x, batch_size=1024):
+    """The output layer's spikes (the input of :class:`SoftmaxDecode`) for a batch of images."""
+    decode = model.layers[-1]
+    if not isinstance(decode, SoftmaxDecode):
+        raise ValueError(f"the model's last layer must be SoftmaxDecode, not {type(decode).__name__}")
+    probe = keras.Model(model.inputs, decode.input)
+    return probe.predict(x, batch_size=batch_size, verbose=0)
+
+
+def hard_accuracy(model, x, y):
+    """Accuracy with every spiking layer at sharpness 1 (exact steps), decoded with the N-hot key.
+
+    The model's sharpness is restored afterwards.
+    """
+    layers = spiking_layers(model)
+    saved = [layer.get_sharpness() for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_sharpness(1.0)
+        predicted = decode_spikes(output_spikes(model, x), model.layers[-1].key)
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.set_sharpness(value)
+    return float(np.mean(predicted == np.asarray(y)))
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = time.perf_counter() - self._start
+
+
+def _history(raw, layer_names):
+    epochs = len(raw.get("loss", []))
+    sharpness = {name: [float(v) for v in raw.get(f"sharpness/{name}", [0.0] * epochs)]
+                 for name in layer_names}
+    return {
+        "epoch": list(range(1, epochs + 1)),
+        "loss": [float(v) for v in raw.get("loss", [])],
+        "accuracy": [float(v) for v in raw.get("accuracy", [])],
+        "test_loss": [float(v) for v in raw.get("val_loss", [])],
+        "test_accuracy": [float(v) for v in raw.get("val_accuracy", [])],
+        "seconds": [float(v) for v in raw.get("seconds", [])],
+        "sharpness": sharpness,
+    }
+
+
+def plot_sharpening(history, summary, path):
+    """Test accuracy and per-layer sharpness against epoch, one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    epochs = history["epoch"]
+    top.plot(epochs, [100 * a for a in history["test_accuracy"]], marker=".", label="test (current sharpness)")
+    top.plot(epochs, [100 * a for a in history["accuracy"]], alpha=0.5, label="train (current sharpness)")
+    top.axhline(100 * summary["sharpened_accuracy"], color="C3", linestyle="--",
+                label=f"sharpened, hard steps: {100 * summary['sharpened_accuracy']:.2f}%")
+    if summary.get("best_accuracy_before_sharpening") is not None:
+        top.axhline(100 * summary["best_accuracy_before_sharpening"], color="C2", linestyle=":",
+                    label=f"best before sharpening: {100 * summary['best_accuracy_before_sharpening']:.2f}%")
+    top.set_ylabel("accuracy (%)")
+    top.set_title(f"{summary['dataset']} / {summary['arch']} / {summary['encoding']} input / "
+                  f"{summary['nhot']}-hot / {summary['sharpener']} sharpener")
+    top.legend(loc="lower left", fontsize=8)
+    top.grid(alpha=0.3)
+    for name, values in history["sharpness"].items():
+        bottom.plot(epochs, values, marker=".", label=name)
+    bottom.set_ylabel("sharpness (end of epoch)")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.legend(loc="upper left", fontsize=8)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train(config, out_dir=None, *, verbose=1, data=None):
+    """Train, sharpen and evaluate a model; write the run folder if ``out_dir`` is given.
+
+    Returns ``(model, history, summary)``. Raises :class:`TrainingIncomplete` (after writing the run
+    folder) when a sharpener ran out of epochs before every layer was sharp.
+    """
+    started = time.perf_counter()
+    keras.utils.set_random_seed(config.seed)
+    data = data or load_dataset(config.dataset, binarize=config.binarize)
+    model = build_model(config.arch, data.input_shape, data.classes, nhot=config.nhot,
+                        output_width=config.output_width, widths=config.widths, filters=config.filters, kernel=config.kernel,
+                        batch_norm=config.batch_norm, activation=config.activation,
+                        key_seed=config.seed)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    sharpener = config.make_sharpener(verbose=bool(verbose))
+    callbacks = [_EpochTimer()] + ([sharpener] if sharpener else [])
+    fit = model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs,
+                    validation_data=(data.x_test, data.y_test), callbacks=callbacks, verbose=verbose)
+    layer_names = [layer.name for layer in spiking_layers(model)]
+    history = _history(fit.history, layer_names)
+    sharp = sharpness_of(model)
+    fully_sharp = all(v >= 1.0 for v in sharp.values())
+
+    before = [acc for acc, *levels in zip(history["test_accuracy"], *history["sharpness"].values())
+              if all(level == 0.0 for level in levels)]
+    seconds = history["seconds"]
+    summary = {
+        "dataset": config.dataset,
+        "arch": config.arch,
+        "encoding": data.encoding,
+        "nhot": config.nhot,
+        "sharpener": config.sharpener,
+        "epochs": len(history["epoch"]),
+        "fully_sharp": fully_sharp,
+        "sharpness": sharp,
+        "best_accuracy_before_sharpening": max(before) if before else None,
+        "final_test_accuracy": history["test_accuracy"][-1],
+        "sharpened_accuracy": hard_accuracy(model, data.x_test, data.y_test),
+        "sharp_epoch": getattr(sharpener, "sharp_epoch", None),
+        "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
+        "seconds": time.perf_counter() - started,
+        "config": {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in dataclasses.asdict(config).items()},
+    }
+    if out_dir is not None:
+        out = pathlib.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save(out / "model.keras")
+        (out / "history.json").write_text(json.dumps({"history": history, "summary": summary}, indent=1))
+        plot_sharpening(history, summary, out / "sharpening.png")
+    if sharpener is not None and not fully_sharp:
+        levels = ", ".join(f"{name}={value:.3f}" for name, value in sharp.items())
+        raise TrainingIncomplete(
+            f"training stopped after {summary['epochs']} epochs (--epochs) before every spiking layer "
+            f"was fully sharp: {levels}. Raise --epochs or the sharpening rate.")
+    return model, history, summary
