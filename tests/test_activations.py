@@ -36,13 +36,27 @@ def test_brelu_is_exact_step_at_full_sharpness():
     assert out.dtype == np.float32
 
 
-def test_sharp_gradient_is_zero_without_straight_through():
-    grad = gradient(SpikingBReLU(sharpness=1.0, straight_through=False), X)
+def test_sharp_gradient_is_zero_with_the_exact_gradient():
+    grad = gradient(SpikingBReLU(sharpness=1.0, gradient="exact"), X)
     assert np.all(grad == 0.0)
 
 
+@pytest.mark.parametrize("s", [0.0, 0.5, 0.9, 1.0])
+def test_surrogate_gradient_is_the_unsharpened_ramp_at_every_sharpness(s):
+    layer = SpikingBReLU(sharpness=s, gradient="surrogate")
+    expected_values = brelu_reference(X, s) if s < 1 else (X >= 0.5).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(X)), expected_values, atol=1e-6)
+    np.testing.assert_array_equal(gradient(layer, X), gradient(SpikingBReLU(sharpness=0.0), X))
+
+
+def test_invalid_gradient_is_rejected():
+    with pytest.raises(ValueError, match=r"^`gradient` must be one of 'exact', 'straight-through', "
+                                         r"'surrogate'\. Received: gradient='ste'$"):
+        SpikingBReLU(gradient="ste")
+
+
 def test_sharp_gradient_is_the_unsharpened_ramp_with_straight_through():
-    layer = SpikingBReLU(sharpness=1.0, straight_through=True)
+    layer = SpikingBReLU(sharpness=1.0, gradient="straight-through")
     out = keras.ops.convert_to_numpy(layer(X))
     assert set(np.unique(out).tolist()) == {0.0, 1.0}  # forward stays the exact step
     grad = gradient(layer, X)
@@ -89,7 +103,7 @@ def test_model_round_trip_keeps_sharpness_and_outputs(tmp_path):
     model = keras.Sequential([
         keras.Input((4,)),
         keras.layers.Dense(8, name="d0"),
-        SpikingBReLU(name="s0", straight_through=False),
+        SpikingBReLU(name="s0", gradient="exact"),
         keras.layers.Dense(3, name="d1"),
         SpikingSigmoid(name="s1"),
     ])
@@ -102,5 +116,5 @@ def test_model_round_trip_keeps_sharpness_and_outputs(tmp_path):
     assert [layer.name for layer in spiking_layers(loaded)] == ["s0", "s1"]
     assert loaded.get_layer("s0").get_sharpness() == pytest.approx(0.37)
     assert loaded.get_layer("s1").get_sharpness() == 1.0
-    assert loaded.get_layer("s0").straight_through is False
+    assert loaded.get_layer("s0").gradient == "exact"
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

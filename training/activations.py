@@ -21,27 +21,38 @@ def _check_sharpness(value):
     return value
 
 
+GRADIENTS = ("exact", "straight-through", "surrogate")
+
+
 class Spiking(keras.layers.Layer):
     """Base class of activations that sharpen into a step ``x >= threshold``.
 
-    Once a layer is fully sharp its true gradient is zero everywhere, which is why plain Whetstone
-    cannot fine-tune a sharp network. With ``straight_through=True`` the forward pass stays the exact
-    step but the backward pass uses the gradient of the unsharpened (``sharpness=0``) curve, so the
-    layers around a sharp layer keep learning.
+    The forward pass is always the curve at the current sharpness (the exact step at 1). The backward
+    pass is chosen by ``gradient``:
+
+    - ``"exact"``: the true gradient, as in plain Whetstone. Its slope grows as ``1 / (1 - s)`` while
+      sharpening and is zero everywhere once sharp, so a sharp network cannot be fine-tuned.
+    - ``"straight-through"``: exact while ``s < 1``; once sharp, the gradient of the unsharpened
+      (``s = 0``) curve, so the layers around a sharp layer keep learning.
+    - ``"surrogate"``: always the gradient of the unsharpened curve: no gradient blow-up in the
+      critical zone near ``s = 1``, and the same backward pass before and after the step.
 
     Args:
         sharpness: Initial sharpness in [0, 1]. Defaults to `0.0`.
-        straight_through: Use the straight-through gradient at full sharpness. Defaults to `True`.
+        gradient: `"exact"`, `"straight-through"` or `"surrogate"`. Defaults to `"straight-through"`.
         **kwargs: Base layer keyword arguments, such as `name`.
     """
 
     #: Input value at which the fully sharp unit fires (``x >= threshold``).
     threshold = 0.5
 
-    def __init__(self, sharpness=0.0, straight_through=True, **kwargs):
+    def __init__(self, sharpness=0.0, gradient="straight-through", **kwargs):
         super().__init__(**kwargs)
         self._initial_sharpness = _check_sharpness(sharpness)
-        self.straight_through = bool(straight_through)
+        if gradient not in GRADIENTS:
+            raise ValueError(f"`gradient` must be one of {', '.join(map(repr, GRADIENTS))}. "
+                             f"Received: gradient={gradient!r}")
+        self.gradient = gradient
         self.sharpness = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self._initial_sharpness),
@@ -58,10 +69,13 @@ class Spiking(keras.layers.Layer):
         s = ops.cast(self.sharpness, inputs.dtype)
         soft = self.soft(inputs, s)
         hard = ops.cast(ops.greater_equal(inputs, self.threshold), inputs.dtype)
-        if self.straight_through:
+        if self.gradient != "exact":
             surrogate = self.soft(inputs, ops.zeros_like(s))
-            # (a - stop_gradient(a)) is exactly 0.0, so the forward value stays the exact step.
-            hard = hard + (surrogate - ops.stop_gradient(surrogate))
+            # (a - stop_gradient(a)) is exactly 0.0, so forward values are unchanged.
+            carrier = surrogate - ops.stop_gradient(surrogate)
+            hard = hard + carrier
+            if self.gradient == "surrogate":
+                soft = ops.stop_gradient(soft) + carrier
         return ops.where(ops.greater_equal(s, 1.0), hard, soft)
 
     def set_sharpness(self, value):
@@ -77,7 +91,7 @@ class Spiking(keras.layers.Layer):
         config = super().get_config()
         config.update({
             "sharpness": self._initial_sharpness,
-            "straight_through": self.straight_through,
+            "gradient": self.gradient,
         })
         return config
 

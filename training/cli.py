@@ -50,6 +50,14 @@ def _add_train_arguments(parser, defaults):
     group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
                        help="output layer width (default: classes x nhot)")
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
+    group.add_argument("--dropout", type=float, default=defaults.dropout,
+                       help="dropout after hidden dense spiking layers, training only")
+    group.add_argument("--decode-scale", type=float, default=defaults.decode_scale,
+                       help="softmax scale of the N-hot decode (training dynamics only)")
+    group.add_argument("--gradient", choices=("exact", "straight-through", "surrogate"),
+                       default=defaults.gradient,
+                       help="backward pass of spiking layers: exact (plain Whetstone), straight-through "
+                            "once sharp, or the unsharpened curve's gradient throughout")
     group.add_argument("--activation", choices=("brelu", "sigmoid"), default=defaults.activation)
 
     group = parser.add_argument_group("optimisation")

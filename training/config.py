@@ -20,6 +20,9 @@ class TrainConfig:
     filters: tuple | None = None
     kernel: int | None = None
     batch_norm: bool = True
+    dropout: float = 0.0
+    decode_scale: float = 1.0
+    gradient: str = "straight-through"
     activation: str = "brelu"
     sharpener: str = "adaptive"
     bottom_up: bool = True

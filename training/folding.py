@@ -11,13 +11,24 @@ file quantizes.
 import numpy as np
 import keras
 
-__all__ = ["FoldingError", "fold_batch_norm", "fold_parameters"]
+__all__ = ["FoldingError", "FoldedBatchNorm", "fold_batch_norm", "fold_parameters"]
 
 _FOLDABLE = (keras.layers.Dense, keras.layers.Conv2D)
 
 
 class FoldingError(ValueError):
     """A BatchNormalization cannot be folded into its producer."""
+
+
+@keras.saving.register_keras_serializable(package="hone")
+class FoldedBatchNorm(keras.layers.Layer):
+    """Pass-through left where a BatchNormalization was folded (Functional models keep their graph)."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def fold_parameters(kernel, bias, gamma, beta, mean, variance, epsilon):
@@ -66,7 +77,8 @@ def _producers(model):
 def fold_batch_norm(model):
     """A copy of a Sequential or Functional model with every BatchNormalization folded away.
 
-    The copy has the same layer names, minus the BN layers; folded Dense/Conv2D layers gain a bias.
+    The copy has the same layer names; Sequential copies drop the BN layers, Functional copies keep
+    a pass-through :class:`FoldedBatchNorm` in their place. Folded Dense/Conv2D layers gain a bias.
     Raises :class:`FoldingError` for a BN that does not directly follow a Dense/Conv2D on the channel
     axis, or whose producer also feeds other layers.
 
@@ -79,15 +91,21 @@ def fold_batch_norm(model):
 
     def clone(layer):
         if isinstance(layer, keras.layers.BatchNormalization):
-            return keras.layers.Identity(name=layer.name)
+            return FoldedBatchNorm(name=layer.name)
         config = layer.get_config()
         if layer.name in folded_names:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    if isinstance(model, keras.Sequential):
+        copy = keras.Sequential([keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)]
+                                + [clone(layer) for layer in model.layers
+                                   if not isinstance(layer, keras.layers.BatchNormalization)],
+                                name=model.name)
+    else:
+        copy = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, keras.layers.BatchNormalization) or not layer.weights:
             continue
         target = copy.get_layer(layer.name)
         if layer.name in folded_names:
@@ -95,16 +113,6 @@ def fold_batch_norm(model):
             bias = layer.bias.numpy() if layer.use_bias else None
             kernel, bias = fold_parameters(layer.kernel.numpy(), bias, *_bn_parameters(bn), bn.epsilon)
             target.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-        elif layer.weights:
+        else:
             target.set_weights(layer.get_weights())
-    return _without_identities(copy)
-
-
-def _without_identities(model):
-    """Drop the Identity placeholders left where BN layers were (Sequential models only)."""
-    if not isinstance(model, keras.Sequential):
-        return model
-    kept = [layer for layer in model.layers if not isinstance(layer, keras.layers.Identity)]
-    result = keras.Sequential([keras.Input(shape=model.input_shape[1:], name=model.inputs[0].name)]
-                              + kept, name=model.name)
-    return result
+    return copy

@@ -33,7 +33,8 @@ def _positive_ints(name, values):
 
 
 def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
-                kernel=None, padding=None, batch_norm=True, activation="brelu", key_seed=0, name=None):
+                kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
+                decode_scale=1.0, gradient="straight-through", name=None):
     """Build an untrained Whetstone model.
 
     Args:
@@ -47,8 +48,14 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         kernel: Conv kernel size (conv only). Defaults to `5`.
         padding: `"valid"` or `"same"` (conv only). Defaults to `"valid"`.
         batch_norm: BatchNormalization after every Dense/Conv2D. Defaults to `True`.
+        dropout: Dropout rate after each hidden dense spiking layer (training only; an identity at
+            inference, so the hardware never sees it). Defaults to `0.0`.
         activation: `"brelu"` (step at 0.5) or `"sigmoid"` (step at 0). Defaults to `"brelu"`.
         key_seed: Seed of the N-hot key. Defaults to `0`.
+        gradient: Backward pass of the spiking layers (see :class:`~training.activations.Spiking`).
+            Defaults to `"straight-through"`.
+        decode_scale: Softmax scale of :class:`SoftmaxDecode` (training dynamics only; the decoded
+            class does not depend on it). Defaults to `1.0`.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
@@ -62,11 +69,16 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
 
     layers = [keras.Input(shape=tuple(input_shape), name="image")]
 
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+
     def block(kind, index, make):
         layers.append(make(use_bias=not batch_norm, name=f"{kind}_{index}"))
         if batch_norm:
             layers.append(keras.layers.BatchNormalization(name=f"bn_{kind}_{index}"))
-        layers.append(spiking(name=f"spike_{kind}_{index}"))
+        layers.append(spiking(gradient=gradient, name=f"spike_{kind}_{index}"))
+        if dropout and kind == "dense" and index != "out":
+            layers.append(keras.layers.Dropout(dropout, name=f"dropout_{index}"))
 
     if not is_dense:
         filters = _positive_ints("filters", filters if filters is not None else DEFAULT_CONV["filters"])
@@ -90,5 +102,5 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
     for index, units in enumerate(widths):
         block("dense", index, lambda **kw: keras.layers.Dense(units, **kw))
     block("dense", "out", lambda **kw: keras.layers.Dense(key.shape[1], **kw))
-    layers.append(SoftmaxDecode(key, name="decode"))
+    layers.append(SoftmaxDecode(key, scale=decode_scale, name="decode"))
     return keras.Sequential(layers, name=name or f"hone_{arch}")

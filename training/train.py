@@ -60,6 +60,30 @@ class _EpochTimer(keras.callbacks.Callback):
         logs["seconds"] = time.perf_counter() - self._start
 
 
+class _FinetuneDecay(keras.callbacks.Callback):
+    """Cosine-decay the learning rate over the sharpener's straight-through fine-tune epochs.
+
+    A fully sharp net trains on straight-through gradients, which are noisy near the thresholds; a
+    decaying rate lets it settle on thresholds instead of oscillating across them.
+    """
+
+    def __init__(self, sharpener, base_rate, floor=0.02):
+        super().__init__()
+        self.sharpener, self.base_rate, self.floor = sharpener, float(base_rate), float(floor)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        sharp_epoch, total = self.sharpener.sharp_epoch, self.sharpener.finetune_epochs
+        if sharp_epoch is None or total == 0 or epoch < sharp_epoch:
+            rate = self.base_rate
+        else:
+            progress = min((epoch - sharp_epoch) / total, 1.0)
+            rate = self.base_rate * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        self.model.optimizer.learning_rate.assign(rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 def _history(raw, layer_names):
     epochs = len(raw.get("loss", []))
     sharpness = {name: [float(v) for v in raw.get(f"sharpness/{name}", [0.0] * epochs)]
@@ -71,6 +95,7 @@ def _history(raw, layer_names):
         "test_loss": [float(v) for v in raw.get("val_loss", [])],
         "test_accuracy": [float(v) for v in raw.get("val_accuracy", [])],
         "seconds": [float(v) for v in raw.get("seconds", [])],
+        "learning_rate": [float(v) for v in raw.get("learning_rate", [])],
         "sharpness": sharpness,
     }
 
@@ -119,12 +144,15 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     data = data or load_dataset(config.dataset, binarize=config.binarize)
     model = build_model(config.arch, data.input_shape, data.classes, nhot=config.nhot,
                         output_width=config.output_width, widths=config.widths, filters=config.filters, kernel=config.kernel,
-                        batch_norm=config.batch_norm, activation=config.activation,
+                        batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
+                        gradient=config.gradient, activation=config.activation,
                         key_seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     sharpener = config.make_sharpener(verbose=bool(verbose))
-    callbacks = [_EpochTimer()] + ([sharpener] if sharpener else [])
+    callbacks = [_EpochTimer()]
+    if sharpener is not None:
+        callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
     fit = model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs,
                     validation_data=(data.x_test, data.y_test), callbacks=callbacks, verbose=verbose)
     layer_names = [layer.name for layer in spiking_layers(model)]

@@ -1,0 +1,83 @@
+"""A real, short training on scikit-learn's digits, through the real CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import keras
+
+from training.activations import spiking_layers
+from training.nhot import decode_spikes
+from training.train import output_spikes
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "train", "--dataset", "digits", "--arch", "dense",
+         "--nhot", "4", "--epochs", "80", "--seed", "0", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_digits_sharpens_fully_and_scores_at_least_85_percent(digits_run):
+    out, stdout = digits_run
+    figures = json.loads(stdout.strip().splitlines()[-1])
+    assert figures["fully_sharp"] is True
+    assert set(figures["sharpness"].values()) == {1.0}
+    assert figures["sharpened_accuracy"] >= 0.85, figures
+    assert "sharpened (hard steps)" in stdout
+
+
+def test_run_folder_loads_with_plain_keras_and_reproduces_the_accuracy(digits_run, digits):
+    out, stdout = digits_run
+    figures = json.loads(stdout.strip().splitlines()[-1])
+    model = keras.saving.load_model(out / "model.keras")  # no custom_objects needed
+    assert [layer.get_sharpness() for layer in spiking_layers(model)] == [1.0, 1.0, 1.0]
+    spikes = output_spikes(model, digits.x_test)
+    assert set(np.unique(spikes).tolist()) <= {0.0, 1.0}  # binary messages only
+    accuracy = np.mean(decode_spikes(spikes, model.layers[-1].key) == digits.y_test)
+    assert accuracy == pytest.approx(figures["sharpened_accuracy"])
+
+
+def test_history_and_plot(digits_run):
+    out, _ = digits_run
+    record = json.loads((out / "history.json").read_text())
+    history, summary = record["history"], record["summary"]
+    epochs = summary["epochs"]
+    for key in ("loss", "accuracy", "test_accuracy", "seconds"):
+        assert len(history[key]) == epochs, key
+    assert set(history["sharpness"]) == {"spike_dense_0", "spike_dense_1", "spike_dense_out"}
+    for values in history["sharpness"].values():
+        assert len(values) == epochs and values[0] == 0.0 and values[-1] == 1.0
+        assert all(a <= b for a, b in zip(values, values[1:]))  # sharpening never goes back
+    png = (out / "sharpening.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_model_loads_in_a_fresh_interpreter_with_plain_load_model(digits_run):
+    out, _ = digits_run
+    code = ("import sys, keras, training; m = keras.saving.load_model(sys.argv[1]); "
+            "print(type(m.layers[-1]).__name__, m.count_params())")
+    result = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[0] == "SoftmaxDecode"
+
+
+def test_flow_writes_a_report(tmp_path):
+    out = tmp_path / "flow"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "flow", "--dataset", "digits", "--epochs", "80",
+         "--out", str(out), "--json"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == json.loads((out / "report.json").read_text())
+    assert report["train"]["fully_sharp"] is True
+    markdown = (out / "report.md").read_text()
+    assert f"{100 * report['train']['sharpened_accuracy']:.2f}%" in markdown
+    assert (out / "train" / "model.keras").exists() and (out / "train" / "sharpening.png").exists()
