@@ -12,6 +12,8 @@ from training.activations import spiking_layers
 from training.nhot import decode_spikes
 from training.train import output_spikes
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):

@@ -20,31 +20,31 @@ class TrainConfig:
     filters: tuple | None = None
     kernel: int | None = None
     batch_norm: bool = True
-    dropout: float = 0.0
-    decode_scale: float = 1.0
+    dropout: float = 0.2
+    decode_scale: float = 0.25
     gradient: str = "straight-through"
     activation: str = "brelu"
-    sharpener: str = "adaptive"
+    sharpener: str = "simple"
     bottom_up: bool = True
     epochs: int = 60                  # upper bound; the sharpener ends training once sharp
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
     # AdaptiveSharpener
-    min_init_epochs: int = 10
+    min_init_epochs: int = 6
     rate: float = 0.25
     critical: float = 0.75
-    cz_rate: float = 0.126
+    cz_rate: float = 0.1
     patience: int = 1
     sig_increase: float = 0.1
     sig_decrease: float = 0.1
     # SimpleSharpener
-    start_epoch: int = 10
-    steps: int = 4
+    start_epoch: int = 6
+    steps: int = 2
     epochs_per_step: float = 1.0
     # both
-    settle_epochs: int = 0
-    finetune_epochs: int = 0
+    settle_epochs: int = 1
+    finetune_epochs: int = 20
 
     def __post_init__(self):
         if self.sharpener not in SHARPENERS:
@@ -57,17 +57,20 @@ class TrainConfig:
             raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
 
     def make_sharpener(self, verbose=False):
-        """The configured sharpener callback (None for ``sharpener="none"``)."""
+        """The configured sharpener callback (None for ``sharpener="none"``).
+
+        Both kinds are built, so an invalid setting is reported whichever sharpener is selected.
+        """
         from .sharpeners import AdaptiveSharpener, SimpleSharpener
 
         common = dict(bottom_up=self.bottom_up, settle_epochs=self.settle_epochs,
                       finetune_epochs=self.finetune_epochs, verbose=verbose)
-        if self.sharpener == "adaptive":
-            return AdaptiveSharpener(
+        sharpeners = {
+            "adaptive": AdaptiveSharpener(
                 min_init_epochs=self.min_init_epochs, rate=self.rate, critical=self.critical,
                 cz_rate=self.cz_rate, patience=self.patience, sig_increase=self.sig_increase,
-                sig_decrease=self.sig_decrease, **common)
-        if self.sharpener == "simple":
-            return SimpleSharpener(start_epoch=self.start_epoch, steps=self.steps,
-                                   epochs_per_step=self.epochs_per_step, **common)
-        return None
+                sig_decrease=self.sig_decrease, **common),
+            "simple": SimpleSharpener(start_epoch=self.start_epoch, steps=self.steps,
+                                      epochs_per_step=self.epochs_per_step, **common),
+        }
+        return sharpeners.get(self.sharpener)

@@ -140,6 +140,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     folder) when a sharpener ran out of epochs before every layer was sharp.
     """
     started = time.perf_counter()
+    sharpener = config.make_sharpener(verbose=bool(verbose))  # validates its settings first
     keras.utils.set_random_seed(config.seed)
     data = data or load_dataset(config.dataset, binarize=config.binarize)
     model = build_model(config.arch, data.input_shape, data.classes, nhot=config.nhot,
@@ -149,7 +150,6 @@ def train(config, out_dir=None, *, verbose=1, data=None):
                         key_seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    sharpener = config.make_sharpener(verbose=bool(verbose))
     callbacks = [_EpochTimer()]
     if sharpener is not None:
         callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
