@@ -17,7 +17,7 @@ from .activations import spiking_layers
 from .datasets import load_dataset
 from .models import build_model
 from .nhot import SoftmaxDecode, decode_spikes
-from .config import SHARPENERS, TrainConfig
+from .config import TrainConfig
 from .sharpeners import sharpness_of
 
 __all__ = ["TrainConfig", "TrainingIncomplete", "train", "hard_accuracy", "output_spikes"]
@@ -143,11 +143,11 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     sharpener = config.make_sharpener(verbose=bool(verbose))  # validates its settings first
     keras.utils.set_random_seed(config.seed)
     data = data or load_dataset(config.dataset, binarize=config.binarize)
-    model = build_model(config.arch, data.input_shape, data.classes, nhot=config.nhot,
-                        output_width=config.output_width, widths=config.widths, filters=config.filters, kernel=config.kernel,
-                        batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
-                        gradient=config.gradient, activation=config.activation,
-                        key_seed=config.seed)
+    model = build_model(
+        config.arch, data.input_shape, data.classes, nhot=config.nhot, output_width=config.output_width,
+        widths=config.widths, filters=config.filters, kernel=config.kernel, batch_norm=config.batch_norm,
+        dropout=config.dropout, decode_scale=config.decode_scale, gradient=config.gradient,
+        activation=config.activation, key_seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = [_EpochTimer()]
