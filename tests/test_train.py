@@ -63,7 +63,7 @@ def test_history_and_plot(digits_run):
 
 def test_model_loads_in_a_fresh_interpreter_with_plain_load_model(digits_run):
     out, _ = digits_run
-    code = ("import sys, keras, training; m = keras.saving.load_model(sys.argv[1]); "
+    code = ("import sys, keras, training.layers; m = keras.saving.load_model(sys.argv[1]); "
             "print(type(m.layers[-1]).__name__, m.count_params())")
     result = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")],
                             capture_output=True, text=True, timeout=300)

@@ -11,7 +11,8 @@ import operator
 import keras
 
 from .activations import SpikingBReLU, SpikingSigmoid
-from .nhot import SoftmaxDecode, nhot_key
+from .decode import SoftmaxDecode
+from .nhot import nhot_key
 
 __all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_model", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV"]
 

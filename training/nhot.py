@@ -9,13 +9,14 @@ only counts the spikes in each class's group.
 
 Tie-break: among classes with equal votes the **lowest class index wins** (a strict ``>`` scan
 from class 0 upwards). This includes the all-silent output, which decodes to class 0.
+
+This module is numpy only, so the hardware side can use it; the Keras layer that trains through the
+key is :class:`training.decode.SoftmaxDecode`.
 """
 
 import numpy as np
-import keras
-from keras import ops
 
-__all__ = ["nhot_key", "decode_spikes", "SoftmaxDecode"]
+__all__ = ["nhot_key", "check_key", "decode_spikes"]
 
 
 def nhot_key(classes, nhot, *, width=None, seed=0):
@@ -67,41 +68,3 @@ def decode_spikes(spikes, key):
     spikes = np.asarray(spikes)
     votes = (spikes != 0).astype(np.int32) @ np.asarray(key, dtype=np.int32).T
     return np.argmax(votes, axis=-1)  # np.argmax returns the first maximum: lowest index wins
-
-
-@keras.saving.register_keras_serializable(package="hone")
-class SoftmaxDecode(keras.layers.Layer):
-    """Softmax over N-hot class agreement, with a frozen key saved in the layer config.
-
-    Logits are ``scale * (2 z - 1) @ (2 key - 1).T`` (``2 * agreement - width``), so the arg-max of
-    the softmax is exactly :func:`decode_spikes` on binary ``z``, tie-break included.
-
-    Args:
-        key: ``(classes, width)`` 0/1 array, e.g. from :func:`nhot_key`.
-        scale: Logit scale (a softmax temperature; does not change the decoded class). Defaults to `1.0`.
-    """
-
-    def __init__(self, key, scale=1.0, **kwargs):
-        super().__init__(**kwargs)
-        self.key = check_key(key)
-        self.scale = float(scale)
-        if not self.scale > 0:
-            raise ValueError(f"`scale` must be > 0. Received: scale={scale}")
-        self._signed_key_t = (2.0 * self.key.T - 1.0).astype("float32")
-
-    @property
-    def classes(self):
-        return self.key.shape[0]
-
-    def call(self, inputs):
-        signed_key_t = ops.convert_to_tensor(self._signed_key_t, dtype=inputs.dtype)
-        logits = ops.matmul(2.0 * inputs - 1.0, signed_key_t)
-        return ops.softmax(self.scale * logits, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.classes,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"key": self.key.tolist(), "scale": self.scale})
-        return config

@@ -13,10 +13,12 @@ import time
 import numpy as np
 import keras
 
+from . import layers  # noqa: F401  (registers hone's layers for saving and loading)
 from .activations import spiking_layers
 from .datasets import load_dataset
 from .models import build_model
-from .nhot import SoftmaxDecode, decode_spikes
+from .decode import SoftmaxDecode
+from .nhot import decode_spikes
 from .config import TrainConfig
 from .sharpeners import sharpness_of
 
