@@ -158,6 +158,81 @@ def cmd_flow(args):
         print(json.dumps(report))
 
 
+def _run_folder_settings(model_path):
+    """Dataset and input encoding recorded in the run folder's history.json, if there is one."""
+    history = pathlib.Path(model_path).with_name("history.json")
+    try:
+        config = json.loads(history.read_text())["summary"]["config"]
+        return config["dataset"], bool(config["binarize"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def _format_export(report, out):
+    acc = report["accuracy"]
+    lines = [
+        f"network file            {out} (sha256 {report['sha256'][:16]}...)",
+        f"weights                 {report['weight_bits']}-bit, {report['scaling']} scale; "
+        f"input {report['input_bits']}-bit",
+        f"test images             {report['images']} ({report['dataset']})",
+        "",
+        f"{'stage':<26}accuracy",
+        f"{'keras sharpened (steps)':<26}{100 * acc['keras_sharpened']:.2f}%",
+        f"{'float folded':<26}{100 * acc['float_folded']:.2f}%",
+        f"{'integer':<26}{100 * acc['integer']:.2f}%",
+        "",
+        f"class agreement keras/integer  {100 * report['class_agreement_keras_integer']:.2f}% "
+        f"({report['disagreements']} differ, {report['disagreements_near_threshold']} of them with a neuron "
+        f"at its threshold)",
+        "",
+        f"{'layer':<20}{'spike rate':>12}{'accumulator bits':>18}",
+    ]
+    for name, rate in report["spike_rate"].items():
+        bits = report["accumulator_bits"].get(name, "-")
+        lines.append(f"{name:<20}{rate:>12.3f}{bits:>18}")
+    return "\n".join(lines)
+
+
+def cmd_export(args):
+    _quiet_tensorflow()
+    import keras
+    from . import layers  # noqa: F401  (registers hone's layers)
+    from .datasets import DatasetError, load_dataset
+    from .export import ExportError, evaluate_export, export_network
+    from .netfile import write_network
+
+    if not args.model.exists():
+        raise UserError(f"{args.model}: no such model file")
+    recorded_dataset, recorded_binary = _run_folder_settings(args.model)
+    dataset = args.dataset or recorded_dataset or "fashion-mnist"
+    input_bits = args.input_bits or (1 if recorded_binary else 8)
+    try:
+        model = keras.saving.load_model(args.model)
+    except Exception as error:  # Keras raises many types for a bad file; its last line says why
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
+        raise UserError(f"{args.model}: cannot load the Keras model: {reason}") from None
+    try:
+        network, floats = export_network(model, weight_bits=args.weight_bits, input_bits=input_bits,
+                                         per_neuron=not args.per_layer, allow_unsharp=args.allow_unsharp)
+        data = load_dataset(dataset, binarize=input_bits == 1 and bool(recorded_binary))
+    except (ExportError, DatasetError) as error:
+        raise UserError(str(error)) from None
+    if tuple(data.input_shape) != network.input.shape:
+        raise UserError(f"dataset {dataset!r} has {data.input_shape} images but the model takes "
+                        f"{network.input.shape}; pass the dataset it was trained on with --dataset")
+    report = evaluate_export(model, network, floats, data.x_test, data.y_test)
+    report.update({"dataset": dataset, "scaling": "per-layer" if args.per_layer else "per-neuron",
+                   "model": str(args.model)})
+    report["sha256"] = write_network(args.output, network, meta={
+        "source": str(args.model), "dataset": dataset, "scaling": report["scaling"],
+        "accuracy": report["accuracy"]})
+    report_path = args.output.with_name(args.output.name + ".json")
+    report_path.write_text(json.dumps(report, indent=1))
+    print(_format_export(report, args.output))
+    if args.json:
+        print(json.dumps(report))
+
+
 def build_parser():
     from .config import TrainConfig
 
@@ -172,6 +247,25 @@ def build_parser():
     train.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR", help="run folder to write")
     train.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     train.set_defaults(handler=cmd_train)
+
+    export = commands.add_parser(
+        "export", help="quantize a sharpened model into a network file",
+        description="Fold BN, quantize every neuron to integer weights and a threshold, write a "
+                    "versioned network file and print the accuracy of each stage on the test set.")
+    export.add_argument("model", type=pathlib.Path, help="RUN_DIR/model.keras from hone train")
+    export.add_argument("--weight-bits", type=int, required=True, metavar="B", help="weight width, 1..16")
+    export.add_argument("--input-bits", type=int, metavar="K",
+                        help="pixel bits, fed as K binary bit-planes (default: 1 for a model trained "
+                             "on binarized input, else 8)")
+    export.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="FILE",
+                        help="network file to write (e.g. net.hone); the report goes to FILE.json")
+    export.add_argument("--per-layer", action="store_true", help="one weight scale per layer, not per neuron")
+    export.add_argument("--allow-unsharp", action="store_true",
+                        help="export a model whose spiking layers are not all fully sharp")
+    export.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+                        help="test data for the accuracy table (default: from the run folder)")
+    export.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    export.set_defaults(handler=cmd_export)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
                                description="Train and sharpen the default network and write a report.")

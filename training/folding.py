@@ -47,14 +47,22 @@ def _bn_parameters(bn):
     return gamma, beta, np.asarray(bn.moving_mean.numpy()), np.asarray(bn.moving_variance.numpy())
 
 
+def _graph_nodes(model):
+    """The call nodes of this model's own graph (layers may also hold nodes of other graphs)."""
+    graph = getattr(model, "_functional", None) or model  # a built Sequential wraps a Functional
+    return [node for nodes in graph._nodes_by_depth.values() for node in nodes]
+
+
 def _producers(model):
     """``{bn name: producer layer}`` for every BN, checking each can be folded."""
+    nodes = _graph_nodes(model)
+    sources = {id(node): [t._keras_history.operation for t in node.input_tensors] for node in nodes}
     pairs = {}
-    for layer in model.layers:
+    for node in nodes:
+        layer = node.operation
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        node = layer._inbound_nodes[0]
-        parents = [t._keras_history.operation for t in node.input_tensors]
+        parents = sources[id(node)]
         producer = parents[0] if len(parents) == 1 else None
         if not isinstance(producer, _FOLDABLE):
             name = type(producer).__name__ if producer is not None else "several layers"
@@ -66,7 +74,7 @@ def _producers(model):
         if axis not in (-1, rank - 1, [-1], (rank - 1,), (-1,)):
             raise FoldingError(f"BatchNormalization {layer.name!r} normalises axis {layer.axis}; "
                                f"folding needs the channel (last) axis")
-        consumers = len(producer._outbound_nodes)
+        consumers = sum(producer in parents for parents in sources.values())
         if consumers != 1:
             raise FoldingError(f"{producer.name!r} feeds {consumers} layers besides BN {layer.name!r}; "
                                f"folding would change their inputs")

@@ -1,0 +1,390 @@
+"""The hone network file: integer weights and thresholds, the only contract between ML and hardware.
+
+A network file is one UTF-8 JSON object (``docs/network-file.md`` is the full specification)::
+
+    {"format": "hone-network", "version": 1, "sha256": "<hex>", "network": {...}, "meta": {...}}
+
+``network`` holds only integers, strings, booleans, lists and objects; ``sha256`` is the SHA-256 of
+its canonical JSON (keys sorted, no whitespace, ASCII). ``meta`` is free-form, informational and not
+hashed. Readers validate everything: format name, version, hash, every field's type, shape and range.
+
+This module is numpy only: the hardware side reads networks without Keras.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from .nhot import check_key
+
+__all__ = ["FORMAT", "VERSION", "NetworkFileError", "InputSpec", "DenseLayer", "ConvLayer",
+           "MaxPoolLayer", "OutputCode", "Network", "weight_range", "accumulator_bits",
+           "read_network", "write_network", "canonical_hash"]
+
+FORMAT = "hone-network"
+VERSION = 1
+TIE_BREAKS = ("lowest-index",)
+
+
+class NetworkFileError(ValueError):
+    """A network file (or network) is malformed; the message names the file, field and value."""
+
+
+def weight_range(bits):
+    """Inclusive ``(low, high)`` of a ``bits``-bit weight: ``{-1, +1}`` for 1 bit, symmetric otherwise."""
+    if bits == 1:
+        return -1, 1
+    return -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
+
+
+def _signed_bits(low, high):
+    """Bits of the smallest two's-complement register holding every integer in [low, high]."""
+    magnitude = max(int(high), -int(low) - 1, 0)
+    return magnitude.bit_length() + 1
+
+
+def accumulator_bits(weights, thresholds, input_max=1):
+    """Signed register width for ``sum(w * x)`` with ``0 <= x <= input_max``, and the thresholds.
+
+    ``weights`` is ``(outputs, fan_in)``. Every partial sum of a neuron lies between the sum of its
+    negative weights and the sum of its positive weights (times ``input_max``).
+    """
+    weights = np.asarray(weights, dtype=np.int64)
+    high = int(np.clip(weights, 0, None).sum(axis=1).max(initial=0)) * input_max
+    low = int(np.clip(weights, None, 0).sum(axis=1).min(initial=0)) * input_max
+    thresholds = np.asarray(thresholds, dtype=np.int64)
+    return _signed_bits(min(low, int(thresholds.min(initial=0))), max(high, int(thresholds.max(initial=0))))
+
+
+# -- the network ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """Image shape ``(height, width, channels)`` and pixel bits.
+
+    A pixel ``p`` in [0, 1] is sent as ``q = floor(p * (2**bits - 1) + 1/2)``, an unsigned ``bits``-bit
+    integer; the network sees it as ``bits`` binary bit-planes (plane ``k`` carries bit ``k`` of ``q``).
+    """
+
+    shape: tuple
+    bits: int
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    def quantize(self, images):
+        """Integer pixels ``q`` for float images in [0, 1] (any leading batch shape)."""
+        images = np.asarray(images, dtype=np.float64)
+        return np.floor(images * (2 ** self.bits - 1) + 0.5).astype(np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLayer:
+    """``spike[o] = sum_i weights[o, i] * x[i] >= thresholds[o]`` over the flattened (HWC) input."""
+
+    name: str
+    weights: np.ndarray      # (outputs, inputs) int
+    thresholds: np.ndarray   # (outputs,) int
+    kind = "dense"
+
+    @property
+    def outputs(self):
+        return self.weights.shape[0]
+
+    def output_shape(self, input_shape):
+        return (self.outputs,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+    """2-D convolution, stride 1: ``weights`` is ``(filters, kh, kw, in_channels)``; channel-last maps."""
+
+    name: str
+    weights: np.ndarray      # (filters, kh, kw, channels) int
+    thresholds: np.ndarray   # (filters,) int
+    padding: str             # "valid" or "same" (zeros)
+    kind = "conv2d"
+
+    @property
+    def outputs(self):
+        return self.weights.shape[0]
+
+    def output_shape(self, input_shape):
+        height, width, _ = input_shape
+        _, kh, kw, _ = self.weights.shape
+        if self.padding == "valid":
+            height, width = height - kh + 1, width - kw + 1
+        return (height, width, self.outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPoolLayer:
+    """Max-pooling of binary spikes (an OR) over ``pool`` windows with stride ``pool``, no padding."""
+
+    name: str
+    pool: tuple
+    kind = "maxpool2d"
+
+    def output_shape(self, input_shape):
+        height, width, channels = input_shape
+        return (height // self.pool[0], width // self.pool[1], channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputCode:
+    """The N-hot key of the last layer and its tie-break (see :mod:`training.nhot`)."""
+
+    key: np.ndarray          # (classes, width) 0/1
+    tie_break: str = "lowest-index"
+
+    @property
+    def nhot(self):
+        return int(self.key[0].sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    input: InputSpec
+    layers: tuple
+    output: OutputCode
+    weight_bits: int
+
+    def shapes(self):
+        """Output shape of every layer, in order."""
+        shapes, shape = [], tuple(self.input.shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def accumulator_bits(self):
+        """Signed accumulator width each neuron layer needs (first layer: K-bit inputs)."""
+        result = {}
+        for index, layer in enumerate(self.layers):
+            if layer.kind in ("dense", "conv2d"):
+                input_max = 2 ** self.input.bits - 1 if index == 0 else 1
+                flat = layer.weights.reshape(layer.outputs, -1)
+                result[layer.name] = accumulator_bits(flat, layer.thresholds, input_max)
+        return result
+
+    def to_dict(self):
+        widths = self.accumulator_bits()
+        layers = []
+        for layer in self.layers:
+            entry = {"kind": layer.kind, "name": layer.name}
+            if layer.kind == "maxpool2d":
+                entry["pool"] = list(layer.pool)
+            else:
+                entry["shape"] = list(layer.weights.shape)
+                entry["weights"] = layer.weights.reshape(-1).tolist()
+                entry["thresholds"] = layer.thresholds.tolist()
+                entry["accumulator_bits"] = widths[layer.name]
+                if layer.kind == "conv2d":
+                    entry["padding"] = layer.padding
+            layers.append(entry)
+        return {
+            "input": {"shape": list(self.input.shape), "bits": self.input.bits},
+            "weight_bits": self.weight_bits,
+            "layers": layers,
+            "output": {"key": self.output.key.tolist(), "nhot": self.output.nhot,
+                       "tie_break": self.output.tie_break},
+        }
+
+    @property
+    def sha256(self):
+        return canonical_hash(self.to_dict())
+
+
+def canonical_hash(network_dict):
+    """SHA-256 (hex) of the canonical JSON of a ``network`` object."""
+    text = json.dumps(network_dict, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+class _Checker:
+    def __init__(self, source):
+        self.source = source
+
+    def fail(self, field, message):
+        raise NetworkFileError(f"{self.source}: {field}: {message}")
+
+    def get(self, mapping, key, kind, field):
+        if not isinstance(mapping, dict) or key not in mapping:
+            self.fail(field, f"missing (expected {kind.__name__ if isinstance(kind, type) else kind})")
+        value = mapping[key]
+        expected = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
+            names = " or ".join(k.__name__ for k in expected)
+            self.fail(f"{field}", f"expected {names}, got {type(value).__name__} {_short(value)}")
+        return value
+
+    def integer(self, mapping, key, field, low=None, high=None):
+        value = self.get(mapping, key, int, field)
+        if low is not None and value < low or high is not None and value > high:
+            self.fail(field, f"{value} is outside {low}..{high}")
+        return value
+
+    def int_array(self, mapping, key, field, count, low=None, high=None):
+        values = self.get(mapping, key, list, field)
+        if len(values) != count:
+            self.fail(field, f"expected {count} integers, got {len(values)}")
+        if not all(type(v) is int for v in values):
+            bad = next(v for v in values if type(v) is not int)
+            self.fail(field, f"expected integers, found {type(bad).__name__} {_short(bad)}")
+        array = np.asarray(values, dtype=np.int64)
+        if count and low is not None and (array.min() < low or array.max() > high):
+            where = int(np.argmax((array < low) | (array > high)))
+            self.fail(f"{field}[{where}]", f"{int(array[where])} is outside {low}..{high}")
+        return array
+
+    def shape(self, mapping, key, field, length):
+        values = self.get(mapping, key, list, field)
+        if len(values) != length or not all(type(v) is int and v >= 1 for v in values):
+            self.fail(field, f"expected {length} positive integers, got {_short(values)}")
+        return tuple(values)
+
+
+def _short(value, limit=60):
+    text = json.dumps(value) if not isinstance(value, np.ndarray) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def network_from_dict(data, source="<network>"):
+    """Build and validate a :class:`Network` from the ``network`` object of a file."""
+    check = _Checker(source)
+    if not isinstance(data, dict):
+        check.fail("network", f"expected an object, got {type(data).__name__}")
+    spec = check.get(data, "input", dict, "network.input")
+    shape = check.shape(spec, "shape", "network.input.shape", 3)
+    bits = check.integer(spec, "bits", "network.input.bits", 1, 16)
+    weight_bits = check.integer(data, "weight_bits", "network.weight_bits", 1, 16)
+    low, high = weight_range(weight_bits)
+    raw_layers = check.get(data, "layers", list, "network.layers")
+    if not raw_layers:
+        check.fail("network.layers", "expected at least one layer")
+    layers, current = [], shape
+    names = set()
+    for index, entry in enumerate(raw_layers):
+        field = f"network.layers[{index}]"
+        kind = check.get(entry, "kind", str, f"{field}.kind")
+        name = check.get(entry, "name", str, f"{field}.name")
+        if name in names:
+            check.fail(f"{field}.name", f"{name!r} is used twice")
+        names.add(name)
+        if kind == "maxpool2d":
+            if len(current) != 3:
+                check.fail(field, f"maxpool2d needs a (height, width, channels) input, got {current}")
+            pool = check.shape(entry, "pool", f"{field}.pool", 2)
+            layer = MaxPoolLayer(name, pool)
+        elif kind in ("dense", "conv2d"):
+            if kind == "dense":
+                wshape = check.shape(entry, "shape", f"{field}.shape", 2)
+                fan_in = int(np.prod(current))
+                if wshape[1] != fan_in:
+                    check.fail(f"{field}.shape", f"dense layer takes {wshape[1]} inputs but the previous "
+                                                 f"layer gives {fan_in} ({current})")
+            else:
+                wshape = check.shape(entry, "shape", f"{field}.shape", 4)
+                if len(current) != 3 or wshape[3] != current[2]:
+                    check.fail(f"{field}.shape", f"conv2d expects {wshape[3]} input channels, the previous "
+                                                 f"layer gives {current}")
+            weights = check.int_array(entry, "weights", f"{field}.weights", int(np.prod(wshape)), low, high)
+            if weight_bits == 1 and (weights == 0).any():
+                check.fail(f"{field}.weights", "1-bit weights must be -1 or +1, found 0")
+            thresholds = check.int_array(entry, "thresholds", f"{field}.thresholds", wshape[0],
+                                         -(2 ** 62), 2 ** 62)
+            weights = weights.reshape(wshape)
+            if kind == "dense":
+                layer = DenseLayer(name, weights, thresholds)
+            else:
+                padding = check.get(entry, "padding", str, f"{field}.padding")
+                if padding not in ("valid", "same"):
+                    check.fail(f"{field}.padding", f"expected 'valid' or 'same', got {padding!r}")
+                layer = ConvLayer(name, weights, thresholds, padding)
+        else:
+            check.fail(f"{field}.kind", f"unknown layer kind {kind!r} (expected dense, conv2d or maxpool2d)")
+        current = layer.output_shape(current)
+        if min(current) < 1:
+            check.fail(field, f"output shape {current} is empty")
+        layers.append(layer)
+    if layers[-1].kind != "dense":
+        check.fail("network.layers", f"the last layer must be dense (the N-hot output), not {layers[-1].kind}")
+    output = check.get(data, "output", dict, "network.output")
+    key_rows = check.get(output, "key", list, "network.output.key")
+    try:
+        key = check_key(np.asarray(key_rows))
+    except (ValueError, TypeError) as error:
+        check.fail("network.output.key", str(error))
+    if key.shape[1] != layers[-1].outputs:
+        check.fail("network.output.key", f"key width {key.shape[1]} != last layer's {layers[-1].outputs} outputs")
+    nhot = check.integer(output, "nhot", "network.output.nhot", 1)
+    if nhot != int(key[0].sum()):
+        check.fail("network.output.nhot", f"{nhot} but the key gives {int(key[0].sum())} units per class")
+    tie_break = check.get(output, "tie_break", str, "network.output.tie_break")
+    if tie_break not in TIE_BREAKS:
+        check.fail("network.output.tie_break", f"unknown tie-break {tie_break!r} (expected {TIE_BREAKS[0]!r})")
+    network = Network(InputSpec(shape, bits), tuple(layers), OutputCode(key, tie_break), weight_bits)
+    widths = network.accumulator_bits()
+    for index, entry in enumerate(raw_layers):
+        if entry["kind"] != "maxpool2d":
+            field = f"network.layers[{index}].accumulator_bits"
+            declared = check.integer(entry, "accumulator_bits", field, 1, 64)
+            needed = widths[entry["name"]]
+            if declared != needed:
+                check.fail(field, f"declares {declared} but the weights need {needed}")
+    return network
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+def write_network(path, network, meta=None):
+    """Write ``network`` (with its hash and optional informational ``meta``) to ``path``."""
+    body = network.to_dict()
+    document = {"format": FORMAT, "version": VERSION, "sha256": canonical_hash(body),
+                "network": body, "meta": meta or {}}
+    pathlib.Path(path).write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+    return document["sha256"]
+
+
+def read_network(path):
+    """Read and validate a network file; returns ``(network, meta)``.
+
+    Raises :class:`NetworkFileError` naming the file, the field and what was expected.
+    """
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NetworkFileError(f"{path}: no such network file") from None
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NetworkFileError(f"{path}: not a hone network file (invalid JSON: {error}); the file is "
+                               f"corrupted or truncated") from None
+    check = _Checker(path)
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        check.fail("format", f"expected {FORMAT!r}, got {found!r}")
+    version = check.get(document, "version", int, "version")
+    if version > VERSION:
+        check.fail("version", f"format version {version} is newer than this hone reads ({VERSION}); "
+                              f"upgrade hone")
+    if version < 1:
+        check.fail("version", f"invalid format version {version}")
+    declared = check.get(document, "sha256", str, "sha256")
+    body = check.get(document, "network", dict, "network")
+    actual = canonical_hash(body)
+    if actual != declared:
+        check.fail("sha256", f"content hash mismatch: the file declares {declared[:16]}... but its network "
+                             f"hashes to {actual[:16]}...; the file was modified or corrupted")
+    meta = document.get("meta", {})
+    if not isinstance(meta, dict):
+        check.fail("meta", f"expected an object, got {type(meta).__name__}")
+    return network_from_dict(body, path), meta
