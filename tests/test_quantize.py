@@ -87,8 +87,16 @@ def test_constant_neurons():
 def test_thresholds_are_clipped_to_the_reachable_sums():
     a = np.array([[1.0, -1.0, 2.0], [1.0, 1.0, 1.0]])
     w, theta = quantize_neurons(a, np.array([100.0, -100.0]), 2)
-    assert w.tolist() == [[0, 0, 1], [1, 1, 1]]  # round half to even
-    assert theta.tolist() == [2, 0]  # sums reach 1 at most (never fires) and 0 at least (always)
+    assert w.tolist() == [[1, -1, 1], [1, 1, 1]]  # row 0 clipped at half its range: less error
+    assert theta.tolist() == [3, 0]  # sums reach 2 at most (never fires) and 0 at least (always)
+
+
+def test_clipping_keeps_two_bit_weights_alive():
+    a = np.random.default_rng(0).normal(size=(1, 784))  # bell-shaped, like trained weights
+    w, _ = quantize_neurons(a, np.zeros(1), 2)
+    plain = np.rint(a / np.abs(a).max())  # max-scaling: all but the tails round to 0
+    assert np.mean(plain != 0) < 0.05
+    assert np.mean(w != 0) > 0.3
 
 
 @pytest.mark.parametrize("bits", [0, 17])

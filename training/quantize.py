@@ -6,7 +6,9 @@ gets its own scale at no hardware cost. With ``W = round(S a)`` the integer neur
 ``W . x >= ceil(S T)``: the sum is an integer, so rounding the threshold *up* reproduces ``>=`` exactly
 whenever the weights are exact, and is the nearest integer rule otherwise.
 
-- ``bits >= 2``: ``S = (2**(bits-1) - 1) / max|a|``, weights in ``-(2**(bits-1)-1) .. 2**(bits-1)-1``.
+- ``bits >= 2``: ``S = (2**(bits-1) - 1) / (c max|a|)``, weights in ``-(2**(bits-1)-1) .. 2**(bits-1)-1``
+  (clipped), with the clipping fraction ``c`` in 0.3..1 that minimises the squared weight error
+  (``c = 1`` at 8 bits and up in practice; at 2 bits it keeps most weights from rounding to zero).
 - ``bits == 1``: weights ``sign(a)`` in ``{-1, +1}`` and ``S = 1 / mean|a|`` (the least-squares scale).
 - A neuron whose weights are all zero is a constant: it always fires if ``T <= 0``, never otherwise
   (``W = 0``, or ``+1`` for 1-bit weights, which have no 0).
@@ -21,6 +23,33 @@ from .netfile import weight_range
 __all__ = ["quantize_neurons"]
 
 _TIE_TOLERANCE = 1e-9
+
+
+_CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def _least_squares_range(a, reference, target, low, high, per_neuron):
+    """Pick the clipping range ``c * max|a|`` (c from 1 down to 0.3) with the least squared weight
+    error: at few bits, clipping the largest weights buys resolution for all the others.
+
+    Returns the chosen range per neuron and the integer weights. Candidates are tried from ``c = 1``
+    down and a later one must be strictly better, so an exactly representable neuron keeps ``c = 1``.
+    """
+    best_error = best_range = best_w = None
+    for fraction in _CLIP_FRACTIONS:
+        span = reference * fraction
+        w = np.clip(np.rint(a / span[:, None] * target), low, high)  # divide first: no overflow
+        error = ((w * (span / target)[:, None] - a) ** 2).sum(axis=1)
+        if not per_neuron:
+            error = np.full_like(error, error.sum())
+        if best_error is None:
+            best_error, best_range, best_w = error, span, w
+            continue
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_range = np.where(better, span, best_range)
+        best_w = np.where(better[:, None], w, best_w)
+    return best_range, best_w
 
 
 def quantize_neurons(weights, thresholds, bits, *, per_neuron=True, input_max=1):
@@ -52,8 +81,8 @@ def quantize_neurons(weights, thresholds, bits, *, per_neuron=True, input_max=1)
         target = float(high)
     alive = reference > 0
     safe = np.where(alive, reference, 1.0)
-    if bits > 1:  # divide first: a / reference is in [-1, 1] even for subnormal weights
-        w = np.clip(np.rint(a / safe[:, None] * target), low, high)
+    if bits > 1:
+        safe, w = _least_squares_range(a, safe, target, low, high, per_neuron)
     with np.errstate(over="ignore"):
         scaled = t / safe * target
     theta = np.ceil(scaled - _TIE_TOLERANCE * np.maximum(1.0, np.abs(scaled)))
