@@ -83,3 +83,11 @@ def test_flow_writes_a_report(tmp_path):
     markdown = (out / "report.md").read_text()
     assert f"{100 * report['train']['sharpened_accuracy']:.2f}%" in markdown
     assert (out / "train" / "model.keras").exists() and (out / "train" / "sharpening.png").exists()
+    # the flow exports the sharpened net to a 4-bit network file and reports every stage
+    from training.netfile import read_network
+    network, _ = read_network(out / "net.hone")
+    assert network.weight_bits == 4 and network.sha256 == report["export"]["sha256"]
+    accuracy = report["export"]["accuracy"]
+    assert accuracy["keras_sharpened"] == pytest.approx(report["train"]["sharpened_accuracy"])
+    assert accuracy["integer"] >= accuracy["keras_sharpened"] - 0.03
+    assert "## Network file" in markdown

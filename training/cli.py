@@ -143,17 +143,22 @@ def cmd_train(args):
 
 
 def cmd_flow(args):
-    """The main job: train and sharpen the default network, then write one report."""
+    """The main job: train and sharpen the default network, export it, write one report."""
     config = _config_from(args)
     out = pathlib.Path(args.out)
     summary = _run_training(config, out / "train", quiet=args.json)
-    report = {"train": _figures(summary)}
+    network_path = out / "net.hone"
+    exported = _export(out / "train" / "model.keras", network_path, weight_bits=args.weight_bits)
+    report = {"train": _figures(summary), "export": exported}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     (out / "report.md").write_text(
         "# hone flow report\n\n## Training\n\n```\n" + _format_summary(summary, out / "train")
-        + "\n```\n\n![sharpening](train/sharpening.png)\n")
+        + "\n```\n\n![sharpening](train/sharpening.png)\n\n## Network file\n\n```\n"
+        + _format_export(exported, network_path) + "\n```\n")
     print(_format_summary(summary, out / "train"))
-    print(f"report                  {out / 'report.md'}")
+    print()
+    print(_format_export(exported, network_path))
+    print(f"\nreport                  {out / 'report.md'}")
     if args.json:
         print(json.dumps(report))
 
@@ -193,7 +198,9 @@ def _format_export(report, out):
     return "\n".join(lines)
 
 
-def cmd_export(args):
+def _export(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
+            dataset=None):
+    """Export a run's model to a network file and its report (``output`` + ``.json``); the report."""
     _quiet_tensorflow()
     import keras
     from . import layers  # noqa: F401  (registers hone's layers)
@@ -201,19 +208,20 @@ def cmd_export(args):
     from .export import ExportError, evaluate_export, export_network
     from .netfile import write_network
 
-    if not args.model.exists():
-        raise UserError(f"{args.model}: no such model file")
-    recorded_dataset, recorded_binary = _run_folder_settings(args.model)
-    dataset = args.dataset or recorded_dataset or "fashion-mnist"
-    input_bits = args.input_bits or (1 if recorded_binary else 8)
+    model_path, output = pathlib.Path(model_path), pathlib.Path(output)
+    if not model_path.exists():
+        raise UserError(f"{model_path}: no such model file")
+    recorded_dataset, recorded_binary = _run_folder_settings(model_path)
+    dataset = dataset or recorded_dataset or "fashion-mnist"
+    input_bits = input_bits or (1 if recorded_binary else 8)
     try:
-        model = keras.saving.load_model(args.model)
+        model = keras.saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a bad file; its last line says why
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
-        raise UserError(f"{args.model}: cannot load the Keras model: {reason}") from None
+        raise UserError(f"{model_path}: cannot load the Keras model: {reason}") from None
     try:
-        network, floats = export_network(model, weight_bits=args.weight_bits, input_bits=input_bits,
-                                         per_neuron=not args.per_layer, allow_unsharp=args.allow_unsharp)
+        network, floats = export_network(model, weight_bits=weight_bits, input_bits=input_bits,
+                                         per_neuron=not per_layer, allow_unsharp=allow_unsharp)
         data = load_dataset(dataset, binarize=input_bits == 1 and bool(recorded_binary))
     except (ExportError, DatasetError) as error:
         raise UserError(str(error)) from None
@@ -221,13 +229,19 @@ def cmd_export(args):
         raise UserError(f"dataset {dataset!r} has {data.input_shape} images but the model takes "
                         f"{network.input.shape}; pass the dataset it was trained on with --dataset")
     report = evaluate_export(model, network, floats, data.x_test, data.y_test)
-    report.update({"dataset": dataset, "scaling": "per-layer" if args.per_layer else "per-neuron",
-                   "model": str(args.model)})
-    report["sha256"] = write_network(args.output, network, meta={
-        "source": str(args.model), "dataset": dataset, "scaling": report["scaling"],
+    report.update({"dataset": dataset, "scaling": "per-layer" if per_layer else "per-neuron",
+                   "model": str(model_path)})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    report["sha256"] = write_network(output, network, meta={
+        "source": str(model_path), "dataset": dataset, "scaling": report["scaling"],
         "accuracy": report["accuracy"]})
-    report_path = args.output.with_name(args.output.name + ".json")
-    report_path.write_text(json.dumps(report, indent=1))
+    output.with_name(output.name + ".json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def cmd_export(args):
+    report = _export(args.model, args.output, weight_bits=args.weight_bits, input_bits=args.input_bits,
+                     per_layer=args.per_layer, allow_unsharp=args.allow_unsharp, dataset=args.dataset)
     print(_format_export(report, args.output))
     if args.json:
         print(json.dumps(report))
@@ -268,10 +282,13 @@ def build_parser():
     export.set_defaults(handler=cmd_export)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
-                               description="Train and sharpen the default network and write a report.")
+                               description="Train and sharpen the default network, export it to a "
+                                           "network file and write a report.")
     _add_train_arguments(flow, defaults)
     flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
                       help="output folder (default: runs/flow)")
+    flow.add_argument("--weight-bits", type=int, default=4, metavar="B",
+                      help="weight width of the exported network file (default: 4)")
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
     return parser

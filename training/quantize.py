@@ -83,9 +83,10 @@ def quantize_neurons(weights, thresholds, bits, *, per_neuron=True, input_max=1)
     safe = np.where(alive, reference, 1.0)
     if bits > 1:
         safe, w = _least_squares_range(a, safe, target, low, high, per_neuron)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # tiny weights: the threshold runs off to +-inf
         scaled = t / safe * target
-    theta = np.ceil(scaled - _TIE_TOLERANCE * np.maximum(1.0, np.abs(scaled)))
+        theta = np.where(np.isfinite(scaled),
+                         np.ceil(scaled - _TIE_TOLERANCE * np.maximum(1.0, np.abs(scaled))), scaled)
     # constant neurons: all-zero weights fire iff 0 >= T
     if bits == 1:
         w = np.where(alive[:, None], w, 1)
