@@ -22,7 +22,7 @@ from .nhot import decode_spikes
 from .config import TrainConfig
 from .sharpeners import sharpness_of
 
-__all__ = ["TrainConfig", "TrainingIncomplete", "train", "hard_accuracy", "output_spikes"]
+__all__ = ["TrainConfig", "TrainingIncomplete", "train", "hard_classes", "hard_accuracy", "output_spikes"]
 
 
 class TrainingIncomplete(RuntimeError):
@@ -37,8 +37,8 @@ def output_spikes(model, x, batch_size=1024):
     return probe.predict(x, batch_size=batch_size, verbose=0)
 
 
-def hard_accuracy(model, x, y):
-    """Accuracy with every spiking layer at sharpness 1 (exact steps), decoded with the N-hot key.
+def hard_classes(model, x):
+    """Classes with every spiking layer at sharpness 1 (exact steps), decoded with the N-hot key.
 
     The model's sharpness is restored afterwards.
     """
@@ -47,11 +47,15 @@ def hard_accuracy(model, x, y):
     try:
         for layer in layers:
             layer.set_sharpness(1.0)
-        predicted = decode_spikes(output_spikes(model, x), model.layers[-1].key)
+        return decode_spikes(output_spikes(model, x), model.layers[-1].key)
     finally:
         for layer, value in zip(layers, saved):
             layer.set_sharpness(value)
-    return float(np.mean(predicted == np.asarray(y)))
+
+
+def hard_accuracy(model, x, y):
+    """Test accuracy of :func:`hard_classes`."""
+    return float(np.mean(hard_classes(model, x) == np.asarray(y)))
 
 
 class _EpochTimer(keras.callbacks.Callback):
