@@ -184,3 +184,28 @@ def test_input_quantization_rounds_half_up():
     spec = InputSpec((1, 4, 1), 1)
     assert spec.quantize(np.array([0.0, 0.49, 0.5, 1.0])).tolist() == [0, 0, 1, 1]
     assert InputSpec((1, 1, 1), 8).quantize(np.array([np.arange(256) / 255.0])).tolist()[0] == list(range(256))
+
+
+def test_hone_info_describes_a_valid_file(tmp_path, network, capsys):
+    from training.cli import main
+    path = tmp_path / "net.hone"
+    write_network(path, network, meta={"dataset": "synthetic"})
+    assert main(["info", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["sha256"] == network.sha256
+    assert [l["kind"] for l in figures["layers"]] == ["conv2d", "maxpool2d", "dense", "dense"]
+    assert figures["layers"][1]["output_shape"] == [3, 3, 3]
+    assert figures["meta"] == {"dataset": "synthetic"}
+    assert f"{path}: valid hone network, sha256 {network.sha256}" in out
+
+
+def test_hone_info_reports_a_bad_file_in_one_line(tmp_path, network, capsys):
+    from training.cli import main
+    path = tmp_path / "net.hone"
+    write_network(path, network)
+    edit(path, lambda d: d.update(version=2))
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"hone: error: {path}: version: format version 2 is newer than this hone reads (1); "
+                   f"upgrade hone\n")

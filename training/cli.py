@@ -13,6 +13,8 @@ import os
 import pathlib
 import sys
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -247,6 +249,43 @@ def cmd_export(args):
         print(json.dumps(report))
 
 
+def cmd_info(args):
+    """Validate a network file and describe it (no Keras involved)."""
+    from .netfile import NetworkFileError, read_network
+
+    try:
+        network, meta = read_network(args.network)
+    except NetworkFileError as error:
+        raise UserError(str(error)) from None
+    shapes = network.shapes()
+    widths = network.accumulator_bits()
+    layers = []
+    for layer, shape in zip(network.layers, shapes):
+        entry = {"name": layer.name, "kind": layer.kind, "output_shape": list(shape)}
+        if layer.kind != "maxpool2d":
+            entry["fan_in"] = int(np.prod(layer.weights.shape[1:]))
+            entry["accumulator_bits"] = widths[layer.name]
+        layers.append(entry)
+    figures = {
+        "file": str(args.network), "sha256": network.sha256, "input_shape": list(network.input.shape),
+        "input_bits": network.input.bits, "weight_bits": network.weight_bits,
+        "classes": int(network.output.key.shape[0]), "nhot": network.output.nhot,
+        "tie_break": network.output.tie_break, "layers": layers,
+        "weights": int(sum(l.weights.size for l in network.layers if l.kind != "maxpool2d")),
+        "meta": meta,
+    }
+    print(f"{args.network}: valid hone network, sha256 {network.sha256}")
+    print(f"input {'x'.join(map(str, network.input.shape))} x {network.input.bits}-bit, "
+          f"{network.weight_bits}-bit weights ({figures['weights']} in all), "
+          f"{figures['classes']} classes x {network.output.nhot}-hot, tie-break {network.output.tie_break}")
+    for entry in layers:
+        extra = (f"fan-in {entry['fan_in']}, accumulator {entry['accumulator_bits']} bits"
+                 if "fan_in" in entry else "OR of spikes")
+        print(f"  {entry['name']:<16}{entry['kind']:<11}-> {'x'.join(map(str, entry['output_shape'])):<10}{extra}")
+    if args.json:
+        print(json.dumps(figures))
+
+
 def build_parser():
     from .config import TrainConfig
 
@@ -280,6 +319,13 @@ def build_parser():
                         help="test data for the accuracy table (default: from the run folder)")
     export.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     export.set_defaults(handler=cmd_export)
+
+    info = commands.add_parser("info", help="validate a network file and describe it",
+                               description="Read a network file, validate every field and the hash, "
+                                           "and print its layers.")
+    info.add_argument("network", type=pathlib.Path, help="a network file from hone export")
+    info.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    info.set_defaults(handler=cmd_info)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
                                description="Train and sharpen the default network, export it to a "
