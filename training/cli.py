@@ -47,6 +47,8 @@ def _add_train_arguments(parser, defaults):
     group.add_argument("--filters", type=_int_tuple, default=defaults.filters, metavar="F1,F2,..",
                        help="conv filters per conv-pool stage (default: 32,64)")
     group.add_argument("--kernel", type=int, default=defaults.kernel, help="conv kernel size (default: 5)")
+    group.add_argument("--padding", choices=("valid", "same"), default=defaults.padding,
+                       help="conv padding (default: valid)")
     group.add_argument("--nhot", type=int, default=defaults.nhot,
                        help=f"output units per class (default: {defaults.nhot})")
     group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
@@ -54,6 +56,9 @@ def _add_train_arguments(parser, defaults):
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
     group.add_argument("--dropout", type=float, default=defaults.dropout,
                        help="dropout after hidden dense spiking layers, training only")
+    group.add_argument("--augment", action="store_true", default=defaults.augment,
+                       help="random horizontal flips and 2-pixel shifts while training (for data such as "
+                            "Fashion-MNIST where a mirror image keeps its class; not for digits)")
     group.add_argument("--decode-scale", type=float, default=defaults.decode_scale,
                        help="softmax scale of the N-hot decode (training dynamics only)")
     group.add_argument("--gradient", choices=("exact", "straight-through", "surrogate"),

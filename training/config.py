@@ -19,10 +19,12 @@ class TrainConfig:
     widths: tuple | None = None
     filters: tuple | None = None
     kernel: int | None = None
+    padding: str | None = None        # conv: "valid" (default) or "same"
     batch_norm: bool = True
     dropout: float = 0.2
     decode_scale: float = 0.25
     gradient: str = "straight-through"
+    augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
     activation: str = "brelu"
     sharpener: str = "simple"
     bottom_up: bool = True

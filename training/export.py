@@ -22,7 +22,8 @@ from .quantize import quantize_neurons
 
 __all__ = ["ExportError", "FloatLayer", "export_network", "evaluate_export"]
 
-_SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm)
+_SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm,
+            keras.layers.RandomFlip, keras.layers.RandomTranslation)  # identities at inference
 
 
 class ExportError(ValueError):

@@ -35,7 +35,7 @@ def _positive_ints(name, values):
 
 def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
                 kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
-                decode_scale=1.0, gradient="straight-through", name=None):
+                decode_scale=1.0, gradient="straight-through", augment=False, name=None):
     """Build an untrained Whetstone model.
 
     Args:
@@ -53,6 +53,9 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
             inference, so the hardware never sees it). Defaults to `0.0`.
         activation: `"brelu"` (step at 0.5) or `"sigmoid"` (step at 0). Defaults to `"brelu"`.
         key_seed: Seed of the N-hot key. Defaults to `0`.
+        augment: Random horizontal flips and shifts of up to 2 pixels, in training only (identity at
+            inference; the export skips them). Only for data whose mirror images keep their class.
+            Defaults to `False`.
         gradient: Backward pass of the spiking layers (see :class:`~training.activations.Spiking`).
             Defaults to `"straight-through"`.
         decode_scale: Softmax scale of :class:`SoftmaxDecode` (training dynamics only; the decoded
@@ -69,6 +72,10 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
                             else DEFAULT_DENSE_WIDTHS if is_dense else DEFAULT_CONV["widths"])
 
     layers = [keras.Input(shape=tuple(input_shape), name="image")]
+    if augment:
+        layers.append(keras.layers.RandomFlip("horizontal", name="augment_flip"))
+        layers.append(keras.layers.RandomTranslation(2 / input_shape[0], 2 / input_shape[1],
+                                                     fill_mode="constant", name="augment_shift"))
 
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")

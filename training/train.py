@@ -151,9 +151,10 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     data = data or load_dataset(config.dataset, binarize=config.binarize)
     model = build_model(
         config.arch, data.input_shape, data.classes, nhot=config.nhot, output_width=config.output_width,
-        widths=config.widths, filters=config.filters, kernel=config.kernel, batch_norm=config.batch_norm,
+        widths=config.widths, filters=config.filters, kernel=config.kernel, padding=config.padding,
+        batch_norm=config.batch_norm,
         dropout=config.dropout, decode_scale=config.decode_scale, gradient=config.gradient,
-        activation=config.activation, key_seed=config.seed)
+        augment=config.augment, activation=config.activation, key_seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks = [_EpochTimer()]
