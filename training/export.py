@@ -160,7 +160,7 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
     return network, floats
 
 
-def _float_forward(network, floats, x):
+def _float_forward(network, floats, x, chunk=500):
     """Spikes of the folded float network (fire iff ``a . x >= T``), and each image's smallest margin."""
     float_network = dataclasses.replace(network, layers=tuple(
         item if isinstance(item, MaxPoolLayer) else
@@ -168,20 +168,24 @@ def _float_forward(network, floats, x):
          else ConvLayer(item.name, item.weights, item.thresholds, item.padding))
         for item in floats))
     runner = IntegerNetwork(float_network)
-    margins = np.full(len(x), np.inf)
-    spikes = []
-    for layer in float_network.layers:
-        if layer.kind == "maxpool2d":
-            x = runner._layer(layer, x, False)
-        else:
-            sums = IntegerNetwork._sums(layer, x)
-            magnitude = dataclasses.replace(layer, weights=np.abs(layer.weights))
-            scale = IntegerNetwork._sums(magnitude, x) + np.abs(layer.thresholds) + 1e-30
-            margin = np.abs(sums - layer.thresholds) / scale  # relative to float rounding's scale
-            margins = np.minimum(margins, margin.reshape(len(x), -1).min(axis=1))
-            x = (sums >= layer.thresholds).astype(np.float64)
-        spikes.append(x.astype(np.uint8))
-    return spikes, margins
+    spikes, margins = [], []
+    for start in range(0, len(x), chunk):
+        part, part_spikes = x[start:start + chunk], []
+        margin = np.full(len(part), np.inf)
+        for layer in float_network.layers:
+            if layer.kind == "maxpool2d":
+                part = runner._layer(layer, part, False)
+            else:
+                sums = IntegerNetwork._sums(layer, part)
+                magnitude = dataclasses.replace(layer, weights=np.abs(layer.weights))
+                scale = IntegerNetwork._sums(magnitude, part) + np.abs(layer.thresholds) + 1e-30
+                relative = np.abs(sums - layer.thresholds) / scale  # relative to float rounding's scale
+                margin = np.minimum(margin, relative.reshape(len(part), -1).min(axis=1))
+                part = (sums >= layer.thresholds).astype(np.float64)
+            part_spikes.append(part.astype(np.uint8))
+        spikes.append(part_spikes)
+        margins.append(margin)
+    return [np.concatenate(layer) for layer in zip(*spikes)], np.concatenate(margins)
 
 
 def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):

@@ -27,6 +27,7 @@ class IntegerNetwork:
 
     Args:
         network: A validated :class:`~training.netfile.Network`.
+        chunk: Images per vectorized pass (memory bound for conv layers). Defaults to `500`.
 
     Example:
 
@@ -35,8 +36,9 @@ class IntegerNetwork:
     >>> result.classes, result.spikes[-1]
     """
 
-    def __init__(self, network):
+    def __init__(self, network, *, chunk=500):
         self.network = network
+        self.chunk = int(chunk)  # images per pass: bounds the memory of conv patches
 
     def run(self, pixels, *, bit_planes=False):
         """Spikes of every layer and the decoded classes for integer pixels ``q``.
@@ -59,13 +61,19 @@ class IntegerNetwork:
         if q.size and (q.min() < 0 or q.max() >= 2 ** spec.bits):
             raise ValueError(f"pixels must be in 0..{2 ** spec.bits - 1} for {spec.bits}-bit input, "
                              f"got {q.min()}..{q.max()}")
+        chunks = [self._forward(q[start:start + self.chunk], bit_planes)
+                  for start in range(0, len(q), self.chunk)] or [self._forward(q, bit_planes)]
+        spikes = [np.concatenate(layer_spikes) for layer_spikes in zip(*chunks)]
+        return Result(spikes, decode_spikes(spikes[-1], self.network.output.key))
+
+    def _forward(self, q, bit_planes):
         x = q.astype(np.float64)
         spikes = []
         for index, layer in enumerate(self.network.layers):
-            planes = bit_planes and index == 0 and spec.bits > 1
+            planes = bit_planes and index == 0 and self.network.input.bits > 1
             x = self._layer(layer, x, planes)
             spikes.append(x.astype(np.uint8))
-        return Result(spikes, decode_spikes(spikes[-1], self.network.output.key))
+        return spikes
 
     def _layer(self, layer, x, planes):
         if layer.kind == "maxpool2d":
