@@ -185,3 +185,13 @@ def test_cli_export_of_a_corrupted_model(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up lines may come first
     assert last.startswith(f"hone: error: {bad}: cannot load the Keras model: ")
+
+
+def test_augmentation_layers_are_training_only_and_skipped_by_export(digits):
+    model = sharpen(build_model("dense", digits.input_shape, 10, nhot=2, widths=(8,), augment=True))
+    names = [layer.name for layer in model.layers]
+    assert names[:2] == ["augment_flip", "augment_shift"]
+    x = digits.x_test[:50]
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))  # inference: identity
+    network, _ = export_network(model, weight_bits=8, input_bits=8)
+    assert [layer.name for layer in network.layers] == ["dense_0", "dense_out"]
