@@ -111,9 +111,7 @@ def _run_training(config, out, *, quiet):
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     try:
         _, _, summary = train(config, out, verbose=verbose)
-    except (DatasetError, TrainingIncomplete) as error:
-        raise UserError(str(error)) from None
-    except ValueError as error:  # invalid combinations found while building the model or sharpener
+    except (DatasetError, TrainingIncomplete, ValueError) as error:  # ValueError: invalid combinations
         raise UserError(str(error)) from None
     return summary
 
