@@ -26,9 +26,15 @@ def test_exactly_representable_neurons_are_reproduced_exactly(seed, bits, output
     np.testing.assert_array_equal(fires(w, theta, x), fires(w0, t0, x))
 
 
+# normal floats only: scaling a subnormal by 2**power is not exact, so invariance cannot be asked of it
+def normal_floats(bound):
+    return st.floats(-bound, bound, allow_nan=False, allow_subnormal=False).filter(
+        lambda v: v == 0 or abs(v) > 1e-290)
+
+
 @settings(max_examples=100, deadline=None)
-@given(a=arrays(np.float64, (4, 12), elements=st.floats(-4, 4, allow_nan=False)),
-       t=arrays(np.float64, (4,), elements=st.floats(-8, 8, allow_nan=False)),
+@given(a=arrays(np.float64, (4, 12), elements=normal_floats(4)),
+       t=arrays(np.float64, (4,), elements=normal_floats(8)),
        bits=st.integers(1, 16), power=st.integers(-6, 6))
 def test_each_neuron_is_scale_invariant(a, t, bits, power):
     c = 2.0 ** power  # exact in binary floating point
