@@ -33,16 +33,13 @@ def main(argv=None):
     import keras
     import numpy as np
     from training import layers  # noqa: F401
-    from training.cli import _run_folder_settings
     from training.datasets import load_dataset
-    from training.export import export_network
+    from training.export import export_network, run_settings
     from training.integer import IntegerNetwork
     from training.train import hard_accuracy
 
-    recorded_dataset, recorded_binary = _run_folder_settings(args.model)
-    dataset = args.dataset or recorded_dataset or "fashion-mnist"
-    input_bits = args.input_bits or (1 if recorded_binary else 8)
-    data = load_dataset(dataset, binarize=bool(recorded_binary))
+    dataset, input_bits, binarized = run_settings(args.model, dataset=args.dataset, input_bits=args.input_bits)
+    data = load_dataset(dataset, binarize=binarized)
     model = keras.saving.load_model(args.model)
     reference = hard_accuracy(model, data.x_test, data.y_test)
     rows = []

@@ -39,16 +39,13 @@ def overhead(overrides, dataset, repeats):
     import keras
     from training.config import TrainConfig
     from training.datasets import load_dataset
-    from training.models import build_model
     from training.sharpeners import SimpleSharpener
+    from training.train import compiled_model
 
     config = TrainConfig(dataset=dataset, **overrides)
     data = load_dataset(config.dataset, binarize=config.binarize)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.arch, data.input_shape, data.classes, nhot=config.nhot,
-                        dropout=config.dropout, decode_scale=config.decode_scale)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = compiled_model(config, data)
     sharpener = SimpleSharpener(start_epoch=0, steps=1000)  # active on every batch, never finishes
 
     def epoch(callbacks):

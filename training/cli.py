@@ -168,16 +168,6 @@ def cmd_flow(args):
         print(json.dumps(report))
 
 
-def _run_folder_settings(model_path):
-    """Dataset and input encoding recorded in the run folder's history.json, if there is one."""
-    history = pathlib.Path(model_path).with_name("history.json")
-    try:
-        config = json.loads(history.read_text())["summary"]["config"]
-        return config["dataset"], bool(config["binarize"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, None
-
-
 def _format_export(report, out):
     acc = report["accuracy"]
     lines = [
@@ -210,15 +200,13 @@ def _export(model_path, output, *, weight_bits, input_bits=None, per_layer=False
     import keras
     from . import layers  # noqa: F401  (registers hone's layers)
     from .datasets import DatasetError, load_dataset
-    from .export import ExportError, evaluate_export, export_network
+    from .export import ExportError, evaluate_export, export_network, run_settings
     from .netfile import write_network
 
     model_path, output = pathlib.Path(model_path), pathlib.Path(output)
     if not model_path.exists():
         raise UserError(f"{model_path}: no such model file")
-    recorded_dataset, recorded_binary = _run_folder_settings(model_path)
-    dataset = dataset or recorded_dataset or "fashion-mnist"
-    input_bits = input_bits or (1 if recorded_binary else 8)
+    dataset, input_bits, binarized = run_settings(model_path, dataset=dataset, input_bits=input_bits)
     try:
         model = keras.saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a bad file; its last line says why
@@ -227,7 +215,7 @@ def _export(model_path, output, *, weight_bits, input_bits=None, per_layer=False
     try:
         network, floats = export_network(model, weight_bits=weight_bits, input_bits=input_bits,
                                          per_neuron=not per_layer, allow_unsharp=allow_unsharp)
-        data = load_dataset(dataset, binarize=input_bits == 1 and bool(recorded_binary))
+        data = load_dataset(dataset, binarize=binarized)
     except (ExportError, DatasetError) as error:
         raise UserError(str(error)) from None
     if tuple(data.input_shape) != network.input.shape:

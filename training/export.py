@@ -8,19 +8,21 @@ layer is an OR of spikes; ``SoftmaxDecode`` gives the N-hot key.
 """
 
 import dataclasses
+import json
+import pathlib
 
 import numpy as np
 import keras
 
 from . import layers as hone_layers
-from .activations import spiking_layers
 from .folding import FoldingError, fold_batch_norm
 from .integer import IntegerNetwork
 from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode
 from .nhot import decode_spikes
 from .quantize import quantize_neurons
+from .sharpeners import sharpness_of
 
-__all__ = ["ExportError", "FloatLayer", "export_network", "evaluate_export"]
+__all__ = ["ExportError", "FloatLayer", "run_settings", "export_network", "evaluate_export"]
 
 _SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm,
             keras.layers.RandomFlip, keras.layers.RandomTranslation)  # identities at inference
@@ -41,8 +43,25 @@ class FloatLayer:
     padding: str = "valid"
 
 
+def run_settings(model_path, *, dataset=None, input_bits=None):
+    """``(dataset, input_bits, binarized)`` for exporting a run's model.
+
+    Unset values come from the run folder's ``history.json`` (the data the model was trained on):
+    input bits 1 for a model trained on binarized pixels, else 8; Fashion-MNIST when nothing is
+    recorded. Test images are binarized only for 1-bit input to a model trained on binary pixels.
+    """
+    recorded_dataset, recorded_binary = None, False
+    try:
+        config = json.loads(pathlib.Path(model_path).with_name("history.json").read_text())["summary"]["config"]
+        recorded_dataset, recorded_binary = config["dataset"], bool(config["binarize"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    input_bits = input_bits or (1 if recorded_binary else 8)
+    return dataset or recorded_dataset or "fashion-mnist", input_bits, input_bits == 1 and recorded_binary
+
+
 def _check_sharp(model, allow_unsharp):
-    levels = {layer.name: layer.get_sharpness() for layer in spiking_layers(model)}
+    levels = sharpness_of(model)
     if not levels:
         raise ExportError("the model has no spiking layers (SpikingBReLU / SpikingSigmoid); "
                           "train it with hone train")

@@ -22,7 +22,7 @@ from .nhot import decode_spikes
 from .config import TrainConfig
 from .sharpeners import sharpness_of
 
-__all__ = ["TrainConfig", "TrainingIncomplete", "train", "hard_classes", "hard_accuracy", "output_spikes"]
+__all__ = ["TrainConfig", "TrainingIncomplete", "compiled_model", "train", "hard_classes", "hard_accuracy", "output_spikes"]
 
 
 class TrainingIncomplete(RuntimeError):
@@ -139,6 +139,19 @@ def plot_sharpening(history, summary, path):
     plt.close(fig)
 
 
+def compiled_model(config, data):
+    """The untrained model a :class:`TrainConfig` describes, for ``data``, compiled for training."""
+    model = build_model(
+        config.arch, data.input_shape, data.classes, nhot=config.nhot, output_width=config.output_width,
+        widths=config.widths, filters=config.filters, kernel=config.kernel, padding=config.padding,
+        batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
+        gradient=config.gradient, augment=config.augment, activation=config.activation,
+        key_seed=config.seed)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def train(config, out_dir=None, *, verbose=1, data=None):
     """Train, sharpen and evaluate a model; write the run folder if ``out_dir`` is given.
 
@@ -149,14 +162,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     sharpener = config.make_sharpener(verbose=bool(verbose))  # validates its settings first
     keras.utils.set_random_seed(config.seed)
     data = data or load_dataset(config.dataset, binarize=config.binarize)
-    model = build_model(
-        config.arch, data.input_shape, data.classes, nhot=config.nhot, output_width=config.output_width,
-        widths=config.widths, filters=config.filters, kernel=config.kernel, padding=config.padding,
-        batch_norm=config.batch_norm,
-        dropout=config.dropout, decode_scale=config.decode_scale, gradient=config.gradient,
-        augment=config.augment, activation=config.activation, key_seed=config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = compiled_model(config, data)
     callbacks = [_EpochTimer()]
     if sharpener is not None:
         callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
