@@ -14,7 +14,6 @@ This module is numpy only: the hardware side reads networks without Keras.
 import dataclasses
 import hashlib
 import json
-import math
 import pathlib
 
 import numpy as np

@@ -42,14 +42,14 @@ def hard_classes(model, x):
 
     The model's sharpness is restored afterwards.
     """
-    layers = spiking_layers(model)
-    saved = [layer.get_sharpness() for layer in layers]
+    spiking = spiking_layers(model)
+    saved = [layer.get_sharpness() for layer in spiking]
     try:
-        for layer in layers:
+        for layer in spiking:
             layer.set_sharpness(1.0)
         return decode_spikes(output_spikes(model, x), model.layers[-1].key)
     finally:
-        for layer, value in zip(layers, saved):
+        for layer, value in zip(spiking, saved):
             layer.set_sharpness(value)
 
 
