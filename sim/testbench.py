@@ -13,8 +13,7 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import Event, ReadOnly, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
 from rtl.cycles import inference_cycles
@@ -22,33 +21,41 @@ from rtl.plan import CorePlan
 from training.integer import IntegerNetwork
 from training.netfile import read_network
 
-CLOCK_NS = 20   # 50 MHz
+CLOCK_NS = 20   # 50 MHz, generated inside the simulator by hone_tb (sim/runner.py)
 
 
 def _field(word, field):
     return (word >> field["offset"]) & ((1 << field["width"]) - 1)
 
 
-class StreamDriver:
-    """Source of an ``amaranth.lib.stream``: offers one payload per cycle, honours ``ready``."""
+class ImageDriver:
+    """Feeds images to the core's ``pixels`` stream through the testbench's streamer (``hone_tb``).
 
-    def __init__(self, dut, name):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
+    One write hands over a whole image (row-major pixels, pixel ``i`` at bits ``i*K ..``); the
+    streamer in the simulator offers it one pixel per cycle and honours the core's ``ready``.
+    Signals are driven and sampled at falling clock edges: the design changes only at rising edges,
+    so what is seen there is what the next rising edge uses.
+    """
+
+    def __init__(self, dut, bits):
+        self.clk, self.bits = dut.clk, bits
+        self.image, self.valid, self.ready = dut.image, dut.image_valid, dut.image_ready
         self.valid.value = 0
 
-    async def send(self, payloads):
-        for payload in payloads:
-            self.payload.value = int(payload)
-            self.valid.value = 1
-            while True:
-                await ReadOnly()
-                accepted = bool(self.ready.value)
-                await RisingEdge(self.clk)
-                if accepted:
-                    break
+    def _word(self, image):
+        word = 0
+        for index, value in enumerate(np.asarray(image).reshape(-1).tolist()):
+            word |= int(value) << (index * self.bits)
+        return word
+
+    async def send(self, image):
+        await FallingEdge(self.clk)
+        while not self.ready.value:
+            await RisingEdge(self.ready)
+            await FallingEdge(self.clk)
+        self.image.value = self._word(image)
+        self.valid.value = 1
+        await FallingEdge(self.clk)      # the streamer took it at the rising edge in between
         self.valid.value = 0
 
 
@@ -67,15 +74,19 @@ class StreamMonitor:
         return self.stall == 0 or self.rng.random() >= self.stall
 
     async def run(self):
+        await FallingEdge(self.clk)
+        ready = int(self._ready())
+        self.ready.value = ready
         while True:
-            await ReadOnly()
             if not self.valid.value:
                 await RisingEdge(self.valid)
-                await ReadOnly()
-            if self.ready.value:
+                await FallingEdge(self.clk)
+                continue
+            if ready:       # valid and ready now: the next rising edge transfers it
                 self.on_beat(int(self.payload.value))
-            await RisingEdge(self.clk)
-            self.ready.value = int(self._ready())
+            await FallingEdge(self.clk)
+            ready = int(self._ready())
+            self.ready.value = ready
 
 
 class Checker:
@@ -136,10 +147,9 @@ async def images_match_the_reference(dut):
     checker = Checker(network, plan, pixels, description)
     progress = pathlib.Path(config["progress"])
 
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     rng = random.Random(config.get("seed", 0))
     dut.rst.value = 1
-    driver = StreamDriver(dut, "pixels")
+    driver = ImageDriver(dut, network.input.bits)
     trace = StreamMonitor(dut, "trace", on_beat=checker.on_trace)
     result = StreamMonitor(dut, "result", stall=config.get("backpressure", 0.0), rng=rng,
                            on_beat=checker.on_result)
