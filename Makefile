@@ -1,11 +1,12 @@
 # hone: set-up and entry points. Every target is idempotent: a second run skips what is done.
-#   make flow   set up, then run the main job (train + sharpen the default network, write a report)
+#   make flow   set up, then run the main job (train + sharpen the default network, export it, check its
+#               RTL in simulation, write a report)
 #   make test   set up, then run the test suite
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := dataset-fashion-mnist
+APT_PACKAGES := dataset-fashion-mnist iverilog
 STAMP := $(VENV)/.hone-installed
 FLOW_OUT ?= runs/flow
 PYTEST_ARGS ?=

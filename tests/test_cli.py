@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from training.cli import main
+from host.cli import main
 
-HONE = [sys.executable, "-m", "training.cli"]
+HONE = [sys.executable, "-m", "host.cli"]
 
 
 def run(*args, env=None):

@@ -142,7 +142,7 @@ def test_weight_bits_out_of_range(trained, bits):
 # -- the CLI --------------------------------------------------------------------------------------
 
 def hone(*args):
-    return subprocess.run([sys.executable, "-m", "training.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
 
 

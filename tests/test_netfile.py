@@ -187,7 +187,7 @@ def test_input_quantization_rounds_half_up():
 
 
 def test_hone_info_describes_a_valid_file(tmp_path, network, capsys):
-    from training.cli import main
+    from host.cli import main
     path = tmp_path / "net.hone"
     write_network(path, network, meta={"dataset": "synthetic"})
     assert main(["info", str(path), "--json"]) == 0
@@ -201,7 +201,7 @@ def test_hone_info_describes_a_valid_file(tmp_path, network, capsys):
 
 
 def test_hone_info_reports_a_bad_file_in_one_line(tmp_path, network, capsys):
-    from training.cli import main
+    from host.cli import main
     path = tmp_path / "net.hone"
     write_network(path, network)
     edit(path, lambda d: d.update(version=2))

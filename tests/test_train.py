@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def digits_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("digits") / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", "--dataset", "digits", "--arch", "dense",
+        [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--arch", "dense",
          "--nhot", "4", "--epochs", "80", "--seed", "0", "--out", str(out), "--json"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_model_loads_in_a_fresh_interpreter_with_plain_load_model(digits_run):
 def test_flow_writes_a_report(tmp_path):
     out = tmp_path / "flow"
     result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "flow", "--dataset", "digits", "--epochs", "80",
+        [sys.executable, "-m", "host.cli", "flow", "--dataset", "digits", "--epochs", "80",
          "--out", str(out), "--json"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -91,3 +91,9 @@ def test_flow_writes_a_report(tmp_path):
     assert accuracy["keras_sharpened"] == pytest.approx(report["train"]["sharpened_accuracy"])
     assert accuracy["integer"] >= accuracy["keras_sharpened"] - 0.03
     assert "## Network file" in markdown
+    # and runs a sample of test images through its RTL, spike for spike
+    simulated = report["sim"]
+    assert simulated["equal"] is True and simulated["images"] == 200
+    assert simulated["all_layers_equal"] == simulated["class_agreement"] == 200
+    assert simulated["accuracy"] == pytest.approx(accuracy["integer"], abs=0.1)
+    assert "## RTL simulation" in markdown

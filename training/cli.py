@@ -1,4 +1,4 @@
-"""The ``hone`` command line.
+"""The training side of the ``hone`` command line: ``train``, ``export``, ``info`` (see :mod:`host.cli`).
 
 Subcommands import their heavy dependencies (TensorFlow, Keras) only when they run, so ``hone --help``
 is instant. User errors (bad arguments, a missing data set, an incomplete sharpening) print one
@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["UserError", "add_commands", "add_train_arguments", "config_from", "run_training",
+           "format_summary", "train_figures", "export_model", "format_export"]
 
 
 class UserError(Exception):
@@ -36,7 +37,7 @@ def _int_tuple(text):
     return values
 
 
-def _add_train_arguments(parser, defaults):
+def add_train_arguments(parser, defaults):
     group = parser.add_argument_group("data and architecture")
     group.add_argument("--dataset", choices=("fashion-mnist", "digits"), default=defaults.dataset)
     group.add_argument("--binarize", action="store_true", default=defaults.binarize,
@@ -93,7 +94,7 @@ def _add_train_arguments(parser, defaults):
                        help="simple sharpener")
 
 
-def _config_from(args):
+def config_from(args):
     from .config import TrainConfig
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -103,7 +104,7 @@ def _config_from(args):
         raise UserError(str(error)) from None
 
 
-def _run_training(config, out, *, quiet):
+def run_training(config, out, *, quiet):
     _quiet_tensorflow()
     from .datasets import DatasetError
     from .train import TrainingIncomplete, train
@@ -116,7 +117,7 @@ def _run_training(config, out, *, quiet):
     return summary
 
 
-def _format_summary(summary, out):
+def format_summary(summary, out):
     before = summary["best_accuracy_before_sharpening"]
     lines = [
         f"run folder              {out}",
@@ -132,7 +133,7 @@ def _format_summary(summary, out):
     return "\n".join(lines)
 
 
-def _figures(summary):
+def train_figures(summary):
     return {key: summary[key] for key in (
         "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
         "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
@@ -140,35 +141,14 @@ def _figures(summary):
 
 
 def cmd_train(args):
-    config = _config_from(args)
-    summary = _run_training(config, args.out, quiet=args.json)
-    print(_format_summary(summary, args.out))
+    config = config_from(args)
+    summary = run_training(config, args.out, quiet=args.json)
+    print(format_summary(summary, args.out))
     if args.json:
-        print(json.dumps(_figures(summary)))
+        print(json.dumps(train_figures(summary)))
 
 
-def cmd_flow(args):
-    """The main job: train and sharpen the default network, export it, write one report."""
-    config = _config_from(args)
-    out = pathlib.Path(args.out)
-    summary = _run_training(config, out / "train", quiet=args.json)
-    network_path = out / "net.hone"
-    exported = _export(out / "train" / "model.keras", network_path, weight_bits=args.weight_bits)
-    report = {"train": _figures(summary), "export": exported}
-    (out / "report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(
-        "# hone flow report\n\n## Training\n\n```\n" + _format_summary(summary, out / "train")
-        + "\n```\n\n![sharpening](train/sharpening.png)\n\n## Network file\n\n```\n"
-        + _format_export(exported, network_path) + "\n```\n")
-    print(_format_summary(summary, out / "train"))
-    print()
-    print(_format_export(exported, network_path))
-    print(f"\nreport                  {out / 'report.md'}")
-    if args.json:
-        print(json.dumps(report))
-
-
-def _format_export(report, out):
+def format_export(report, out):
     acc = report["accuracy"]
     lines = [
         f"network file            {out} (sha256 {report['sha256'][:16]}...)",
@@ -193,7 +173,7 @@ def _format_export(report, out):
     return "\n".join(lines)
 
 
-def _export(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
+def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
             dataset=None):
     """Export a run's model to a network file and its report (``output`` + ``.json``); the report."""
     _quiet_tensorflow()
@@ -233,9 +213,9 @@ def _export(model_path, output, *, weight_bits, input_bits=None, per_layer=False
 
 
 def cmd_export(args):
-    report = _export(args.model, args.output, weight_bits=args.weight_bits, input_bits=args.input_bits,
+    report = export_model(args.model, args.output, weight_bits=args.weight_bits, input_bits=args.input_bits,
                      per_layer=args.per_layer, allow_unsharp=args.allow_unsharp, dataset=args.dataset)
-    print(_format_export(report, args.output))
+    print(format_export(report, args.output))
     if args.json:
         print(json.dumps(report))
 
@@ -277,17 +257,14 @@ def cmd_info(args):
         print(json.dumps(figures))
 
 
-def build_parser():
+def add_commands(commands):
+    """Register ``train``, ``export`` and ``info`` on the ``hone`` subparsers."""
     from .config import TrainConfig
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="hone", description="Whetstone-sharpened binary spiking networks, from Keras to an FPGA.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     train = commands.add_parser("train", help="train and sharpen a network",
                                 description="Train a network and sharpen every activation into a binary step.")
-    _add_train_arguments(train, defaults)
+    add_train_arguments(train, defaults)
     train.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR", help="run folder to write")
     train.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     train.set_defaults(handler=cmd_train)
@@ -317,33 +294,3 @@ def build_parser():
     info.add_argument("network", type=pathlib.Path, help="a network file from hone export")
     info.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     info.set_defaults(handler=cmd_info)
-
-    flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
-                               description="Train and sharpen the default network, export it to a "
-                                           "network file and write a report.")
-    _add_train_arguments(flow, defaults)
-    flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
-                      help="output folder (default: runs/flow)")
-    flow.add_argument("--weight-bits", type=int, default=4, metavar="B",
-                      help="weight width of the exported network file (default: 4)")
-    flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
-    flow.set_defaults(handler=cmd_flow)
-    return parser
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args.handler(args)
-    except UserError as error:
-        print(f"hone: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("hone: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

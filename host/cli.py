@@ -1,0 +1,96 @@
+"""The ``hone`` command line: one entry point over training, rtl and sim (and later boards, host).
+
+Subcommands import their heavy dependencies (TensorFlow, Keras, Amaranth, cocotb) only when they run,
+so ``hone --help`` is instant. User errors print one ``hone: error: ...`` line and exit with status 2
+(usage) or 1 (run failed), never a traceback. With ``--json`` the last line on stdout is one JSON
+object with the figures the command reports.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+from rtl import cli as rtl_cli
+from sim import cli as sim_cli
+from training import cli as training_cli
+from training.cli import UserError
+
+__all__ = ["main", "build_parser"]
+
+
+def cmd_flow(args):
+    """The main job: train and sharpen the default network, export it, check its RTL, write one report."""
+    config = training_cli.config_from(args)
+    out = pathlib.Path(args.out)
+    summary = training_cli.run_training(config, out / "train", quiet=args.json)
+    network_path = out / "net.hone"
+    exported = training_cli.export_model(out / "train" / "model.keras", network_path,
+                                         weight_bits=args.weight_bits)
+    simulated = sim_cli.run_sim(network_path, images=args.sim_images, simulator=args.simulator,
+                                lanes=args.lanes, build_root=out / "sim", progress=not args.json)
+    report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    sections = [
+        ("Training", training_cli.format_summary(summary, out / "train")),
+        ("Network file", training_cli.format_export(exported, network_path)),
+        ("RTL simulation", sim_cli.format_sim(simulated)),
+    ]
+    (out / "report.md").write_text(
+        "# hone flow report\n\n" + "\n\n".join(
+            f"## {title}\n\n```\n{text}\n```" + ("\n\n![sharpening](train/sharpening.png)" if title == "Training"
+                                                 else "") for title, text in sections) + "\n")
+    for _, text in sections:
+        print(text)
+        print()
+    print(f"report                  {out / 'report.md'}")
+    if args.json:
+        print(json.dumps(report))
+    if not simulated["equal"]:
+        raise UserError("the RTL differs from the reference model; see the report")
+
+
+def build_parser():
+    from training.config import TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="hone", description="Whetstone-sharpened binary spiking networks, from Keras to an FPGA.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    training_cli.add_commands(commands)
+    rtl_cli.add_commands(commands)
+    sim_cli.add_commands(commands)
+
+    flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
+                               description="Train and sharpen the default network, export it to a "
+                                           "network file, run test images through its RTL and write a report.")
+    training_cli.add_train_arguments(flow, TrainConfig())
+    flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
+                      help="output folder (default: runs/flow)")
+    flow.add_argument("--weight-bits", type=int, default=4, metavar="B",
+                      help="weight width of the exported network file (default: 4)")
+    flow.add_argument("--sim-images", type=int, default=200, metavar="N",
+                      help="test images run through the RTL (default: 200)")
+    flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
+    flow.add_argument("--lanes", type=rtl_cli.lanes_argument, default=32, metavar="P",
+                      help="neuron units of the RTL (default: 32)")
+    flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    flow.set_defaults(handler=cmd_flow)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except UserError as error:
+        print(f"hone: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hone: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

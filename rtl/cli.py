@@ -1,0 +1,58 @@
+"""``hone rtl``: Verilog for a network file."""
+
+import json
+import pathlib
+
+from training.cli import UserError
+
+__all__ = ["add_commands"]
+
+
+def lanes_argument(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        import argparse
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cmd_rtl(args):
+    from training.netfile import NetworkFileError, read_network
+
+    from .plan import PlanError
+    from .verilog import write_verilog
+
+    try:
+        network, _ = read_network(args.network)
+        description = write_verilog(network, args.output, lanes=args.lanes, trace=args.trace)
+    except (NetworkFileError, PlanError) as error:
+        raise UserError(str(error)) from None
+    plan = description["plan"]
+    print(f"{args.output}: module {description['top']}, {plan['lanes']} lanes, network {description['sha256'][:16]}...")
+    print(f"input {plan['input_size']} pixels x {plan['input_bits']} bit-planes, {plan['weight_bits']}-bit weights, "
+          f"{plan['accumulator_bits']}-bit accumulators, {plan['classes']} classes x {plan['nhot']}-hot")
+    print(f"{'layer':<16}{'inputs':>8}{'outputs':>9}{'groups':>8}{'weight ROM bits':>17}")
+    for layer in plan["layers"]:
+        print(f"{layer['name']:<16}{layer['inputs']:>8}{layer['outputs']:>9}{layer['groups']:>8}"
+              f"{layer['weight_rom_bits']:>17}")
+    print(f"ROM bits in all {plan['rom_bits']}; Verilog {description['verilog_bytes']} bytes; "
+          f"port map in {args.output}.json")
+    if args.json:
+        print(json.dumps(description))
+
+
+def add_commands(commands):
+    rtl = commands.add_parser(
+        "rtl", help="generate Verilog for a network file",
+        description="Elaborate the event-driven neuron array for a network file and write Verilog "
+                    "(plus FILE.json: plan, hash and stream payload fields).")
+    rtl.add_argument("network", type=pathlib.Path, help="a network file from hone export")
+    rtl.add_argument("--lanes", type=lanes_argument, default=8, metavar="P",
+                     help="neuron units working in parallel (default: 8)")
+    rtl.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="FILE.v")
+    rtl.add_argument("--trace", action="store_true", help="add the trace port (every spike, for verification)")
+    rtl.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    rtl.set_defaults(handler=cmd_rtl)

@@ -1,0 +1,105 @@
+"""``hone sim``: test images through the RTL under cocotb, checked spike for spike."""
+
+import json
+import pathlib
+
+from rtl.cli import lanes_argument
+from training.cli import UserError
+
+__all__ = ["add_commands", "run_sim", "format_sim"]
+
+
+def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
+            backpressure=0.0, vcd=False, progress=True):
+    """Simulate the first ``images`` test images; the report of :func:`sim.runner.simulate` + accuracy."""
+    import numpy as np
+
+    from rtl.plan import PlanError
+    from training.datasets import DatasetError, load_dataset
+    from training.netfile import NetworkFileError, read_network
+
+    from .runner import SimulationError, simulate
+
+    try:
+        network, meta = read_network(network_path)
+        dataset = dataset or meta.get("dataset") or "fashion-mnist"
+        data = load_dataset(dataset, binarize=network.input.bits == 1)
+    except (NetworkFileError, DatasetError) as error:
+        raise UserError(str(error)) from None
+    if tuple(data.input_shape) != tuple(network.input.shape):
+        raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but {network_path} takes "
+                        f"{tuple(network.input.shape)}; pass the right one with --dataset")
+    if images < 1 or images > len(data.x_test):
+        raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
+    pixels = network.input.quantize(data.x_test[:images])
+    try:
+        report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
+                          backpressure=backpressure, progress=progress)
+        if vcd:
+            report["waves"] = simulate(network_path, pixels[:1], simulator=simulator, lanes=lanes,
+                                       build_root=build_root, waves=True, progress=False)["waves"]
+    except (SimulationError, PlanError) as error:
+        raise UserError(str(error)) from None
+    labels = np.asarray(report.pop("labels"))
+    report["dataset"] = dataset
+    report["accuracy"] = float((labels == np.asarray(data.y_test[:len(labels)])).mean())
+    return report
+
+
+def format_sim(report):
+    n = report["images"]
+    lines = [f"images                  {n} ({report['dataset']} test set), {report['simulator']}, "
+             f"{report['lanes']} lanes"]
+    for name, equal in report["layer_agreement"].items():
+        lines.append(f"  {name:<22}{equal}/{n} spike-for-spike equal")
+    lines += [
+        f"all layers equal        {report['all_layers_equal']}/{n}",
+        f"class agreement         {report['class_agreement']}/{n}",
+        f"accuracy (RTL)          {100 * report['accuracy']:.2f}%",
+        f"cycles / inference      mean {report['cycles_mean']:.1f}, max {report['cycles_max']} "
+        f"(model: {report['cycles_equal_model']}/{n} exact)",
+        f"bound                   mean {report['bound_mean']:.1f} -> ratio {report['cycles_over_bound']:.3f}",
+        f"at {report['clock_hz'] / 1e6:.0f} MHz               {report['images_per_s_at_clock']:.0f} images/s "
+        f"(incl. one cycle per pixel to load)",
+        f"wall                    {report['sim_seconds_wall']:.1f} s simulating "
+        f"({report['sim_images_per_s_wall']:.1f} images/s), {report['build_seconds']:.1f} s building",
+    ]
+    if "waves" in report:
+        lines.append(f"waves (first image)     {report['waves']}")
+    for mismatch in report["mismatches"][:10]:
+        lines.append(f"MISMATCH: {mismatch}")
+    return "\n".join(lines)
+
+
+def cmd_sim(args):
+    report = run_sim(args.network, images=args.images, simulator=args.simulator, lanes=args.lanes,
+                     dataset=args.dataset, build_root=args.build_dir, backpressure=args.backpressure,
+                     vcd=args.vcd, progress=not args.json)
+    print(format_sim(report))
+    if args.json:
+        print(json.dumps(report))
+    if not report["equal"]:
+        raise UserError(f"the RTL differs from the reference model on "
+                        f"{report['images'] - report['all_layers_equal']} of {report['images']} images")
+
+
+def add_commands(commands):
+    from .runner import SIMULATORS
+
+    sim = commands.add_parser(
+        "sim", help="run test images through the RTL and check it spike for spike",
+        description="Generate the RTL for a network file, stream test images through it under cocotb "
+                    "and compare every layer's spikes, the class and the cycle count with the reference.")
+    sim.add_argument("network", type=pathlib.Path, help="a network file from hone export")
+    sim.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
+    sim.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    sim.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
+    sim.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+                     help="test images (default: the one named in the network file)")
+    sim.add_argument("--backpressure", type=float, default=0.0, metavar="P",
+                     help="chance per cycle that the result stream is not ready (default: 0)")
+    sim.add_argument("--vcd", action="store_true", help="also dump waves of the first image")
+    sim.add_argument("--build-dir", type=pathlib.Path, default=pathlib.Path("runs/sim"), metavar="DIR",
+                     help="Verilog and simulator builds, reused per network and lanes (default: runs/sim)")
+    sim.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    sim.set_defaults(handler=cmd_sim)

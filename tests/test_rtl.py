@@ -1,0 +1,201 @@
+"""Gateware blocks under Amaranth's simulator (fast), the plan, the cycle model and ``hone rtl``."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from host.cli import main
+from rtl.core import NetworkCore
+from rtl.cycles import cycle_bound, inference_cycles
+from rtl.neuron import NeuronArray
+from rtl.plan import CorePlan, PlanError
+from sim.networks import random_dense_network
+from training.integer import IntegerNetwork
+from training.netfile import ConvLayer, MaxPoolLayer, Network, write_network
+
+
+def run_core(core, pixels, *, result_stall=()):
+    """Feed images, collect (label, cycles) and every trace beat, per image (Amaranth simulator)."""
+    outputs, traces = [], []
+
+    async def bench(ctx):
+        ctx.set(core.trace.ready, 1)
+        for index, image in enumerate(pixels):
+            ctx.set(core.pixels.valid, 1)
+            for value in image:
+                ctx.set(core.pixels.payload, int(value))
+                await ctx.tick().until(core.pixels.ready)
+            ctx.set(core.pixels.valid, 0)
+            beats, stall = [], index in result_stall
+            ctx.set(core.result.ready, 0 if stall else 1)
+            while True:
+                *_, trace_valid, trace, result_valid, result = await ctx.tick().sample(
+                    core.trace.valid, core.trace.payload, core.result.valid, core.result.payload)
+                if trace_valid:
+                    beats.append((trace.layer, trace.neuron))
+                if result_valid and stall:           # hold ready low for a few cycles, then take it
+                    await ctx.tick().repeat(3)
+                    ctx.set(core.result.ready, 1)
+                    stall = False
+                    continue
+                if result_valid:
+                    outputs.append((result.label, result.cycles))
+                    break
+            traces.append(beats)
+
+    simulator = Simulator(core)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    return outputs, traces
+
+
+def check_core(network, pixels, lanes, **kwargs):
+    core = NetworkCore(network, lanes=lanes, trace=True)
+    reference = IntegerNetwork(network).run(pixels)
+    expected_cycles = inference_cycles(core.plan, pixels, reference.spikes)
+    outputs, traces = run_core(core, pixels, **kwargs)
+    for image, ((label, cycles), beats) in enumerate(zip(outputs, traces)):
+        for layer, spikes in enumerate(reference.spikes):
+            rtl = sorted(neuron for (l, neuron) in beats if l == layer)
+            ref = np.flatnonzero(spikes[image]).tolist()
+            assert rtl == ref, f"layer {layer} spikes differ at image {image}: rtl={rtl} ref={ref}"
+        assert label == reference.classes[image], f"image {image}: rtl={label} ref={reference.classes[image]}"
+        assert cycles == expected_cycles[image], f"image {image}: rtl={cycles} model={expected_cycles[image]}"
+    assert len(outputs) == len(pixels)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 16), input_bits=st.integers(1, 4), weight_bits=st.integers(1, 8),
+       lanes=st.integers(1, 9), depth=st.integers(0, 3),
+       thresholds=st.sampled_from(["random", "low", "high", "mixed"]))
+def test_core_equals_reference_on_random_networks(seed, input_bits, weight_bits, lanes, depth, thresholds):
+    rng = np.random.default_rng(seed)
+    widths = tuple(int(w) for w in rng.integers(1, 14, size=depth))
+    network = random_dense_network(rng, input_bits=input_bits, weight_bits=weight_bits, widths=widths,
+                                   input_shape=(3, 3, 2), thresholds=thresholds)
+    pixels = rng.integers(0, 2 ** input_bits, size=(4, network.input.size))
+    pixels[0] = 0                        # all-zero input: no events at all
+    pixels[1] = 2 ** input_bits - 1      # every bit-plane of every pixel active
+    check_core(network, pixels, lanes, result_stall={2})
+
+
+def test_all_silent_output_decodes_to_class_zero_and_ties_go_low():
+    rng = np.random.default_rng(3)
+    network = random_dense_network(rng, widths=(5,), thresholds="high")   # nothing ever fires
+    check_core(network, np.ones((2, network.input.size), dtype=np.int64), lanes=2)
+    network = random_dense_network(rng, widths=(5,), thresholds="low")    # everything fires: all tie
+    check_core(network, np.ones((2, network.input.size), dtype=np.int64), lanes=3)
+
+
+def test_neuron_array_integrates_shifts_clears_and_fires():
+    array = NeuronArray(lanes=2, weight_bits=1, accumulator_bits=6, max_shift=2)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(array.thresholds, [3, -2])
+        ctx.set(array.weights, [0, 1])            # 1-bit weights: sign bits, +1 and -1
+        ctx.set(array.shift, 2)
+        ctx.set(array.add, 1)
+        await ctx.tick()                          # +4, -4
+        ctx.set(array.add, 0)
+        seen.append(ctx.get(array.fire))
+        ctx.set(array.clear, 1)
+        await ctx.tick()
+        ctx.set(array.clear, 0)
+        seen.append(ctx.get(array.fire))          # 0 >= 3 no, 0 >= -2 yes
+
+    simulator = Simulator(array)
+    simulator.add_clock(1e-6)
+    simulator.add_testbench(bench)
+    simulator.run()
+    assert seen == [0b01, 0b10]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"lanes": 0}, ValueError, "'lanes' must be at least 1, not 0"),
+    ({"lanes": "4"}, TypeError, "'lanes' must be an integer, not '4'"),
+    ({"accumulator_bits": 1}, ValueError, "'accumulator_bits' must be at least 2, not 1"),
+    ({"max_shift": -1}, ValueError, "'max_shift' must be at least 0, not -1"),
+])
+@pytest.mark.filterwarnings("ignore::Warning")  # amaranth flags the half-built component as unused
+def test_neuron_array_parameters_are_checked(kwargs, error, message):
+    arguments = {"lanes": 2, "weight_bits": 4, "accumulator_bits": 8, **kwargs}
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        NeuronArray(**arguments)
+
+
+def test_plan_refuses_bad_lanes_and_layers_it_cannot_run():
+    network = random_dense_network(np.random.default_rng(0))
+    with pytest.raises(PlanError, match=r"^'lanes' must be a positive integer, not 0$"):
+        CorePlan(network, lanes=0)
+    with pytest.raises(TypeError, match=r"^'lanes' must be a positive integer, not 2\.5$"):
+        CorePlan(network, lanes=2.5)
+    conv = Network(network.input, (ConvLayer("c0", np.ones((2, 3, 3, 1), dtype=np.int64), np.zeros(2, dtype=np.int64),
+                                             "same"), MaxPoolLayer("p0", (2, 2))) + network.layers[-1:],
+                   network.output, network.weight_bits)
+    with pytest.raises(PlanError, match=r"^layer 'c0' is conv2d: the neuron array runs dense layers only"):
+        CorePlan(conv, lanes=4)
+
+
+def test_weight_rom_words_hold_one_group_per_input():
+    network = random_dense_network(np.random.default_rng(1), widths=(5,), weight_bits=3)
+    plan = CorePlan(network, lanes=2)
+    layer = plan.layers[0]
+    assert layer.groups == 3 and len(layer.weight_words) == 3 * layer.inputs
+    weights = network.layers[0].weights
+    for group in range(layer.groups):
+        for source in range(layer.inputs):
+            word = layer.weight_words[group * layer.inputs + source]
+            for lane in range(2):
+                neuron = group * 2 + lane
+                field = (word >> (3 * lane)) & 0b111
+                value = field - 8 if field & 0b100 else field
+                assert value == (weights[neuron, source] if neuron < 5 else 0)
+    # the padded lane can never fire: its threshold is the largest accumulator value
+    assert layer.thresholds[5] == 2 ** (plan.accumulator_bits - 1) - 1
+
+
+def test_cycle_model_matches_the_formula_and_respects_the_bound():
+    network = random_dense_network(np.random.default_rng(2), input_bits=3, widths=(6,))
+    plan = CorePlan(network, lanes=4)
+    pixels = np.array([[0] * network.input.size, [7] + [0] * (network.input.size - 1)])
+    reference = IntegerNetwork(network).run(pixels)
+    cycles, bound = inference_cycles(plan, pixels, reference.spikes), cycle_bound(plan, pixels, reference.spikes)
+    spikes = [s.sum(axis=1) for s in reference.spikes]
+    groups = [layer.groups for layer in plan.layers]             # [2, 2]
+    # image 0: no input events; image 1: one pixel with 3 set bits
+    hidden = spikes[0]
+    assert bound[0] == groups[1] * hidden[0]
+    assert bound[1] == groups[0] * 3 + groups[1] * hidden[1]
+    first = [1 + groups[0], 1 + groups[0] * (3 + 2)]
+    for image in range(2):
+        second = 1 + (groups[1] * (hidden[image] + 2) if hidden[image] else groups[1])
+        assert cycles[image] == first[image] + spikes[0][image] + second + spikes[1][image]
+    assert (cycles >= bound).all()
+
+
+def test_hone_rtl_writes_verilog_and_its_port_map(tmp_path, capsys):
+    network = random_dense_network(np.random.default_rng(4), input_bits=2, widths=(9,))
+    write_network(tmp_path / "net.hone", network)
+    assert main(["rtl", str(tmp_path / "net.hone"), "--lanes", "4", "-o", str(tmp_path / "core.v"), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    text = (tmp_path / "core.v").read_text()
+    assert re.search(r"^module hone_core\(", text, re.M)
+    assert "pixels__payload" in text and "result__payload" in text and "trace__" not in text
+    assert figures["plan"]["lanes"] == 4 and figures["sha256"] == network.sha256
+    assert [layer["groups"] for layer in figures["plan"]["layers"]] == [3, 2]
+    assert json.loads((tmp_path / "core.v.json").read_text()) == figures
+
+
+def test_hone_rtl_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "bad.hone").write_text("{}")
+    assert main(["rtl", str(tmp_path / "bad.hone"), "-o", str(tmp_path / "x.v")]) == 1
+    assert re.match(r"^hone: error: .*bad\.hone", capsys.readouterr().err.strip().splitlines()[-1])
+    with pytest.raises(SystemExit):
+        main(["rtl", str(tmp_path / "bad.hone"), "--lanes", "0", "-o", str(tmp_path / "x.v")])
+    assert "expected a positive integer, got '0'" in capsys.readouterr().err
