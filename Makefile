@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := dataset-fashion-mnist iverilog
+APT_PACKAGES := dataset-fashion-mnist iverilog g++ perl make
 STAMP := $(VENV)/.hone-installed
 FLOW_OUT ?= runs/flow
 PYTEST_ARGS ?=

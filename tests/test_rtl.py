@@ -122,7 +122,6 @@ def test_neuron_array_integrates_shifts_clears_and_fires():
     ({"accumulator_bits": 1}, ValueError, "'accumulator_bits' must be at least 2, not 1"),
     ({"max_shift": -1}, ValueError, "'max_shift' must be at least 0, not -1"),
 ])
-@pytest.mark.filterwarnings("ignore::Warning")  # amaranth flags the half-built component as unused
 def test_neuron_array_parameters_are_checked(kwargs, error, message):
     arguments = {"lanes": 2, "weight_bits": 4, "accumulator_bits": 8, **kwargs}
     with pytest.raises(error, match=f"^{re.escape(message)}$"):

@@ -55,13 +55,13 @@ def test_random_networks_runner(simulator, tmp_path_factory):
     check()
 
 
-@pytest.mark.parametrize("simulator, images", [("icarus", 100), ("verilator", 300)])
-def test_trained_fashion_network_runner(simulator, images, tmp_path):
+@pytest.mark.parametrize("simulator, images, lanes", [("icarus", 200, 64), ("verilator", 300, 32)])
+def test_trained_fashion_network_runner(simulator, images, lanes, tmp_path):
     """The default network (784-256-64-40, 4-bit weights, 8-bit pixels) on real test images."""
     network, _ = read_network(FASHION)
     data = load_dataset("fashion-mnist")
     pixels = network.input.quantize(data.x_test[:images])
-    report = simulate(FASHION, pixels, simulator=simulator, lanes=32, build_root=tmp_path,
+    report = simulate(FASHION, pixels, simulator=simulator, lanes=lanes, build_root=tmp_path,
                       backpressure=0.2, progress=False)
     assert_equal(report)
     assert report["cycles_over_bound"] <= 1.2
