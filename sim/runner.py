@@ -11,10 +11,8 @@ import time
 
 import numpy as np
 
-from rtl.cycles import cycle_bound, inference_cycles
 from rtl.plan import CorePlan
 from rtl.verilog import TOP, write_verilog
-from training.integer import IntegerNetwork
 from training.netfile import read_network
 
 __all__ = ["SIMULATORS", "SimulationError", "simulate", "tool_path"]
@@ -198,7 +196,7 @@ def simulate(network_path, pixels, *, simulator="verilator", lanes=8, build_root
     if not results_path.exists():
         raise SimulationError(f"{simulator} run ended without results; see {log}:\n{_tail(log)}")
     results = json.loads(results_path.read_text())
-    return _report(plan, network, pixels, results, simulator=simulator, wall=wall, build=build_seconds,
+    return _report(plan, pixels, results, simulator=simulator, wall=wall, build=build_seconds,
                    test_dir=test_dir, waves=waves)
 
 
@@ -214,12 +212,13 @@ def _show_progress(path, total, stop):
             bar.update(done - bar.n)
 
 
-def _report(plan, network, pixels, results, *, simulator, wall, build, test_dir, waves):
+def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
     images = results["images"]
     n = len(images)
-    reference = IntegerNetwork(network).run(pixels)
-    bound = cycle_bound(plan, pixels, reference.spikes)
-    model = inference_cycles(plan, pixels, reference.spikes)
+    # the testbench ran the reference and the cycle model: take its expectations, do not recompute
+    bound = np.array([image["bound"] for image in images], dtype=np.int64)
+    model = np.array([image["expected_cycles"] for image in images], dtype=np.int64)
+    expected = np.array([image["expected_label"] for image in images], dtype=np.int64)
     cycles = np.array([image["cycles"] for image in images], dtype=np.int64)
     layers_equal = np.array([image["layers_equal"] for image in images], dtype=bool).reshape(n, -1)
     labels = np.array([image["label"] for image in images], dtype=np.int64)
@@ -228,8 +227,8 @@ def _report(plan, network, pixels, results, *, simulator, wall, build, test_dir,
         "simulator": simulator, "lanes": plan.lanes, "images": len(pixels), "images_checked": n,
         "layer_agreement": {layer.name: int(layers_equal[:, i].sum()) for i, layer in enumerate(plan.layers)},
         "all_layers_equal": int(layers_equal.all(axis=1).sum()),
-        "class_agreement": int((labels == reference.classes[:n]).sum()),
-        "cycles_equal_model": int((cycles == model[:n]).sum()),
+        "class_agreement": int((labels == expected).sum()),
+        "cycles_equal_model": int((cycles == model).sum()),
         "cycles_mean": float(cycles.mean()), "cycles_max": int(cycles.max()),
         "bound_mean": float(bound.mean()), "bound_max": int(bound.max()),
         "cycles_over_bound": float(cycles.mean() / max(bound.mean(), 1)),

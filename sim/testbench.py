@@ -16,7 +16,7 @@ import numpy as np
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
-from rtl.cycles import inference_cycles
+from rtl.cycles import cycle_bound, inference_cycles
 from rtl.plan import CorePlan
 from training.integer import IntegerNetwork
 from training.netfile import read_network
@@ -95,6 +95,7 @@ class Checker:
     def __init__(self, network, plan, pixels, description):
         self.reference = IntegerNetwork(network).run(pixels)
         self.expected_cycles = inference_cycles(plan, pixels, self.reference.spikes)
+        self.bound = cycle_bound(plan, pixels, self.reference.spikes)
         self.widths = [layer.outputs for layer in plan.layers]
         self.result_fields = description["result"]
         self.trace_fields = description["trace_fields"]
@@ -131,7 +132,8 @@ class Checker:
         if cycles != expected_cycles and len(self.mismatches) < 20:
             self.mismatches.append(f"cycles differ at image {index}: rtl={cycles} model={expected_cycles}")
         self.images.append({"label": label, "expected_label": expected_label, "cycles": cycles,
-                            "expected_cycles": expected_cycles, "layers_equal": equal})
+                            "expected_cycles": expected_cycles, "bound": int(self.bound[index]),
+                            "layers_equal": equal})
         if len(self.images) == len(self.expected_cycles):
             self.done.set()
 
