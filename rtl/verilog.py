@@ -7,7 +7,7 @@ from amaranth.back import verilog
 
 from .core import NetworkCore
 
-__all__ = ["TOP", "write_verilog"]
+__all__ = ["BOARD_TOP", "TOP", "write_board_verilog", "write_verilog"]
 
 TOP = "hone_core"
 
@@ -36,6 +36,28 @@ def write_verilog(network, path, *, lanes, trace=False, name=TOP):
         "top": name, "sha256": network.sha256, "trace": bool(trace),
         "plan": core.plan.describe(), "cycle_bits": core.plan.cycle_bits,
         "result": _fields(core.result_layout), "trace_fields": _fields(core.trace_layout),
+        "verilog_bytes": len(text.encode()),
+    }
+    path.with_name(path.name + ".json").write_text(json.dumps(description, indent=1))
+    return description
+
+
+BOARD_TOP = "hone_board"
+
+
+def write_board_verilog(network, path, *, lanes, clock_hz, baud, slots=4, name=BOARD_TOP):
+    """Elaborate :class:`~rtl.board.BoardTop` (ports ``clk``, ``rst``, ``rx``, ``tx``) to ``path``,
+    with ``<path>.json`` holding its link figures, plan and the network's hash."""
+    from .board import BoardTop
+
+    path = pathlib.Path(path)
+    top = BoardTop(network, lanes=lanes, clock_hz=clock_hz, baud=baud, slots=slots)
+    text = verilog.convert(top, name=name, emit_src=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    description = {
+        "top": name, "sha256": network.sha256, "link": top.figures, "lanes": lanes,
+        "plan": top.core.plan.describe(), "outputs": top.core.plan.layers[-1].outputs,
         "verilog_bytes": len(text.encode()),
     }
     path.with_name(path.name + ".json").write_text(json.dumps(description, indent=1))

@@ -1,0 +1,321 @@
+"""``BoardTop``: a network on a UART, speaking the protocol of :mod:`rtl.protocol`.
+
+Data path: UART receiver -> :class:`~rtl.link.FrameDecoder` (chunk data into a staging buffer) ->
+dispatcher, which acts only on frames whose CRC checked: it copies the chunk into an image slot (one
+byte per clock, always ahead of the next frame's bytes, so staging is never overwritten unread) and
+acknowledges it (LOAD) or queues the slot for inference (INFER). A loader unpacks the slot's bytes
+into pixels for :class:`~rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
+(INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~rtl.link.FrameEncoder`.
+
+Nothing waits on the host: a full reply queue drops an ERROR (keeping room for real replies) and
+counts it in ``replies_dropped``, a full inference queue answers BUSY; the host retries either.
+"""
+
+import math
+
+from amaranth import C, Cat, Module, Mux, Signal
+from amaranth.lib import fifo, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import protocol
+from .core import NetworkCore
+from .link import STATUS_OK, FrameDecoder, FrameEncoder
+from .plan import _bits_for
+from .protocol import CHUNK_HEADER, HEADER_BYTES, INFO_FIELDS, ErrorCode, FrameType
+from .uart import UARTReceiver, UARTTransmitter, divisor_for
+
+__all__ = ["BoardTop", "link_figures"]
+
+# control replies queued by the dispatcher
+KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
+REPLY_DEPTH = 16
+RESERVED_FOR_REPLIES = 4     # queue entries an ERROR may not take
+
+
+def link_figures(network, *, clock_hz, baud, slots):
+    """What a board for ``network`` tells the host in INFO, apart from counters: one home for the
+    numbers the gateware is built from and the simulation and host check against."""
+    divisor = divisor_for(clock_hz, baud)
+    if not 1 <= slots <= 255:
+        raise ValueError(f"slots must be 1..255, got {slots}")
+    inputs, bits = network.input.size, network.input.bits
+    image = protocol.image_bytes(inputs, bits)
+    # a chunk is copied out of staging in chunk + 3 clocks; the next data frame needs at least
+    # 13 bytes (130 bit times) to arrive, so staging is free again before it could be committed
+    max_chunk = max(1, min(image, 100 * divisor, 0xFFFF - CHUNK_HEADER))
+    return {"divisor": divisor, "image_bytes": image, "max_chunk": max_chunk, "slots": slots,
+            "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud)}
+
+
+class BoardTop(wiring.Component):
+    """The whole board: UART pins in and out.
+
+    Parameters
+    ----------
+    network : training.netfile.Network
+    lanes : int
+        Neuron units of the core.
+    clock_hz, baud : int
+        The clock the design runs at and the line rate.
+    slots : int
+        Image buffers the host may fill ahead of inference.
+
+    Members
+    -------
+    rx : In(1)
+        UART line from the host.
+    tx : Out(1)
+        UART line to the host.
+    """
+
+    def __init__(self, network, *, lanes, clock_hz, baud, slots=4):
+        self._network = network
+        self._lanes = lanes
+        self.figures = link_figures(network, clock_hz=clock_hz, baud=baud, slots=slots)
+        self.core = NetworkCore(network, lanes=lanes, trace=True)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        fig = self.figures
+        plan = self.core.plan
+        S, image, max_chunk = fig["slots"], fig["image_bytes"], fig["max_chunk"]
+        K, N = fig["input_bits"], fig["inputs"]
+        outputs = plan.layers[-1].outputs
+
+        m.submodules.receiver = receiver = UARTReceiver(fig["divisor"])
+        m.submodules.transmitter = transmitter = UARTTransmitter(fig["divisor"])
+        m.submodules.decoder = decoder = FrameDecoder(max_chunk + CHUNK_HEADER)
+        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.core = core = self.core
+        m.d.comb += [receiver.rx.eq(self.rx), self.tx.eq(transmitter.tx)]
+        wiring.connect(m, receiver.bytes, decoder.bytes)
+        wiring.connect(m, encoder.bytes, transmitter.bytes)
+
+        m.submodules.staging = staging = memory.Memory(shape=8, depth=max_chunk, init=[])
+        staging_write, staging_read = staging.write_port(), staging.read_port()
+        m.d.comb += [staging_write.addr.eq(decoder.store_addr), staging_write.data.eq(decoder.store_data),
+                     staging_write.en.eq(decoder.store_en)]
+        m.submodules.slots = slots = memory.Memory(shape=8, depth=S * image, init=[])
+        slot_write, slot_read = slots.write_port(), slots.read_port()
+
+        # -- counters, reported by INFO
+        uptime = Signal(64)
+        m.d.sync += uptime.eq(uptime + 1)
+        counters = {name: Signal(32, name=name) for name in protocol.COUNTERS}
+
+        # -- reply queue: kind, seq, error code
+        seq_bits, code_bits = 8, 3
+        m.submodules.replies = replies = fifo.SyncFIFOBuffered(width=2 + seq_bits + code_bits,
+                                                               depth=REPLY_DEPTH)
+        slot_bits = _bits_for(S - 1)
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=seq_bits + slot_bits, depth=S)
+
+        # two writers (dispatcher, copy engine), each with a one-entry holding register; frames
+        # arrive far apart, so both drain long before they could be needed again
+        holds = []
+        for name in ("dispatch", "copy"):
+            holds.append((Signal(name=f"{name}_pending"), Signal(2, name=f"{name}_kind"),
+                          Signal(8, name=f"{name}_seq"), Signal(3, name=f"{name}_code")))
+        write_done = Signal(2)
+        for index, (pending, kind, seq, code) in enumerate(holds):
+            first = pending
+            for earlier in holds[:index]:
+                first = first & ~earlier[0]
+            with m.If(first):
+                # an ERROR may only take the queue while it leaves room for real replies
+                room = Mux(kind == KIND_ERROR, replies.level < REPLY_DEPTH - RESERVED_FOR_REPLIES,
+                           replies.w_rdy)
+                with m.If(room):
+                    m.d.comb += [replies.w_en.eq(1), replies.w_data.eq(Cat(kind, seq, code))]
+                with m.Else():
+                    m.d.sync += counters["replies_dropped"].eq(counters["replies_dropped"] + 1)
+                m.d.comb += write_done[index].eq(1)
+        for index, (pending, *_rest) in enumerate(holds):
+            with m.If(write_done[index]):
+                m.d.sync += pending.eq(0)
+
+        def reply(hold, kind, seq, code=0):
+            pending, h_kind, h_seq, h_code = hold
+            m.d.sync += [pending.eq(1), h_kind.eq(kind), h_seq.eq(seq), h_code.eq(code)]
+
+        def error(code, seq):
+            reply(holds[0], KIND_ERROR, seq, code)
+            name = protocol.ERROR_COUNTERS[ErrorCode(code)]
+            m.d.sync += counters[name].eq(counters[name] + 1)
+
+        # -- dispatcher and copy engine
+        copying = Signal()
+        copy_index = Signal(range(max_chunk + 1))
+        copy_count = Signal(range(max_chunk + 1))
+        copy_base = Signal(range(S * image + 1))
+        copy_seq = Signal(8)
+        copy_slot = Signal(slot_bits)
+        copy_infer = Signal()
+        read_valid = Signal()
+        write_addr = Signal(range(S * image + 1))
+
+        frame = decoder.frames.payload
+        data_length = Signal(17)
+        m.d.comb += data_length.eq(frame.length - CHUNK_HEADER)
+        with m.If(decoder.frames.valid):
+            with m.If(frame.status != STATUS_OK):
+                with m.Switch(frame.status):
+                    for code in ErrorCode:
+                        with m.Case(code):
+                            error(code, frame.seq)
+            with m.Else():
+                m.d.sync += counters["frames"].eq(counters["frames"] + 1)
+                with m.Switch(frame.type):
+                    with m.Case(FrameType.INFO):
+                        reply(holds[0], KIND_INFO, frame.seq)
+                    with m.Case(FrameType.LOAD, FrameType.INFER):
+                        with m.If(frame.length < CHUNK_HEADER):
+                            error(ErrorCode.LENGTH, frame.seq)
+                        with m.Elif((frame.slot >= S) | (frame.offset + data_length > image)):
+                            error(ErrorCode.ADDRESS, frame.seq)
+                        with m.Elif(copying | ((frame.type == FrameType.INFER) & ~queue.w_rdy)):
+                            error(ErrorCode.BUSY, frame.seq)
+                        with m.Else():
+                            m.d.sync += [
+                                copying.eq(1), copy_index.eq(0), copy_count.eq(data_length),
+                                copy_base.eq(frame.slot * image + frame.offset),
+                                copy_seq.eq(frame.seq), copy_slot.eq(frame.slot),
+                                copy_infer.eq(frame.type == FrameType.INFER),
+                            ]
+                    with m.Default():
+                        error(ErrorCode.TYPE, frame.seq)
+
+        m.d.comb += [slot_write.addr.eq(write_addr), slot_write.data.eq(staging_read.data),
+                     slot_write.en.eq(read_valid)]
+        m.d.sync += read_valid.eq(0)
+        with m.If(copying):
+            m.d.comb += staging_read.addr.eq(copy_index)
+            m.d.sync += [read_valid.eq(copy_index < copy_count), write_addr.eq(copy_base + copy_index)]
+            with m.If(copy_index < copy_count):
+                m.d.sync += copy_index.eq(copy_index + 1)
+            with m.Elif(~read_valid):
+                m.d.sync += copying.eq(0)
+                with m.If(copy_infer):
+                    m.d.comb += [queue.w_en.eq(1), queue.w_data.eq(Cat(copy_seq, copy_slot))]
+                with m.Else():
+                    reply(holds[1], KIND_ACK, copy_seq)
+
+        # -- loader: slot bytes -> K-bit pixels
+        run_seq = Signal(8)
+        run_slot = Signal(slot_bits)
+        base = Signal(range(S * image + 1))
+        byte_index = Signal(range(image + 1))
+        bits = Signal(16)
+        have = Signal(range(17))
+        emitted = Signal(range(N + 1))
+        with m.FSM(name="loader"):
+            with m.State("IDLE"):
+                with m.If(queue.r_rdy & core.pixels.ready):
+                    m.d.comb += queue.r_en.eq(1)
+                    m.d.sync += [run_seq.eq(queue.r_data[:8]), run_slot.eq(queue.r_data[8:]),
+                                 base.eq(queue.r_data[8:] * image), byte_index.eq(0), have.eq(0),
+                                 bits.eq(0), emitted.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += slot_read.addr.eq(base + byte_index)
+                m.d.sync += byte_index.eq(byte_index + 1)
+                m.next = "GOT"
+            with m.State("GOT"):
+                m.d.sync += [bits.eq(bits | (slot_read.data << have)), have.eq(have + 8)]
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.eq(bits[:K])]
+                with m.If(core.pixels.ready):
+                    m.d.sync += [bits.eq(bits >> K), have.eq(have - K), emitted.eq(emitted + 1)]
+                    with m.If(emitted == N - 1):
+                        m.next = "RUN"
+                    with m.Elif(have - K < K):
+                        m.next = "FETCH"
+            with m.State("RUN"):
+                with m.If(core.result.valid & core.result.ready):
+                    m.next = "IDLE"
+
+        # -- output spikes from the trace
+        last_layer = len(plan.layers) - 1
+        spikes = Signal(outputs)
+        m.d.comb += core.trace.ready.eq(1)
+        with m.If(core.trace.valid & (core.trace.payload.layer == last_layer)):
+            m.d.sync += spikes.eq(spikes | (C(1, 1) << core.trace.payload.neuron)[:outputs])
+
+        # -- reply serialiser
+        kind = Signal(2)
+        seq = Signal(8)
+        code = Signal(3)
+        label = Signal(16)
+        cycles = Signal(32)
+        result_slot = Signal(8)
+        result_spikes = Signal(outputs)
+        snapshot = {name: Signal(32, name=f"snapshot_{name}") for name in protocol.COUNTERS}
+        snapshot_uptime = Signal(64)
+
+        constants = {
+            "version": protocol.VERSION, "input_bits": K, "slots": S, "lanes": plan.lanes,
+            "inputs": N, "classes": plan.classes, "outputs": outputs, "max_chunk": max_chunk,
+            "clock_hz": fig["clock_hz"], "baud": fig["baud"],
+            "network_sha256": int.from_bytes(bytes.fromhex(self._network.sha256), "little"),
+        }
+        live = dict(snapshot, uptime_cycles=snapshot_uptime)
+
+        def field_bytes(value, width):
+            if isinstance(value, int):
+                return [C((value >> (8 * i)) & 0xFF, 8) for i in range(width)]
+            return [value[8 * i:8 * i + 8] if 8 * i < len(value) else C(0, 8) for i in range(width)]
+
+        def body(type, fields):
+            length = sum(width for _, width, _ in fields)
+            out = [seq, C(type, 8), C(length & 0xFF, 8), C(length >> 8, 8)]
+            for name, width, value in fields:
+                out += field_bytes(value, width)
+            return out
+
+        tables = {
+            KIND_ACK: body(FrameType.ACK, []),
+            KIND_ERROR: body(FrameType.ERROR, [("code", 1, code)]),
+            KIND_INFO: body(FrameType.INFO_REPLY, [
+                (name, width, constants[name] if name in constants else live[name])
+                for name, width in INFO_FIELDS]),
+            KIND_RESULT: body(FrameType.RESULT, [
+                (name, width, {"slot": result_slot, "label": label, "cycles": cycles,
+                               "spikes": result_spikes}[name])
+                for name, width in protocol.result_fields(outputs)]),
+        }
+        index = Signal(range(max(len(t) for t in tables.values()) + 1))
+        entry = replies.r_data
+        with m.FSM(name="serialiser"):
+            with m.State("IDLE"):
+                m.d.sync += index.eq(0)
+                with m.If(replies.r_rdy):
+                    m.d.comb += replies.r_en.eq(1)
+                    m.d.sync += [kind.eq(entry[0:2]), seq.eq(entry[2:10]), code.eq(entry[10:13])]
+                    m.d.sync += [snapshot[name].eq(counters[name]) for name in snapshot]
+                    m.d.sync += snapshot_uptime.eq(uptime)
+                    m.next = "BODY"
+                with m.Elif(core.result.valid):
+                    m.d.comb += core.result.ready.eq(1)
+                    m.d.sync += [kind.eq(KIND_RESULT), seq.eq(run_seq), result_slot.eq(run_slot),
+                                 label.eq(core.result.payload.label),
+                                 cycles.eq(core.result.payload.cycles), result_spikes.eq(spikes),
+                                 spikes.eq(0)]
+                    m.next = "BODY"
+            with m.State("BODY"):
+                m.d.comb += encoder.body.valid.eq(1)
+                with m.Switch(kind):
+                    for table_kind, table in tables.items():
+                        with m.Case(table_kind):
+                            with m.Switch(index):
+                                for position, byte in enumerate(table):
+                                    with m.Case(position):
+                                        m.d.comb += encoder.body.payload.data.eq(byte)
+                            m.d.comb += encoder.body.payload.last.eq(index == len(table) - 1)
+                with m.If(encoder.body.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(encoder.body.payload.last):
+                        m.next = "IDLE"
+        return m
+

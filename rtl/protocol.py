@@ -1,0 +1,291 @@
+"""The serial link protocol (version 1): constants, field tables and the software reference model.
+
+One home for everything both ends must agree on. The gateware (:mod:`rtl.link`, :mod:`rtl.board`)
+builds its frames from these tables; :class:`FrameParser` and :func:`encode_frame` are the
+pure-Python model it is tested against, and what :mod:`sim` and :mod:`host` speak. The wire format is
+specified in ``docs/link.md``.
+
+A frame on the wire is ``END body END`` with SLIP escaping (RFC 1055) inside; the body is::
+
+    seq u8 | type u8 | length u16 | payload (length bytes) | crc u32
+
+little-endian, the CRC being CRC-32/ISO-HDLC (``amaranth.lib.crc.catalog.CRC32_ISO_HDLC``) over
+``seq .. payload``.
+"""
+
+import dataclasses
+import enum
+import struct
+
+import numpy as np
+from amaranth.lib import crc
+
+__all__ = [
+    "VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD",
+    "CHUNK_HEADER", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
+    "FrameParser", "encode_frame", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
+    "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
+    "unpack_image", "image_bytes",
+]
+
+VERSION = 1
+
+END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
+HEADER_BYTES = 4          # seq, type, length (u16)
+CRC_BYTES = 4
+FRAME_OVERHEAD = 2 + HEADER_BYTES + CRC_BYTES   # two ENDs, header, CRC: the bytes of an empty frame
+CHUNK_HEADER = 3          # LOAD / INFER payload: slot u8, offset u16, then the data
+
+CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
+
+
+class ProtocolError(ValueError):
+    """A payload does not match the protocol's layout."""
+
+
+class FrameType(enum.IntEnum):
+    """Requests (host to board) have the top bit clear; replies set it."""
+    INFO = 0x01        # no payload
+    LOAD = 0x02        # slot u8, offset u16, data: write an image chunk; answered by ACK
+    INFER = 0x03       # slot u8, offset u16, data (may be empty): write, then run the slot; RESULT
+    INFO_REPLY = 0x81  # INFO_FIELDS
+    ACK = 0x82         # no payload
+    RESULT = 0x83      # result_fields(outputs)
+    ERROR = 0x8F       # code u8
+
+
+class ErrorCode(enum.IntEnum):
+    CRC = 1            # the CRC does not match
+    LENGTH = 2         # the length field disagrees with the frame, or the payload is too long / short
+    TYPE = 3           # unknown frame type
+    BUSY = 4           # the inference queue is full: nothing was written, send again later
+    ADDRESS = 5        # slot or offset out of range
+    FRAMING = 6        # a UART framing error (e.g. a break) or an invalid SLIP escape inside the frame
+
+
+# name, bytes (little-endian unsigned); the board's reply to INFO, in order
+INFO_FIELDS = (
+    ("version", 1), ("input_bits", 1), ("slots", 1), ("lanes", 2), ("inputs", 4), ("classes", 2),
+    ("outputs", 2), ("max_chunk", 2), ("clock_hz", 4), ("baud", 4), ("network_sha256", 32),
+    ("uptime_cycles", 8), ("frames", 4),
+    ("errors_crc", 4), ("errors_length", 4), ("errors_type", 4), ("errors_busy", 4),
+    ("errors_address", 4), ("errors_framing", 4), ("replies_dropped", 4),
+)
+COUNTERS = ("frames", "errors_crc", "errors_length", "errors_type", "errors_busy", "errors_address",
+            "errors_framing", "replies_dropped")
+ERROR_COUNTERS = {code: f"errors_{code.name.lower()}" for code in ErrorCode}
+
+
+def result_fields(outputs):
+    """The RESULT payload's fields for a network with ``outputs`` output units."""
+    return (("slot", 1), ("label", 2), ("cycles", 4), ("spikes", (outputs + 7) // 8))
+
+
+def crc32(data):
+    return CRC.compute(bytes(data))
+
+
+# -- frames -----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    seq: int
+    type: int
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class BadFrame:
+    """Bytes between two ENDs that are not a frame; ``seq`` is the first byte, if there was one."""
+    code: ErrorCode
+    seq: int | None
+    size: int
+
+
+def frame_bytes(seq, type, payload=b""):
+    """The unescaped body: header, payload, CRC."""
+    payload = bytes(payload)
+    if not 0 <= seq <= 0xFF:
+        raise ProtocolError(f"seq must be 0..255, got {seq}")
+    if len(payload) > 0xFFFF:
+        raise ProtocolError(f"payload of {len(payload)} bytes exceeds the 65535-byte length field")
+    body = struct.pack("<BBH", seq, int(type), len(payload)) + payload
+    return body + struct.pack("<I", crc32(body))
+
+
+def encode_frame(seq, type, payload=b""):
+    """A whole frame as sent on the wire: ``END``, the escaped body, ``END``."""
+    out = bytearray([END])
+    for byte in frame_bytes(seq, type, payload):
+        if byte == END:
+            out += bytes([ESC, ESC_END])
+        elif byte == ESC:
+            out += bytes([ESC, ESC_ESC])
+        else:
+            out.append(byte)
+    out.append(END)
+    return bytes(out)
+
+
+class FrameParser:
+    """Streaming decoder: feed it any bytes, get :class:`Frame` and :class:`BadFrame` back.
+
+    The reference model of :class:`rtl.link.FrameDecoder`: empty frames (two ENDs in a row) are
+    skipped; anything else between ENDs is a frame or a :class:`BadFrame` with the code the board
+    would answer. A body longer than ``max_body`` bytes is counted but not kept, so garbage without
+    ENDs costs bounded memory.
+    """
+
+    def __init__(self, max_body=1 << 17):
+        self.max_body = max_body
+        self._body = bytearray()
+        self._size = 0
+        self._escaped = False
+        self._framing = False
+
+    def feed(self, data, errors=()):
+        """Decode ``data``; ``errors`` are indices into it of bytes received with a framing error."""
+        out = []
+        errors = set(errors)
+        for index, byte in enumerate(bytes(data)):
+            if index in errors:
+                self._framing = True
+                continue
+            if byte == END:
+                if self._size or self._framing:
+                    out.append(self._finish())
+                continue
+            if self._escaped:
+                self._escaped = False
+                if byte == ESC_END:
+                    byte = END
+                elif byte == ESC_ESC:
+                    byte = ESC
+                else:
+                    self._framing = True
+            elif byte == ESC:
+                self._escaped = True
+                continue
+            if self._size < self.max_body:
+                self._body.append(byte)
+            self._size += 1
+        return out
+
+    def _finish(self):
+        body, size, framing = bytes(self._body), self._size, self._framing
+        self._body, self._size, self._escaped, self._framing = bytearray(), 0, False, False
+        seq = body[0] if body else None
+        if framing:
+            return BadFrame(ErrorCode.FRAMING, seq, size)
+        if size < HEADER_BYTES + CRC_BYTES:
+            return BadFrame(ErrorCode.LENGTH, seq, size)
+        seq, type, length = struct.unpack_from("<BBH", body)
+        if size != HEADER_BYTES + length + CRC_BYTES:
+            return BadFrame(ErrorCode.LENGTH, seq, size)
+        (declared,) = struct.unpack_from("<I", body, size - CRC_BYTES)
+        if crc32(body[:size - CRC_BYTES]) != declared:
+            return BadFrame(ErrorCode.CRC, seq, size)
+        return Frame(seq, type, body[HEADER_BYTES:size - CRC_BYTES])
+
+
+# -- payloads ---------------------------------------------------------------------------------------
+
+def _unpack_fields(fields, payload, what):
+    size = sum(width for _, width in fields)
+    if len(payload) != size:
+        raise ProtocolError(f"{what} payload has {len(payload)} bytes, expected {size}")
+    values, offset = {}, 0
+    for name, width in fields:
+        values[name] = int.from_bytes(payload[offset:offset + width], "little")
+        offset += width
+    return values
+
+
+def _pack_fields(fields, values):
+    return b"".join(int(values[name]).to_bytes(width, "little") for name, width in fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoardInfo:
+    """A board's answer to INFO: what it runs, and its counters at that moment."""
+    version: int
+    input_bits: int
+    slots: int
+    lanes: int
+    inputs: int
+    classes: int
+    outputs: int
+    max_chunk: int
+    clock_hz: int
+    baud: int
+    network_sha256: str
+    uptime_cycles: int
+    counters: dict
+
+    @property
+    def image_bytes(self):
+        return image_bytes(self.inputs, self.input_bits)
+
+
+def info_payload(**values):
+    """The INFO reply's payload (``network_sha256`` as hex); the reference for the gateware's."""
+    values = dict(values)
+    values["network_sha256"] = int.from_bytes(bytes.fromhex(values["network_sha256"]), "little")
+    return _pack_fields(INFO_FIELDS, values)
+
+
+def parse_info(payload):
+    values = _unpack_fields(INFO_FIELDS, payload, "INFO")
+    values["network_sha256"] = values["network_sha256"].to_bytes(32, "little").hex()
+    counters = {name: values.pop(name) for name in COUNTERS}
+    if values["version"] != VERSION:
+        raise ProtocolError(f"board speaks protocol version {values['version']}, this host speaks {VERSION}")
+    return BoardInfo(**values, counters=counters)
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    slot: int
+    label: int
+    cycles: int
+    spikes: np.ndarray      # (outputs,) of 0/1: the output layer's spikes
+
+
+def parse_result(payload, outputs):
+    values = _unpack_fields(result_fields(outputs), payload, "RESULT")
+    bits = np.array([(values["spikes"] >> unit) & 1 for unit in range(outputs)], dtype=np.uint8)
+    return Result(values["slot"], values["label"], values["cycles"], bits)
+
+
+def chunk_payload(slot, offset, data):
+    """LOAD / INFER payload: ``data`` for bytes ``offset ..`` of image slot ``slot``."""
+    if not 0 <= slot <= 0xFF or not 0 <= offset <= 0xFFFF:
+        raise ProtocolError(f"slot must be 0..255 and offset 0..65535, got slot={slot} offset={offset}")
+    return struct.pack("<BH", slot, offset) + bytes(data)
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+def image_bytes(inputs, bits):
+    return (inputs * bits + 7) // 8
+
+
+def pack_image(pixels, bits):
+    """``bits``-bit pixels as a little-endian bit stream: pixel ``p`` at bits ``p*bits ..``."""
+    pixels = np.asarray(pixels, dtype=np.int64).reshape(-1)
+    if not 1 <= bits <= 8:
+        raise ProtocolError(f"input bits must be 1..8, got {bits}")
+    if pixels.size and (pixels.min() < 0 or pixels.max() >= 1 << bits):
+        raise ProtocolError(f"pixels must be 0..{(1 << bits) - 1} for {bits}-bit input, got "
+                            f"{pixels.min()}..{pixels.max()}")
+    if bits == 8:
+        return pixels.astype(np.uint8).tobytes()
+    planes = ((pixels[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
+    return np.packbits(planes, bitorder="little").tobytes()
+
+
+def unpack_image(data, inputs, bits):
+    """Inverse of :func:`pack_image`."""
+    stream = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
+    planes = stream[:inputs * bits].reshape(inputs, bits).astype(np.int64)
+    return (planes << np.arange(bits)).sum(axis=1)
