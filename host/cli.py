@@ -59,6 +59,8 @@ def build_parser():
     training_cli.add_commands(commands)
     rtl_cli.add_commands(commands)
     sim_cli.add_commands(commands)
+    from . import infer as infer_cli
+    infer_cli.add_commands(commands)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
                                description="Train and sharpen the default network, export it to a "

@@ -6,19 +6,16 @@ import pathlib
 from rtl.cli import lanes_argument
 from training.cli import UserError
 
-__all__ = ["add_commands", "run_sim", "format_sim"]
+__all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim", "test_pixels"]
 
 
-def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
-            backpressure=0.0, vcd=False, progress=True):
-    """Simulate the first ``images`` test images; the report of :func:`sim.runner.simulate` + accuracy."""
-    import numpy as np
+def test_pixels(network_path, images, dataset=None):
+    """The network and the first ``images`` test images of its data set, quantized as it takes them.
 
-    from rtl.plan import PlanError
+    Returns ``(network, pixels, labels, dataset)``; bad files, data sets or counts raise ``UserError``.
+    """
     from training.datasets import DatasetError, load_dataset
     from training.netfile import NetworkFileError, read_network
-
-    from .runner import SimulationError, simulate
 
     try:
         network, meta = read_network(network_path)
@@ -31,7 +28,19 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
                         f"{tuple(network.input.shape)}; pass the right one with --dataset")
     if images < 1 or images > len(data.x_test):
         raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
-    pixels = network.input.quantize(data.x_test[:images])
+    return network, network.input.quantize(data.x_test[:images]), data.y_test[:images], dataset
+
+
+def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
+            backpressure=0.0, vcd=False, progress=True):
+    """Simulate the first ``images`` test images; the report of :func:`sim.runner.simulate` + accuracy."""
+    import numpy as np
+
+    from rtl.plan import PlanError
+
+    from .runner import SimulationError, simulate
+
+    network, pixels, y_test, dataset = test_pixels(network_path, images, dataset)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
                           backpressure=backpressure, progress=progress)
@@ -42,7 +51,7 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
         raise UserError(str(error)) from None
     labels = np.asarray(report.pop("labels"))
     report["dataset"] = dataset
-    report["accuracy"] = float((labels == np.asarray(data.y_test[:len(labels)])).mean())
+    report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
     return report
 
 
@@ -103,3 +112,78 @@ def add_commands(commands):
                      help="Verilog and simulator builds, reused per network and lanes (default: runs/sim)")
     sim.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     sim.set_defaults(handler=cmd_sim)
+    _add_sim_board(commands)
+
+
+def cmd_sim_board(args):
+    import os
+    import threading
+    import time
+
+    from .board import run_bridge
+    from .runner import SimulationError
+
+    ready = pathlib.Path(args.ready_file) if args.ready_file else pathlib.Path(
+        __import__("tempfile").mkdtemp(prefix="hone-board-")) / "ready.json"
+    if ready.exists():
+        ready.unlink()
+
+    def announce():
+        while not ready.exists():
+            time.sleep(0.2)
+        path = json.loads(ready.read_text())["pty"]
+        if args.link:
+            link = pathlib.Path(args.link)
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(path)
+            path = f"{link} -> {path}"
+        print(f"simulated board on {path} ({args.baud} baud); Ctrl-C stops it", flush=True)
+
+    if not 0 <= args.faults < 1:
+        raise UserError(f"--faults must be a rate in [0, 1), got {args.faults}")
+    threading.Thread(target=announce, daemon=True).start()
+    print(f"building the board for {args.network} ({args.simulator}, {args.lanes} lanes, "
+          f"{args.clock / 1e6:g} MHz, {args.baud} baud)...", flush=True)
+    try:
+        results = run_bridge(args.network, simulator=args.simulator, lanes=args.lanes, clock_hz=args.clock,
+                             baud=args.baud, slots=args.slots, build_root=args.build_dir, seed=args.seed,
+                             config={"ready": str(ready), "faults": args.faults, "parent": os.getpid(),
+                                     "stop": str(ready.with_name("stop"))})
+    except (SimulationError, ValueError) as error:
+        raise UserError(str(error)) from None
+    print(f"simulated {results['sim_ns'] / 1e9:.3f} s: {results['bytes_to_board']} bytes in, "
+          f"{results['bytes_to_host']} bytes out; faults injected in {results['faults_to_board']}, "
+          f"out {results['faults_to_host']}")
+    if args.json:
+        print(json.dumps(results))
+
+
+def add_board_arguments(parser):
+    """Options of a simulated board, shared by ``hone sim-board`` and ``hone infer --sim``."""
+    from .runner import SIMULATORS
+
+    parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
+    parser.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
+    parser.add_argument("--clock", type=float, default=12e6, metavar="HZ",
+                        help="the simulated board's clock (default: 12e6, an iCEBreaker's)")
+    parser.add_argument("--slots", type=int, default=4, metavar="S", help="image buffers (default: 4)")
+    parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+                        help="chance per byte, each way, of a bit flip, a drop or a duplicate (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="fault injection seed (default: 0)")
+    parser.add_argument("--build-dir", type=pathlib.Path, default=pathlib.Path("runs/sim-board"), metavar="DIR",
+                        help="board builds, reused per network and settings (default: runs/sim-board)")
+
+
+def _add_sim_board(commands):
+    board = commands.add_parser(
+        "sim-board", help="a simulated board behind a pseudo-terminal",
+        description="Run the whole board top level (UART pins included) cycle-accurately under cocotb, "
+                    "bridged to a pseudo-terminal that host tools open like a USB serial port.")
+    board.add_argument("network", type=pathlib.Path, help="a network file from hone export")
+    board.add_argument("--baud", type=int, default=115200, help="line rate (default: 115200)")
+    add_board_arguments(board)
+    board.add_argument("--link", metavar="PATH", help="also make PATH a symlink to the pty")
+    board.add_argument("--ready-file", metavar="FILE", help="write {\"pty\": path} here once serving")
+    board.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
+    board.set_defaults(handler=cmd_sim_board)

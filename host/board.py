@@ -1,0 +1,424 @@
+"""Talking to a board over serial: :class:`Board`, the host half of the protocol in :mod:`rtl.protocol`.
+
+The same code drives a real board (``/dev/ttyUSB0``) and a simulated one (``sim:net.hone``: the whole
+``hone_board`` top level in a cycle-accurate simulator behind a pseudo-terminal, see :mod:`sim.board`).
+
+:meth:`Board.infer` keeps every image slot of the board busy: each image goes into a free slot as
+LOAD chunks and a final INFER, and the slot is reused only after its RESULT. Requests are idempotent
+(a chunk write, a re-run of a slot), so any request whose reply does not come is simply sent again:
+on an ERROR, on a later request's reply overtaking it (replies to writes and results to inferences
+each come in order), or on a timeout that adapts to the measured round trip. Chunks shrink when
+frames keep failing and grow back when they stop, so a noisy line still gets images through. Every
+image yields exactly one result, in order.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from rtl import protocol
+from rtl.protocol import CHUNK_HEADER, FRAME_OVERHEAD, ErrorCode, Frame, FrameType
+
+__all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
+
+MIN_CHUNK = 16
+
+
+class LinkError(RuntimeError):
+    """The board cannot be reached, does not answer, or runs something else."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InferResult:
+    index: int
+    label: int
+    cycles: int
+    spikes: np.ndarray
+    attempts: int          # INFER frames sent for this image (1 when nothing was lost)
+
+
+@dataclasses.dataclass
+class LinkStats:
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    retransmissions: int = 0
+    timeouts: int = 0
+    overtaken: int = 0
+    errors: dict = dataclasses.field(default_factory=dict)
+    bad_frames_received: int = 0
+    stale_replies: int = 0
+    chunk: int = 0
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def line_rate_limit(info):
+    """Images per second the line allows with one INFER frame per image (escapes aside): the baud
+    over 10 bits per byte over the bytes of the busier direction (full duplex)."""
+    up = FRAME_OVERHEAD + CHUNK_HEADER + info.image_bytes
+    down = FRAME_OVERHEAD + sum(width for _, width in protocol.result_fields(info.outputs))
+    return info.baud / 10 / max(up, down), up, down
+
+
+@dataclasses.dataclass
+class _Request:
+    seq: int
+    type: int
+    slot: int
+    offset: int
+    data: bytes
+    job: object = None
+    sent_at: float = 0.0
+    attempts: int = 0
+    order: int = 0          # send order, to see which replies overtook it
+    busy: bool = False
+
+
+class _Job:
+    def __init__(self, index, data, slot):
+        self.index, self.data, self.slot = index, data, slot
+        self.loads = set()       # outstanding LOAD requests
+        self.infer = None        # the INFER request, once planned
+        self.infer_queued = False
+        self.infer_attempts = 0
+
+
+class Board:
+    """One board behind a serial port.
+
+    Use :meth:`open`; ``with Board.open(url) as board: ...`` closes it (and stops a simulated board).
+    """
+
+    def __init__(self, port, *, timeout=1.0, process=None, description=None):
+        self._port = port
+        self._process = process
+        self.description = description or str(getattr(port, "port", port))
+        self.timeout = float(timeout)
+        self._parser = protocol.FrameParser()
+        self._seq = 0
+        self._order = 0
+        self._srtt = None
+        self._rttvar = 0.0
+        self._rto = self.timeout
+        self.stats = LinkStats()
+        self.info_cache = None
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url, *, baud=115200, timeout=None, **simulation):
+        """Open ``url``: a serial device (``/dev/ttyUSB0``, ``serial:/dev/ttyUSB0``, any pyserial URL)
+        or ``sim:NETWORK.hone``, which starts a simulated board (keywords: ``simulator``, ``lanes``,
+        ``clock_hz``, ``slots``, ``faults``, ``seed``, ``build_root``, ``log``) at ``baud``."""
+        import serial
+
+        if url.startswith("sim:"):
+            process, path, log = _start_simulated_board(url[4:], baud=baud, **simulation)
+            try:
+                port = serial.Serial(path, baudrate=baud, timeout=0.002, write_timeout=None)
+            except Exception:
+                _stop(process)
+                raise
+            board = cls(port, timeout=timeout or 10.0, process=process,
+                        description=f"simulated board ({url[4:]}, log {log})")
+            return board
+        if simulation:
+            raise TypeError(f"{', '.join(simulation)} only apply to simulated boards (sim:...)")
+        path = url[len("serial:"):] if url.startswith("serial:") else url
+        try:
+            port = serial.serial_for_url(path, baudrate=baud, timeout=0.002)
+        except (serial.SerialException, ValueError) as error:
+            raise LinkError(f"cannot open serial port {path!r}: {error}") from None
+        port.reset_input_buffer()
+        return cls(port, timeout=timeout or 1.0, description=path)
+
+    def close(self):
+        if self._port is not None:
+            self._port.close()
+            self._port = None
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- frames -------------------------------------------------------------------------------------
+
+    def _next_seq(self, busy):
+        for _ in range(256):
+            self._seq = (self._seq + 1) % 256
+            if self._seq not in busy:
+                return self._seq
+        raise LinkError("all 256 sequence numbers are in flight")
+
+    def _send(self, request):
+        payload = (protocol.chunk_payload(request.slot, request.offset, request.data)
+                   if request.type in (FrameType.LOAD, FrameType.INFER) else b"")
+        frame = protocol.encode_frame(request.seq, request.type, payload)
+        self._port.write(frame)
+        self._order += 1
+        request.order = self._order
+        request.sent_at = time.monotonic()
+        request.attempts += 1
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame)
+
+    def _receive(self):
+        data = self._port.read(4096)
+        if not data:
+            return []
+        self.stats.bytes_received += len(data)
+        frames = []
+        for frame in self._parser.feed(data):
+            if isinstance(frame, Frame):
+                frames.append(frame)
+            else:
+                self.stats.bad_frames_received += 1
+        return frames
+
+    def _sample(self, request):
+        """Round-trip estimate from a reply to a request sent once (Karn), as TCP does."""
+        if request.attempts != 1:
+            return
+        rtt = time.monotonic() - request.sent_at
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._rto = min(max(self._srtt + 4 * self._rttvar, 0.05, self.timeout / 10), 60.0)
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    def info(self, *, attempts=40):
+        """The board's INFO (protocol version, network hash, geometry, counters)."""
+        request = _Request(self._next_seq(()), FrameType.INFO, 0, 0, b"")
+        while request.attempts < attempts:
+            self._send(request)
+            # until a round trip has been measured, allow the whole timeout; then a few RTOs
+            deadline = time.monotonic() + (self.timeout if self._srtt is None else 3 * self._rto)
+            bad = self.stats.bad_frames_received
+            while time.monotonic() < deadline:
+                if self.stats.bad_frames_received != bad:   # perhaps our reply, damaged: ask again
+                    break
+                for frame in self._receive():
+                    if frame.seq == request.seq and frame.type == FrameType.INFO_REPLY:
+                        self._sample(request)
+                        self.info_cache = protocol.parse_info(frame.payload)
+                        return self.info_cache
+                    if frame.seq == request.seq and frame.type == FrameType.ERROR:
+                        deadline = 0   # send again now
+                        break
+            self.stats.retransmissions += 1
+        raise LinkError(f"no INFO reply from {self.description} after {request.attempts} attempts: check the "
+                        f"port, the baud rate ({getattr(self._port, 'baudrate', '?')}) and that the board is "
+                        f"programmed with a hone bitstream")
+
+    def check(self, network):
+        """Refuse to go on unless the board runs ``network`` (by content hash)."""
+        info = self.info_cache or self.info()
+        if info.network_sha256 != network.sha256:
+            raise LinkError(f"{self.description} runs network {info.network_sha256[:16]}..., not "
+                            f"{network.sha256[:16]}... (this network file): build and program the board "
+                            f"for it, or pass the network it runs")
+        if info.inputs != network.input.size or info.input_bits != network.input.bits:
+            raise LinkError(f"{self.description} takes {info.inputs} x {info.input_bits}-bit inputs, the "
+                            f"network {network.input.size} x {network.input.bits}-bit")
+        return info
+
+    def infer(self, images, *, chunk=None, max_attempts=200):
+        """Run integer ``images`` (``(n, inputs)``, or any shape with ``n`` first) on the board.
+
+        Yields one :class:`InferResult` per image, in order. ``chunk`` fixes the bytes per frame
+        (default: adaptive, starting from the board's ``max_chunk``). Raises :class:`LinkError` when
+        a request has gone unanswered ``max_attempts`` times.
+        """
+        info = self.info_cache or self.info()
+        images = np.asarray(images)
+        images = images.reshape(len(images), -1)
+        if images.shape[1] != info.inputs:
+            raise ValueError(f"images have {images.shape[1]} pixels, the board takes {info.inputs}")
+        packed = [protocol.pack_image(image, info.input_bits) for image in images]
+        adaptive = chunk is None
+        size = min(int(chunk or info.max_chunk), info.max_chunk)
+        if size < 1:
+            raise ValueError(f"chunk must be at least 1 byte, got {chunk}")
+        streak = 0
+        free = collections.deque(range(info.slots))
+        outstanding = {}                 # seq -> _Request
+        to_send = collections.deque()    # requests to (re)send, oldest first
+        done = {}
+        next_image = next_result = 0
+
+        def plan(job, start, stop, final):
+            """LOAD requests for bytes start..stop of the job's image (chunked), + INFER if final."""
+            pieces = [(offset, min(offset + size, stop)) for offset in range(start, stop, size)] or [(start, start)]
+            if final:
+                *loads, last = pieces
+                if loads:           # the INFER carries no data when there are LOADs: sent after their ACKs
+                    last = (stop, stop)
+            else:
+                loads, last = pieces, None
+            for begin, end in loads:
+                if end > begin:
+                    request = _Request(0, FrameType.LOAD, job.slot, begin, job.data[begin:end], job)
+                    job.loads.add(id(request))
+                    to_send.append(request)
+            if last is not None:
+                job.infer = _Request(0, FrameType.INFER, job.slot, last[0], job.data[last[0]:last[1]], job)
+                job.infer_queued = not job.loads
+                if job.infer_queued:
+                    to_send.append(job.infer)
+
+        def resend(request, reason):
+            nonlocal size, streak
+            if request.attempts >= max_attempts:
+                raise LinkError(f"{FrameType(request.type).name} for image {request.job.index} (slot "
+                                f"{request.slot}) unanswered after {request.attempts} attempts; last: {reason}")
+            outstanding.pop(request.seq, None)
+            self.stats.retransmissions += 1
+            if adaptive and reason != "busy":
+                size = max(MIN_CHUNK, size // 2)
+                streak = 0
+            job = request.job
+            if len(request.data) > size:     # too long for this line: split what it carried
+                if request.type == FrameType.INFER:
+                    job.infer = None
+                else:
+                    job.loads.discard(id(request))
+                plan(job, request.offset, request.offset + len(request.data), request.type == FrameType.INFER)
+                if request.type == FrameType.INFER:   # its LOADs go first; the INFER follows their ACKs
+                    return
+            else:
+                to_send.appendleft(request)
+
+        while next_result < len(images):
+            # new images into free slots
+            while free and next_image < len(images):
+                job = _Job(next_image, packed[next_image], free.popleft())
+                plan(job, 0, len(job.data), final=True)
+                next_image += 1
+            # send what is due
+            now = time.monotonic()
+            while to_send:
+                request = to_send.popleft()
+                if request.type == FrameType.INFER and request.job.loads:
+                    request.job.infer_queued = False   # queued again when its last LOAD is acknowledged
+                    continue
+                request.seq = self._next_seq(outstanding)
+                outstanding[request.seq] = request
+                if request.type == FrameType.INFER:
+                    request.job.infer_attempts += 1
+                self._send(request)
+            # replies
+            for frame in self._receive():
+                request = outstanding.get(frame.seq)
+                if request is None:
+                    self.stats.stale_replies += 1
+                    continue
+                if frame.type == FrameType.ERROR:
+                    code = ErrorCode(frame.payload[0]) if frame.payload and frame.payload[0] in set(ErrorCode) else None
+                    name = code.name if code else f"code {frame.payload.hex()}"
+                    self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+                    if code == ErrorCode.BUSY:   # nothing was done: send again after a short wait
+                        request.busy = True
+                        request.sent_at = time.monotonic() - self._rto * 0.75
+                        continue
+                    resend(request, f"ERROR {name}")
+                    continue
+                expected = {FrameType.LOAD: FrameType.ACK, FrameType.INFER: FrameType.RESULT}.get(request.type)
+                if frame.type != expected:
+                    self.stats.stale_replies += 1
+                    continue
+                del outstanding[frame.seq]
+                self._sample(request)
+                streak += 1
+                if adaptive and streak >= 32 and size < info.max_chunk:
+                    size, streak = min(info.max_chunk, size * 2), 0
+                job = request.job
+                # replies to writes come in order, and so do results: anything of the same kind sent
+                # before this one and still unanswered was lost
+                for other in list(outstanding.values()):
+                    if other.type == request.type and other.order < request.order:
+                        self.stats.overtaken += 1
+                        resend(other, "overtaken")
+                if request.type == FrameType.LOAD:
+                    job.loads.discard(id(request))
+                    if not job.loads and job.infer is not None and not job.infer_queued:
+                        job.infer_queued = True
+                        to_send.append(job.infer)
+                    continue
+                result = protocol.parse_result(frame.payload, info.outputs)
+                if job.index not in done:
+                    done[job.index] = InferResult(job.index, result.label, result.cycles, result.spikes,
+                                                  job.infer_attempts)
+                    free.append(job.slot)
+            # timeouts
+            now = time.monotonic()
+            for request in list(outstanding.values()):
+                if now - request.sent_at > self._rto * (1.5 ** min(request.attempts - 1, 6)):
+                    if request.busy:
+                        request.busy = False
+                        resend(request, "busy")
+                    else:
+                        self.stats.timeouts += 1
+                        resend(request, "timeout")
+            while next_result in done:
+                yield done.pop(next_result)
+                next_result += 1
+        self.stats.chunk = size
+
+
+def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=32, clock_hz=12_000_000,
+                           slots=4, faults=0.0, seed=0, build_root="runs/sim-board", log=None,
+                           start_timeout=900):
+    """``hone sim-board`` in its own process group; returns (process, pty path, log path)."""
+    if not pathlib.Path(network_path).exists():
+        raise LinkError(f"network file {network_path!r} not found")
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="hone-board-"))
+    ready = folder / "ready.json"
+    log = pathlib.Path(log) if log else folder / "sim-board.log"
+    command = [sys.executable, "-m", "host.cli", "sim-board", str(network_path), "--simulator", simulator,
+               "--lanes", str(lanes), "--clock", str(int(clock_hz)), "--baud", str(int(baud)),
+               "--slots", str(slots), "--faults", str(faults), "--seed", str(seed),
+               "--build-dir", str(build_root), "--ready-file", str(ready)]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + start_timeout
+    while not ready.exists():
+        if process.poll() is not None:
+            raise LinkError(f"the simulated board exited with status {process.returncode} before it was "
+                            f"ready; see {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise LinkError(f"the simulated board was not ready after {start_timeout} s; see {log}")
+        time.sleep(0.2)
+    return process, json.loads(ready.read_text())["pty"], log
+
+
+def _stop(process):
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

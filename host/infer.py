@@ -1,0 +1,144 @@
+"""``hone infer``: test images through a board (real or simulated), checked against the reference."""
+
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from training.cli import UserError
+
+__all__ = ["add_commands", "format_infer", "run_infer"]
+
+
+def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chunk=None, progress=True,
+              simulation=None):
+    """Run the first ``images`` test images on the board at ``port`` (or on a simulated board started
+    with the keywords in ``simulation``) and compare every result with :class:`IntegerNetwork`.
+
+    Returns a report dict: accuracy, agreement (class and output spikes), exactly-one-result checks,
+    images per second in wall time and in board time (from the board's cycle counter), the line-rate
+    limit and the fraction of it reached, link statistics and the board's error counters.
+    """
+    from sim.cli import test_pixels
+    from training.integer import IntegerNetwork
+
+    from .board import Board, LinkError, line_rate_limit
+
+    network, pixels, labels, dataset = test_pixels(network_path, images, dataset)
+    reference = IntegerNetwork(network).run(pixels)
+    url = f"sim:{network_path}" if simulation is not None else str(port)
+    try:
+        board = Board.open(url, baud=baud, **(simulation or {}))
+    except (LinkError, ValueError) as error:
+        raise UserError(str(error)) from None
+    results = []
+    try:
+        with board:
+            info = board.check(network)
+            before = board.info()
+            started = time.perf_counter()
+            stream = board.infer(pixels, chunk=chunk)
+            if progress:
+                from tqdm import tqdm
+                stream = tqdm(stream, total=len(pixels), unit="img", desc="inferring", file=sys.stderr,
+                              leave=False)
+            results = list(stream)
+            wall = time.perf_counter() - started
+            after = board.info()
+            stats = board.stats.as_dict()
+    except LinkError as error:
+        raise UserError(f"{error} ({len(results)} of {len(pixels)} images done)") from None
+
+    index = np.array([r.index for r in results])
+    got = np.array([r.label for r in results])
+    spikes = np.array([r.spikes for r in results])
+    limit, up, down = line_rate_limit(info)
+    board_seconds = (after.uptime_cycles - before.uptime_cycles) / info.clock_hz
+    per_s_board = len(results) / board_seconds if board_seconds > 0 else 0.0
+    report = {
+        "board": board.description, "dataset": dataset, "images": len(pixels), "results": len(results),
+        "lost": int(len(pixels) - len(set(index.tolist()))), "duplicated": int(len(index) - len(set(index.tolist()))),
+        "in_order": bool(np.array_equal(index, np.arange(len(pixels)))),
+        "accuracy": float((got == labels).mean()),
+        "class_agreement": int((got == reference.classes).sum()),
+        "spike_agreement": int((spikes == reference.spikes[-1]).all(axis=1).sum()),
+        "images_per_s_wall": len(results) / wall if wall else 0.0, "wall_seconds": wall,
+        "board_seconds": board_seconds, "images_per_s_board": per_s_board,
+        "line_rate_limit": limit, "line_rate_fraction": per_s_board / limit if limit else 0.0,
+        "frame_bytes_up": up, "frame_bytes_down": down,
+        "baud": info.baud, "clock_hz": info.clock_hz, "lanes": info.lanes, "slots": info.slots,
+        "network_sha256": info.network_sha256, "cycles_mean": float(np.mean([r.cycles for r in results])),
+        "infer_attempts_mean": float(np.mean([r.attempts for r in results])),
+        "link": stats,
+        "board_counters": {name: after.counters[name] - before.counters[name] for name in after.counters},
+    }
+    report["equal"] = (report["results"] == report["images"] and report["in_order"] and report["lost"] == 0
+                       and report["class_agreement"] == len(pixels) and report["spike_agreement"] == len(pixels))
+    return report
+
+
+def format_infer(report):
+    n = report["images"]
+    link = report["link"]
+    errors = ", ".join(f"{name} {count}" for name, count in sorted(link["errors"].items())) or "none"
+    return "\n".join([
+        f"board                   {report['board']}",
+        f"images                  {n} ({report['dataset']} test set): {report['results']} results, "
+        f"{report['lost']} lost, {report['duplicated']} duplicated, {'in order' if report['in_order'] else 'OUT OF ORDER'}",
+        f"accuracy                {report['accuracy']:.2%}",
+        f"agreement               classes {report['class_agreement']}/{n}, output spikes "
+        f"{report['spike_agreement']}/{n} with the integer reference",
+        f"throughput              {report['images_per_s_board']:.2f} images/s in board time "
+        f"({report['board_seconds']:.2f} s at {report['clock_hz'] / 1e6:g} MHz), "
+        f"{report['images_per_s_wall']:.2f} images/s wall",
+        f"line-rate limit         {report['line_rate_limit']:.2f} images/s at {report['baud']} baud "
+        f"({report['frame_bytes_up']} bytes up, {report['frame_bytes_down']} down per image) -> "
+        f"{report['line_rate_fraction']:.1%} reached",
+        f"link                    {link['frames_sent']} frames, {link['retransmissions']} resent "
+        f"({link['timeouts']} timeouts, {link['overtaken']} overtaken), errors from the board: {errors}, "
+        f"{link['bad_frames_received']} bad frames received, final chunk {link['chunk']} bytes",
+        f"INFER frames per image  {report['infer_attempts_mean']:.2f}",
+    ])
+
+
+def cmd_infer(args):
+    if (args.port is None) == (not args.sim):
+        raise UserError("give either --port PORT (a board) or --sim (a simulated board)")
+    simulation = None
+    if args.sim:
+        simulation = {"simulator": args.simulator, "lanes": args.lanes, "clock_hz": args.clock,
+                      "slots": args.slots, "faults": args.faults, "seed": args.seed,
+                      "build_root": args.build_dir}
+    elif args.faults:
+        raise UserError("--faults applies to a simulated board (--sim) only")
+    report = run_infer(args.network, images=args.images, port=args.port, baud=args.baud, dataset=args.dataset,
+                       chunk=args.chunk, progress=not args.json, simulation=simulation)
+    print(format_infer(report))
+    if args.json:
+        print(json.dumps(report))
+    if not report["equal"]:
+        raise UserError("the board's results differ from the reference or are incomplete")
+
+
+def add_commands(commands):
+    from sim.cli import add_board_arguments
+
+    infer = commands.add_parser(
+        "infer", help="run test images on a board over serial and check them",
+        description="Stream test images to a board (or a simulated one) over the serial protocol, and "
+                    "compare every class and output spike vector with the integer reference.")
+    infer.add_argument("network", type=pathlib.Path, help="the network file the board runs")
+    where = infer.add_mutually_exclusive_group()
+    where.add_argument("--port", metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB1")
+    where.add_argument("--sim", action="store_true", help="start a simulated board and use it")
+    infer.add_argument("--baud", type=int, default=115200, help="line rate (default: 115200)")
+    infer.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
+    infer.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+                       help="test images (default: the one named in the network file)")
+    infer.add_argument("--chunk", type=int, metavar="BYTES",
+                       help="image bytes per frame (default: adaptive, from the whole image down)")
+    add_board_arguments(infer)
+    infer.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    infer.set_defaults(handler=cmd_infer)
