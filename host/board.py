@@ -31,6 +31,7 @@ from rtl.protocol import CHUNK_HEADER, FRAME_OVERHEAD, ErrorCode, Frame, FrameTy
 __all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
 
 MIN_CHUNK = 16
+SIM_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud, and a fast simulation
 
 
 class LinkError(RuntimeError):
@@ -44,6 +45,7 @@ class InferResult:
     cycles: int
     spikes: np.ndarray
     attempts: int          # INFER frames sent for this image (1 when nothing was lost)
+    slot: int = 0
 
 
 @dataclasses.dataclass
@@ -108,9 +110,8 @@ class Board:
         self._parser = protocol.FrameParser()
         self._seq = 0
         self._order = 0
-        self._srtt = None
-        self._rttvar = 0.0
-        self._rto = self.timeout
+        self._srtt = {}          # request type -> (smoothed reply time, its variation)
+        self._progress = 0.0     # when the last reply came
         self.stats = LinkStats()
         self.info_cache = None
 
@@ -160,11 +161,12 @@ class Board:
     # -- frames -------------------------------------------------------------------------------------
 
     def _next_seq(self, busy):
-        for _ in range(256):
-            self._seq = (self._seq + 1) % 256
+        # 65536 numbers go round before one is reused, so a late reply cannot be taken for another's
+        for _ in range(1 << 16):
+            self._seq = (self._seq + 1) % (1 << 16)
             if self._seq not in busy:
                 return self._seq
-        raise LinkError("all 256 sequence numbers are in flight")
+        raise LinkError("all sequence numbers are in flight")
 
     def _send(self, request):
         payload = (protocol.chunk_payload(request.slot, request.offset, request.data)
@@ -192,16 +194,30 @@ class Board:
         return frames
 
     def _sample(self, request):
-        """Round-trip estimate from a reply to a request sent once (Karn), as TCP does."""
+        """Estimate how long a reply takes once the board is on it (TCP's estimator, Karn's rule).
+
+        Time is counted from the request's send or the previous reply, whichever is later: with a
+        window of requests queued, that is what one reply costs, whatever the line's real speed (a
+        simulated board may run far slower than its baud rate)."""
+        now = time.monotonic()
+        start, self._progress = max(request.sent_at, self._progress), now
         if request.attempts != 1:
             return
-        rtt = time.monotonic() - request.sent_at
-        if self._srtt is None:
-            self._srtt, self._rttvar = rtt, rtt / 2
+        rtt = now - start
+        srtt, rttvar = self._srtt.get(request.type, (None, 0.0))
+        if srtt is None:
+            srtt, rttvar = rtt, rtt / 2
         else:
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
-        self._rto = min(max(self._srtt + 4 * self._rttvar, 0.05, self.timeout / 10), 60.0)
+            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt)
+            srtt = 0.875 * srtt + 0.125 * rtt
+        self._srtt[request.type] = srtt, rttvar
+
+    def _rto(self, type):
+        """Retransmission timeout for a request type (results wait for inferences, ACKs do not)."""
+        if type not in self._srtt:
+            return self.timeout
+        srtt, rttvar = self._srtt[type]
+        return min(max(2 * srtt + 4 * rttvar, 0.05), 60.0)
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -211,7 +227,8 @@ class Board:
         while request.attempts < attempts:
             self._send(request)
             # until a round trip has been measured, allow the whole timeout; then a few RTOs
-            deadline = time.monotonic() + (self.timeout if self._srtt is None else 3 * self._rto)
+            deadline = time.monotonic() + (3 * self._rto(FrameType.INFO) if self._srtt.get(FrameType.INFO)
+                                           else self.timeout)
             bad = self.stats.bad_frames_received
             while time.monotonic() < deadline:
                 if self.stats.bad_frames_received != bad:   # perhaps our reply, damaged: ask again
@@ -241,11 +258,12 @@ class Board:
                             f"network {network.input.size} x {network.input.bits}-bit")
         return info
 
-    def infer(self, images, *, chunk=None, max_attempts=200):
+    def infer(self, images, *, chunk=None, window=32, max_attempts=200):
         """Run integer ``images`` (``(n, inputs)``, or any shape with ``n`` first) on the board.
 
         Yields one :class:`InferResult` per image, in order. ``chunk`` fixes the bytes per frame
-        (default: adaptive, starting from the board's ``max_chunk``). Raises :class:`LinkError` when
+        (default: adaptive, starting from the board's ``max_chunk``); at most ``window`` frames are
+        unanswered at a time. Raises :class:`LinkError` when
         a request has gone unanswered ``max_attempts`` times.
         """
         info = self.info_cache or self.info()
@@ -268,10 +286,8 @@ class Board:
         def plan(job, start, stop, final):
             """LOAD requests for bytes start..stop of the job's image (chunked), + INFER if final."""
             pieces = [(offset, min(offset + size, stop)) for offset in range(start, stop, size)] or [(start, start)]
-            if final:
+            if final:               # the INFER carries the last piece, and goes after the LOADs' ACKs
                 *loads, last = pieces
-                if loads:           # the INFER carries no data when there are LOADs: sent after their ACKs
-                    last = (stop, stop)
             else:
                 loads, last = pieces, None
             for begin, end in loads:
@@ -292,7 +308,7 @@ class Board:
                                 f"{request.slot}) unanswered after {request.attempts} attempts; last: {reason}")
             outstanding.pop(request.seq, None)
             self.stats.retransmissions += 1
-            if adaptive and reason != "busy":
+            if adaptive and reason not in ("busy", "timeout"):   # a slow board is not a noisy line
                 size = max(MIN_CHUNK, size // 2)
                 streak = 0
             job = request.job
@@ -315,7 +331,7 @@ class Board:
                 next_image += 1
             # send what is due
             now = time.monotonic()
-            while to_send:
+            while to_send and len(outstanding) < window:
                 request = to_send.popleft()
                 if request.type == FrameType.INFER and request.job.loads:
                     request.job.infer_queued = False   # queued again when its last LOAD is acknowledged
@@ -332,12 +348,12 @@ class Board:
                     self.stats.stale_replies += 1
                     continue
                 if frame.type == FrameType.ERROR:
+                    self._progress = time.monotonic()
                     code = ErrorCode(frame.payload[0]) if frame.payload and frame.payload[0] in set(ErrorCode) else None
                     name = code.name if code else f"code {frame.payload.hex()}"
                     self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
-                    if code == ErrorCode.BUSY:   # nothing was done: send again after a short wait
+                    if code == ErrorCode.BUSY:   # nothing was done: send again when its turn times out
                         request.busy = True
-                        request.sent_at = time.monotonic() - self._rto * 0.75
                         continue
                     resend(request, f"ERROR {name}")
                     continue
@@ -364,27 +380,35 @@ class Board:
                         to_send.append(job.infer)
                     continue
                 result = protocol.parse_result(frame.payload, info.outputs)
+                if result.slot != job.slot:     # a late reply to an older use of this seq
+                    self.stats.stale_replies += 1
+                    outstanding[frame.seq] = request
+                    continue
                 if job.index not in done:
                     done[job.index] = InferResult(job.index, result.label, result.cycles, result.spikes,
-                                                  job.infer_attempts)
+                                                  job.infer_attempts, job.slot)
                     free.append(job.slot)
-            # timeouts
-            now = time.monotonic()
-            for request in list(outstanding.values()):
-                if now - request.sent_at > self._rto * (1.5 ** min(request.attempts - 1, 6)):
-                    if request.busy:
-                        request.busy = False
-                        resend(request, "busy")
+            # timeouts: the board answers in order, so only the oldest request can be overdue; one
+            # at a time, each restarting the clock, so a long frame in the way causes no storm
+            if outstanding:
+                now = time.monotonic()
+                oldest = min(outstanding.values(), key=lambda r: r.order)
+                limit = max(self._rto(FrameType.LOAD), self._rto(FrameType.INFER))
+                if now - max(oldest.sent_at, self._progress) > limit * (1.5 ** min(oldest.attempts - 1, 6)):
+                    self._progress = now
+                    if oldest.busy:
+                        oldest.busy = False
+                        resend(oldest, "busy")
                     else:
                         self.stats.timeouts += 1
-                        resend(request, "timeout")
+                        resend(oldest, "timeout")
             while next_result in done:
                 yield done.pop(next_result)
                 next_result += 1
         self.stats.chunk = size
 
 
-def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=32, clock_hz=12_000_000,
+def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=32, clock_hz=SIM_CLOCK_HZ,
                            slots=4, faults=0.0, seed=0, build_root="runs/sim-board", log=None,
                            start_timeout=900):
     """``hone sim-board`` in its own process group; returns (process, pty path, log path)."""

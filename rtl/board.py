@@ -107,7 +107,7 @@ class BoardTop(wiring.Component):
         counters = {name: Signal(32, name=name) for name in protocol.COUNTERS}
 
         # -- reply queue: kind, seq, error code
-        seq_bits, code_bits = 8, 3
+        seq_bits, code_bits = 16, 3
         m.submodules.replies = replies = fifo.SyncFIFOBuffered(width=2 + seq_bits + code_bits,
                                                                depth=REPLY_DEPTH)
         slot_bits = _bits_for(S - 1)
@@ -118,7 +118,7 @@ class BoardTop(wiring.Component):
         holds = []
         for name in ("dispatch", "copy"):
             holds.append((Signal(name=f"{name}_pending"), Signal(2, name=f"{name}_kind"),
-                          Signal(8, name=f"{name}_seq"), Signal(3, name=f"{name}_code")))
+                          Signal(16, name=f"{name}_seq"), Signal(3, name=f"{name}_code")))
         write_done = Signal(2)
         for index, (pending, kind, seq, code) in enumerate(holds):
             first = pending
@@ -149,7 +149,7 @@ class BoardTop(wiring.Component):
         copy_index = Signal(range(max_chunk + 1))
         copy_count = Signal(range(max_chunk + 1))
         copy_base = Signal(range(S * image + 1))
-        copy_seq = Signal(8)
+        copy_seq = Signal(16)
         copy_slot = Signal(slot_bits)
         copy_infer = Signal()
         read_valid = Signal()
@@ -202,7 +202,7 @@ class BoardTop(wiring.Component):
                     reply(holds[1], KIND_ACK, copy_seq)
 
         # -- loader: slot bytes -> K-bit pixels
-        run_seq = Signal(8)
+        run_seq = Signal(16)
         run_slot = Signal(slot_bits)
         base = Signal(range(S * image + 1))
         byte_index = Signal(range(image + 1))
@@ -213,8 +213,8 @@ class BoardTop(wiring.Component):
             with m.State("IDLE"):
                 with m.If(queue.r_rdy & core.pixels.ready):
                     m.d.comb += queue.r_en.eq(1)
-                    m.d.sync += [run_seq.eq(queue.r_data[:8]), run_slot.eq(queue.r_data[8:]),
-                                 base.eq(queue.r_data[8:] * image), byte_index.eq(0), have.eq(0),
+                    m.d.sync += [run_seq.eq(queue.r_data[:16]), run_slot.eq(queue.r_data[16:]),
+                                 base.eq(queue.r_data[16:] * image), byte_index.eq(0), have.eq(0),
                                  bits.eq(0), emitted.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -245,7 +245,7 @@ class BoardTop(wiring.Component):
 
         # -- reply serialiser
         kind = Signal(2)
-        seq = Signal(8)
+        seq = Signal(16)
         code = Signal(3)
         label = Signal(16)
         cycles = Signal(32)
@@ -269,7 +269,7 @@ class BoardTop(wiring.Component):
 
         def body(type, fields):
             length = sum(width for _, width, _ in fields)
-            out = [seq, C(type, 8), C(length & 0xFF, 8), C(length >> 8, 8)]
+            out = [seq[0:8], seq[8:16], C(type, 8), C(length & 0xFF, 8), C(length >> 8, 8)]
             for name, width, value in fields:
                 out += field_bytes(value, width)
             return out
@@ -301,7 +301,7 @@ class BoardTop(wiring.Component):
                     m.next = "BODY"
                 with m.Elif(replies.r_rdy):
                     m.d.comb += replies.r_en.eq(1)
-                    m.d.sync += [kind.eq(entry[0:2]), seq.eq(entry[2:10]), code.eq(entry[10:13]),
+                    m.d.sync += [kind.eq(entry[0:2]), seq.eq(entry[2:18]), code.eq(entry[18:21]),
                                  prefer_result.eq(1)]
                     m.d.sync += [snapshot[name].eq(counters[name]) for name in snapshot]
                     m.d.sync += snapshot_uptime.eq(uptime)

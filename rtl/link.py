@@ -19,7 +19,7 @@ STATUS_OK = 0
 
 frame_layout = data.StructLayout({
     "status": unsigned(3),        # 0, or an ErrorCode
-    "seq": unsigned(8),
+    "seq": unsigned(16),
     "type": unsigned(8),
     "length": unsigned(16),
     "slot": unsigned(8),          # the first three payload bytes: a chunk's slot and offset
@@ -74,7 +74,7 @@ class FrameDecoder(wiring.Component):
         framing = Signal()
         header = Signal(8 * HEADER_BYTES)
         arg = Signal(8 * CHUNK_HEADER)
-        seq, type, length = header[0:8], header[8:16], header[16:32]
+        seq, type, length = header[0:16], header[16:24], header[24:40]
 
         m.d.sync += self.frames.valid.eq(0)
         m.d.comb += crc.data.eq(0)

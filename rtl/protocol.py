@@ -7,7 +7,7 @@ specified in ``docs/link.md``.
 
 A frame on the wire is ``END body END`` with SLIP escaping (RFC 1055) inside; the body is::
 
-    seq u8 | type u8 | length u16 | payload (length bytes) | crc u32
+    seq u16 | type u8 | length u16 | payload (length bytes) | crc u32
 
 little-endian, the CRC being CRC-32/ISO-HDLC (``amaranth.lib.crc.catalog.CRC32_ISO_HDLC``) over
 ``seq .. payload``.
@@ -31,7 +31,7 @@ __all__ = [
 VERSION = 1
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-HEADER_BYTES = 4          # seq, type, length (u16)
+HEADER_BYTES = 5          # seq (u16), type, length (u16)
 CRC_BYTES = 4
 FRAME_OVERHEAD = 2 + HEADER_BYTES + CRC_BYTES   # two ENDs, header, CRC: the bytes of an empty frame
 CHUNK_HEADER = 3          # LOAD / INFER payload: slot u8, offset u16, then the data
@@ -96,7 +96,7 @@ class Frame:
 
 @dataclasses.dataclass(frozen=True)
 class BadFrame:
-    """Bytes between two ENDs that are not a frame; ``seq`` is the first byte, if there was one."""
+    """Bytes between two ENDs that are not a frame; ``seq`` from its first bytes, if there were any."""
     code: ErrorCode
     seq: int | None
     size: int
@@ -105,11 +105,11 @@ class BadFrame:
 def frame_bytes(seq, type, payload=b""):
     """The unescaped body: header, payload, CRC."""
     payload = bytes(payload)
-    if not 0 <= seq <= 0xFF:
-        raise ProtocolError(f"seq must be 0..255, got {seq}")
+    if not 0 <= seq <= 0xFFFF:
+        raise ProtocolError(f"seq must be 0..65535, got {seq}")
     if len(payload) > 0xFFFF:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds the 65535-byte length field")
-    body = struct.pack("<BBH", seq, int(type), len(payload)) + payload
+    body = struct.pack("<HBH", seq, int(type), len(payload)) + payload
     return body + struct.pack("<I", crc32(body))
 
 
@@ -179,12 +179,12 @@ class FrameParser:
     def _finish(self):
         body, size, framing = bytes(self._body), self._size, self._framing
         self._body, self._size, self._escaped, self._framing = bytearray(), 0, False, False
-        seq = body[0] if body else None
+        seq = int.from_bytes(body[:2], "little") if body else None
         if framing:
             return BadFrame(ErrorCode.FRAMING, seq, size)
         if size < HEADER_BYTES + CRC_BYTES:
             return BadFrame(ErrorCode.LENGTH, seq, size)
-        seq, type, length = struct.unpack_from("<BBH", body)
+        seq, type, length = struct.unpack_from("<HBH", body)
         if size != HEADER_BYTES + length + CRC_BYTES:
             return BadFrame(ErrorCode.LENGTH, seq, size)
         (declared,) = struct.unpack_from("<I", body, size - CRC_BYTES)

@@ -116,7 +116,7 @@ def build_board(network_path, *, simulator="verilator", lanes=32, clock_hz=12_00
         raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     network, _ = read_network(network_path)
     key = f"{network.sha256[:16]}-p{lanes}-s{slots}-{int(clock_hz)}hz-{int(baud)}bd-{rtl_fingerprint()}"
-    build_dir = pathlib.Path(build_root) / key / simulator
+    build_dir = pathlib.Path(build_root).resolve() / key / simulator
     verilog = build_dir.parent / f"{BOARD_TOP}.v"
     described = verilog.with_name(verilog.name + ".json")
     if not verilog.exists() or not described.exists():

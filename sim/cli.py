@@ -165,8 +165,9 @@ def add_board_arguments(parser):
 
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     parser.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
-    parser.add_argument("--clock", type=float, default=12e6, metavar="HZ",
-                        help="the simulated board's clock (default: 12e6, an iCEBreaker's)")
+    parser.add_argument("--clock", type=float, default=1_843_200, metavar="HZ",
+                        help="the simulated board's clock (default: 1843200, a UART crystal: 16 clocks per "
+                             "bit at 115200 baud keeps the simulation fast; use the real board's to match it)")
     parser.add_argument("--slots", type=int, default=4, metavar="S", help="image buffers (default: 4)")
     parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
                         help="chance per byte, each way, of a bit flip, a drop or a duplicate (default: 0)")
