@@ -20,7 +20,8 @@ __all__ = ["main", "build_parser"]
 
 
 def cmd_flow(args):
-    """The main job: train and sharpen the default network, export it, check its RTL, write one report."""
+    """The main job: train and sharpen the default network, export it, check its RTL, run test images
+    over serial through the simulated board with the host code, write one report."""
     config = training_cli.config_from(args)
     out = pathlib.Path(args.out)
     summary = training_cli.run_training(config, out / "train", quiet=args.json)
@@ -29,12 +30,18 @@ def cmd_flow(args):
                                          weight_bits=args.weight_bits)
     simulated = sim_cli.run_sim(network_path, images=args.sim_images, simulator=args.simulator,
                                 lanes=args.lanes, build_root=out / "sim", progress=not args.json)
-    report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated}
+    from .infer import format_infer, run_infer
+    hosted = run_infer(network_path, images=args.board_images, progress=not args.json,
+                       simulation={"simulator": args.simulator, "lanes": args.lanes,
+                                   "build_root": out / "sim-board"})
+    report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated,
+              "board": hosted}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     sections = [
         ("Training", training_cli.format_summary(summary, out / "train")),
         ("Network file", training_cli.format_export(exported, network_path)),
         ("RTL simulation", sim_cli.format_sim(simulated)),
+        ("Host over serial to the simulated board", format_infer(hosted)),
     ]
     (out / "report.md").write_text(
         "# hone flow report\n\n" + "\n\n".join(
@@ -48,6 +55,8 @@ def cmd_flow(args):
         print(json.dumps(report))
     if not simulated["equal"]:
         raise UserError("the RTL differs from the reference model; see the report")
+    if not hosted["equal"]:
+        raise UserError("the simulated board's results over serial differ from the reference; see the report")
 
 
 def build_parser():
@@ -72,6 +81,8 @@ def build_parser():
                       help="weight width of the exported network file (default: 4)")
     flow.add_argument("--sim-images", type=int, default=200, metavar="N",
                       help="test images run through the RTL (default: 200)")
+    flow.add_argument("--board-images", type=int, default=50, metavar="N",
+                      help="test images sent over serial to the simulated board (default: 50)")
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, default=32, metavar="P",
                       help="neuron units of the RTL (default: 32)")

@@ -97,3 +97,9 @@ def test_flow_writes_a_report(tmp_path):
     assert simulated["all_layers_equal"] == simulated["class_agreement"] == 200
     assert simulated["accuracy"] == pytest.approx(accuracy["integer"], abs=0.1)
     assert "## RTL simulation" in markdown
+    # and drives the simulated board over serial with the host code: every image, once, equal
+    board = report["board"]
+    assert board["equal"] is True and board["results"] == board["images"] == 50
+    assert board["lost"] == board["duplicated"] == 0 and board["class_agreement"] == 50
+    assert 0.5 < board["line_rate_fraction"] <= 1.0
+    assert "## Host over serial to the simulated board" in markdown

@@ -1,0 +1,72 @@
+"""Link benchmark: throughput of the simulated board against the line-rate limit, clean and noisy.
+
+Runs ``hone infer --sim`` (the whole board top level under Verilator behind a pty, driven by the
+same host code as a real board) at the default baud, once on a clean line and once per fault rate,
+and prints the figures that matter: images per second in board time against the line-rate limit
+(baud / 10 / bytes per image, busier direction), results lost / duplicated, agreement with the
+integer reference, retransmissions.
+
+    python bench/link.py [--network tests/data/fashion-dense-4bit.hone] [--images 200] [--faults 0.01]
+
+One JSON line per run; a bar plot goes to bench/out/link/throughput.png.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from host.infer import run_infer  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--network", type=pathlib.Path, default=ROOT / "tests/data/fashion-dense-4bit.hone")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--faults", default="0.01", help="comma-separated byte fault rates to run besides 0")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/link")
+    args = parser.parse_args()
+
+    rates = [0.0] + [float(rate) for rate in args.faults.split(",") if rate]
+    rows = []
+    for rate in rates:
+        report = run_infer(args.network, images=args.images, baud=args.baud, progress=True,
+                           simulation={"faults": rate, "seed": 1, "build_root": ROOT / "runs/sim-board"})
+        row = {
+            "faults": rate, "images": report["images"], "lost": report["lost"], "duplicated": report["duplicated"],
+            "class_agreement": report["class_agreement"], "spike_agreement": report["spike_agreement"],
+            "images_per_s_board": round(report["images_per_s_board"], 3),
+            "line_rate_limit": round(report["line_rate_limit"], 3),
+            "line_rate_fraction": round(report["line_rate_fraction"], 4),
+            "retransmissions": report["link"]["retransmissions"], "final_chunk": report["link"]["chunk"],
+            "wall_seconds": round(report["wall_seconds"], 1), "equal": report["equal"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    labels = [f"{row['faults']:.0%} faults" for row in rows]
+    axis.bar(labels, [row["images_per_s_board"] for row in rows], color="tab:blue")
+    axis.axhline(rows[0]["line_rate_limit"], color="tab:red", linestyle="--",
+                 label=f"line-rate limit {rows[0]['line_rate_limit']:.2f}/s")
+    axis.set_ylabel("images / s (board time)")
+    axis.set_title(f"simulated board, {args.baud} baud, {args.images} images")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.out / "throughput.png", dpi=120)
+    print(f"plot: {args.out / 'throughput.png'}")
+    if not all(row["equal"] for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

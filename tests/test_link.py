@@ -1,0 +1,298 @@
+"""The serial link: protocol model, gateware (Amaranth and cocotb), host Board, hone infer / sim-board."""
+
+import json
+import random
+import re
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtl import protocol
+from rtl.board import BoardTop
+from rtl.protocol import END, ESC, ErrorCode, Frame, FrameType
+from rtl.uart import divisor_for
+from sim.bridge import garbage_stream
+from sim.networks import random_dense_network
+from training.integer import IntegerNetwork
+from training.netfile import write_network
+
+FASHION = "tests/data/fashion-dense-4bit.hone"
+
+
+@pytest.fixture(scope="module")
+def small_net(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    network = random_dense_network(rng, input_shape=(4, 4, 1), input_bits=3, widths=(12,), classes=3, nhot=2)
+    path = tmp_path_factory.mktemp("link") / "small.hone"
+    write_network(path, network)
+    return network, path
+
+
+# -- protocol model -----------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(seq=st.integers(0, 0xFFFF), type=st.integers(0, 255), payload=st.binary(max_size=300))
+def test_frames_round_trip(seq, type, payload):
+    wire = protocol.encode_frame(seq, type, payload)
+    assert wire[0] == END and wire[-1] == END and END not in wire[1:-1]
+    assert protocol.FrameParser().feed(wire) == [Frame(seq, type, payload)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(garbage=st.lists(st.binary(min_size=1, max_size=60), min_size=1, max_size=50),
+       seq=st.integers(0, 0xFFFF), payload=st.binary(max_size=40))
+def test_a_good_frame_after_any_garbage_is_decoded(garbage, seq, payload):
+    parser = protocol.FrameParser()
+    out = []
+    for piece in garbage:
+        out += parser.feed(piece)
+    out += parser.feed(protocol.encode_frame(seq, FrameType.LOAD, payload))
+    assert out[-1] == Frame(seq, FrameType.LOAD, payload)
+    # garbage may by chance be a frame, but never one that fails its own CRC check undetected
+    for item in out[:-1]:
+        assert isinstance(item, (Frame, protocol.BadFrame))
+
+
+def test_host_decoder_answers_every_valid_frame_among_10000_garbage_frames():
+    items, valid = garbage_stream(random.Random(7), 10_000, slots=4, image_bytes=98, max_chunk=98,
+                                  input_bits=1, inputs=784)
+    parser = protocol.FrameParser()
+    frames = []
+    for item in items:
+        frames += parser.feed(b"\x00", errors=[0]) if isinstance(item, tuple) else parser.feed(item)
+    good = [(f.seq, f.type) for f in frames if isinstance(f, Frame) and f.type in (FrameType.LOAD, FrameType.INFO,
+                                                                                  FrameType.INFER)]
+    requests = {FrameType.ACK: FrameType.LOAD, FrameType.INFO_REPLY: FrameType.INFO,
+                FrameType.RESULT: FrameType.INFER}
+    expected = [(seq, requests[kind]) for seq, kind, _ in valid]
+    # oversize garbage frames parse (the board refuses them by length); every valid one is there, in order
+    it = iter(good)
+    assert all(any(g == e for g in it) for e in expected)
+    bad = [f for f in frames if isinstance(f, protocol.BadFrame)]
+    assert {f.code for f in bad} >= {ErrorCode.CRC, ErrorCode.LENGTH, ErrorCode.FRAMING}
+
+
+def test_bad_frames_get_the_board_error_codes():
+    body = bytearray(protocol.frame_bytes(5, FrameType.INFO))
+    body[-1] ^= 1
+    parser = protocol.FrameParser()
+    assert parser.feed(protocol.slip_encode(body)) == [protocol.BadFrame(ErrorCode.CRC, 5, len(body))]
+    assert parser.feed(protocol.encode_frame(6, FrameType.INFO)[:-3] + bytes([END])) [0].code == ErrorCode.LENGTH
+    assert parser.feed(bytes([END, 1, 2, ESC, 0x41, END]))[0].code == ErrorCode.FRAMING
+    assert parser.feed(bytes([END, END, END])) == []
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_images_pack_and_unpack(bits):
+    pixels = np.random.default_rng(bits).integers(0, 1 << bits, size=37)
+    data = protocol.pack_image(pixels, bits)
+    assert len(data) == protocol.image_bytes(37, bits)
+    np.testing.assert_array_equal(protocol.unpack_image(data, 37, bits), pixels)
+
+
+def test_protocol_errors_name_the_value():
+    with pytest.raises(protocol.ProtocolError, match=r"^pixels must be 0\.\.7 for 3-bit input, got 0\.\.9$"):
+        protocol.pack_image([0, 9], 3)
+    with pytest.raises(protocol.ProtocolError, match=r"^seq must be 0\.\.65535, got 70000$"):
+        protocol.frame_bytes(70000, FrameType.INFO)
+    with pytest.raises(protocol.ProtocolError, match=r"^INFO payload has 3 bytes, expected \d+$"):
+        protocol.parse_info(b"abc")
+    with pytest.raises(ValueError, match=r"^baud 3000000 is too fast for a 12 MHz clock: the receiver needs at "
+                                         r"least 8 clocks per bit, got 4\.00$"):
+        divisor_for(12e6, 3_000_000)
+
+
+# -- gateware in Amaranth's simulator --------------------------------------------------------------
+
+def run_board(top, stream, *, clock, tail=0.02):
+    """Drive ``stream`` into the board's rx pin at its baud; returns the bytes it sent."""
+    divisor = top.figures["divisor"]
+    received = bytearray()
+    sim = Simulator(top)
+    sim.add_clock(1 / clock)
+
+    async def drive(ctx):
+        for byte in stream:
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                ctx.set(top.rx, bit)
+                await ctx.tick().repeat(divisor)
+
+    async def watch(ctx):
+        while True:
+            await ctx.tick().until(top.tx == 0)
+            await ctx.tick().repeat(divisor // 2)
+            byte = 0
+            for i in range(8):
+                await ctx.tick().repeat(divisor)
+                byte |= ctx.get(top.tx) << i
+            await ctx.tick().repeat(divisor)
+            assert ctx.get(top.tx) == 1, "stop bit"
+            received.append(byte)
+
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run_until(len(stream) * 10 * divisor / clock + tail)
+    return bytes(received)
+
+
+def test_board_answers_info_load_infer_and_garbage(small_net):
+    network, _ = small_net
+    clock = 1_000_000
+    top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
+    images = np.random.default_rng(1).integers(0, 8, size=(3, 16))
+    reference = IntegerNetwork(network).run(images)
+    gap = bytes([END]) * 20    # empty frames: time for each ERROR to go out before the next
+    stream = [b"\x12\x34\xc0", gap, protocol.encode_frame(30, 0x55), gap,
+              protocol.encode_frame(31, FrameType.LOAD, protocol.chunk_payload(2, 0, b"x")), gap,
+              protocol.encode_frame(32, FrameType.LOAD, protocol.chunk_payload(0, 5, b"xy")), gap,
+              protocol.encode_frame(1, FrameType.INFO)]
+    for i, image in enumerate(images):
+        data = protocol.pack_image(image, 3)
+        stream.append(protocol.encode_frame(10 + i, FrameType.LOAD, protocol.chunk_payload(i % 2, 0, data[:3])))
+        stream.append(protocol.encode_frame(20 + i, FrameType.INFER, protocol.chunk_payload(i % 2, 3, data[3:])))
+    frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock))
+    assert all(isinstance(f, Frame) for f in frames), frames
+    info = protocol.parse_info(next(f.payload for f in frames if f.type == FrameType.INFO_REPLY))
+    assert (info.network_sha256, info.inputs, info.input_bits, info.slots, info.lanes, info.max_chunk) == (
+        network.sha256, 16, 3, 2, 4, 6)
+    assert [f.seq for f in frames if f.type == FrameType.ACK] == [10, 11, 12]
+    results = [f for f in frames if f.type == FrameType.RESULT]
+    assert [f.seq for f in results] == [20, 21, 22]
+    for index, frame in enumerate(results):
+        result = protocol.parse_result(frame.payload, network.layers[-1].outputs)
+        assert result.label == reference.classes[index]
+        np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
+    errors = {f.seq: ErrorCode(f.payload[0]) for f in frames if f.type == FrameType.ERROR}
+    assert errors == {0x3412: ErrorCode.LENGTH, 30: ErrorCode.TYPE, 31: ErrorCode.ADDRESS, 32: ErrorCode.ADDRESS}
+
+
+def test_board_survives_a_line_held_low(small_net):
+    network, _ = small_net
+    clock = 1_000_000
+    top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
+    divisor = top.figures["divisor"]
+    received = bytearray()
+    sim = Simulator(top)
+    sim.add_clock(1 / clock)
+    frame = protocol.encode_frame(9, FrameType.INFO)
+
+    async def drive(ctx):
+        ctx.set(top.rx, 0)
+        await ctx.tick().repeat(divisor * 300)      # a long break
+        ctx.set(top.rx, 1)
+        await ctx.tick().repeat(divisor * 12)
+        for byte in frame:
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                ctx.set(top.rx, bit)
+                await ctx.tick().repeat(divisor)
+
+    async def watch(ctx):
+        while True:
+            await ctx.tick().until(top.tx == 0)
+            await ctx.tick().repeat(divisor // 2)
+            byte = 0
+            for i in range(8):
+                await ctx.tick().repeat(divisor)
+                byte |= ctx.get(top.tx) << i
+            await ctx.tick().repeat(divisor)
+            received.append(byte)
+
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run_until((300 + 12 + 10 * len(frame) + 2000) * divisor / clock)
+    frames = protocol.FrameParser().feed(received)
+    assert [(f.type, f.seq) for f in frames][-1] == (FrameType.INFO_REPLY, 9)
+    assert any(f.type == FrameType.ERROR and f.payload == bytes([ErrorCode.FRAMING]) for f in frames)
+
+
+# -- gateware under cocotb: 10,000 garbage frames ----------------------------------------------------
+
+@pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 300)])
+def test_rtl_answers_every_valid_frame_after_garbage(small_net, tmp_path, simulator, count):
+    from sim.board import run_bridge
+
+    _, path = small_net
+    summary = run_bridge(path, testcase="garbage_is_answered", simulator=simulator, lanes=4, clock_hz=12_000_000,
+                         baud=1_500_000, slots=3, build_root=tmp_path / "build", config={"count": count})
+    assert summary["valid_frames"] == count
+    assert summary["in_order"] and summary["answered"] == summary["expected"], summary
+    assert summary["results"] == summary["infers"] > 0 and not summary["wrong_results"], summary
+    assert summary["bad_replies"] == 0
+    codes = summary["error_codes"]
+    assert codes["CRC"] and codes["LENGTH"] and codes["TYPE"] and codes["FRAMING"], codes
+
+
+# -- host Board against a simulated board ---------------------------------------------------------
+
+@pytest.mark.parametrize("faults", [0.0, 0.02])
+def test_board_infers_every_image_exactly_once(small_net, tmp_path, faults):
+    from host.board import Board
+
+    network, path = small_net
+    images = np.random.default_rng(5).integers(0, 8, size=(120, 16))
+    reference = IntegerNetwork(network).run(images)
+    with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, faults=faults,
+                    seed=3, build_root=tmp_path / "build") as board:
+        info = board.check(network)
+        results = list(board.infer(images))
+        stats = board.stats
+    assert info.baud == 1_500_000 and info.slots == 3
+    assert [r.index for r in results] == list(range(len(images)))
+    np.testing.assert_array_equal([r.label for r in results], reference.classes)
+    np.testing.assert_array_equal(np.array([r.spikes for r in results]), reference.spikes[-1])
+    if faults:
+        assert stats.retransmissions > 0 and stats.bad_frames_received > 0   # the faults did bite
+    else:
+        assert stats.retransmissions == 0 and stats.frames_sent == len(images) + 1   # + the INFO
+
+
+def test_board_refuses_another_network(small_net, tmp_path):
+    from host.board import Board, LinkError
+
+    _, path = small_net
+    other = random_dense_network(np.random.default_rng(9), input_shape=(4, 4, 1), input_bits=3, widths=(12,),
+                                 classes=3, nhot=2)
+    with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3,
+                    build_root=tmp_path / "build") as board:
+        with pytest.raises(LinkError, match=r"runs network [0-9a-f]{16}\.\.\., not [0-9a-f]{16}\.\.\. \(this network "
+                                            r"file\): build and program the board for it"):
+            board.check(other)
+
+
+def test_board_open_errors(tmp_path):
+    from host.board import Board, LinkError
+
+    with pytest.raises(LinkError, match=r"^cannot open serial port '/dev/ttyNOPE9': "):
+        Board.open("/dev/ttyNOPE9")
+    with pytest.raises(LinkError, match=r"^network file '.*missing\.hone' not found$"):
+        Board.open(f"sim:{tmp_path / 'missing.hone'}")
+    with pytest.raises(TypeError, match=r"^faults only apply to simulated boards"):
+        Board.open("/dev/ttyNOPE9", faults=0.1)
+
+
+def test_hone_infer_cli(capsys):
+    from host.cli import main
+
+    assert main(["infer", FASHION, "--sim", "--images", "6", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["equal"] and report["results"] == 6 and report["lost"] == 0 and report["duplicated"] == 0
+    assert report["class_agreement"] == report["spike_agreement"] == 6
+    assert 0 < report["line_rate_fraction"] <= 1.0
+    assert re.search(r"^line-rate limit +14\.\d\d images/s at 115200 baud", out, re.M)
+
+
+def test_hone_infer_errors(capsys):
+    from host.cli import main
+
+    assert main(["infer", FASHION, "--images", "2"]) == 1
+    assert "give either --port PORT (a board) or --sim (a simulated board)" in capsys.readouterr().err
+    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--images", "2"]) == 1
+    assert "hone: error: cannot open serial port '/dev/ttyNOPE9'" in capsys.readouterr().err
+    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--faults", "0.1", "--images", "2"]) == 1
+    assert "--faults applies to a simulated board (--sim) only" in capsys.readouterr().err
+    assert main(["sim-board", FASHION, "--faults", "2"]) == 1
+    assert "--faults must be a rate in [0, 1), got 2.0" in capsys.readouterr().err
