@@ -420,7 +420,7 @@ def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=3
     command = [sys.executable, "-m", "host.cli", "sim-board", str(network_path), "--simulator", simulator,
                "--lanes", str(lanes), "--clock", str(int(clock_hz)), "--baud", str(int(baud)),
                "--slots", str(slots), "--faults", str(faults), "--seed", str(seed),
-               "--build-dir", str(build_root), "--ready-file", str(ready)]
+               "--build-dir", str(build_root), "--ready-file", str(ready), "--parent", str(os.getpid())]
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + start_timeout

@@ -148,7 +148,8 @@ def cmd_sim_board(args):
     try:
         results = run_bridge(args.network, simulator=args.simulator, lanes=args.lanes, clock_hz=args.clock,
                              baud=args.baud, slots=args.slots, build_root=args.build_dir, seed=args.seed,
-                             config={"ready": str(ready), "faults": args.faults, "parent": os.getpid(),
+                             config={"ready": str(ready), "faults": args.faults,
+                                     "parent": args.parent or os.getpid(),
                                      "stop": str(ready.with_name("stop"))})
     except (SimulationError, ValueError) as error:
         raise UserError(str(error)) from None
@@ -186,5 +187,6 @@ def _add_sim_board(commands):
     add_board_arguments(board)
     board.add_argument("--link", metavar="PATH", help="also make PATH a symlink to the pty")
     board.add_argument("--ready-file", metavar="FILE", help="write {\"pty\": path} here once serving")
+    board.add_argument("--parent", type=int, metavar="PID", help="stop when this process ends (default: this one)")
     board.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
     board.set_defaults(handler=cmd_sim_board)

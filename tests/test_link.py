@@ -23,6 +23,12 @@ FASHION = "tests/data/fashion-dense-4bit.hone"
 
 
 @pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """One build folder for the module: each board configuration is built once."""
+    return tmp_path_factory.mktemp("builds")
+
+
+@pytest.fixture(scope="module")
 def small_net(tmp_path_factory):
     rng = np.random.default_rng(3)
     network = random_dense_network(rng, input_shape=(4, 4, 1), input_bits=3, widths=(12,), classes=3, nhot=2)
@@ -211,12 +217,12 @@ def test_board_survives_a_line_held_low(small_net):
 # -- gateware under cocotb: 10,000 garbage frames ----------------------------------------------------
 
 @pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 300)])
-def test_rtl_answers_every_valid_frame_after_garbage(small_net, tmp_path, simulator, count):
+def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulator, count):
     from sim.board import run_bridge
 
     _, path = small_net
     summary = run_bridge(path, testcase="garbage_is_answered", simulator=simulator, lanes=4, clock_hz=12_000_000,
-                         baud=1_500_000, slots=3, build_root=tmp_path / "build", config={"count": count})
+                         baud=1_500_000, slots=3, build_root=builds, config={"count": count})
     assert summary["valid_frames"] == count
     assert summary["in_order"] and summary["answered"] == summary["expected"], summary
     assert summary["results"] == summary["infers"] > 0 and not summary["wrong_results"], summary
@@ -228,14 +234,14 @@ def test_rtl_answers_every_valid_frame_after_garbage(small_net, tmp_path, simula
 # -- host Board against a simulated board ---------------------------------------------------------
 
 @pytest.mark.parametrize("faults", [0.0, 0.02])
-def test_board_infers_every_image_exactly_once(small_net, tmp_path, faults):
+def test_board_infers_every_image_exactly_once(small_net, builds, faults):
     from host.board import Board
 
     network, path = small_net
     images = np.random.default_rng(5).integers(0, 8, size=(120, 16))
     reference = IntegerNetwork(network).run(images)
     with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, faults=faults,
-                    seed=3, build_root=tmp_path / "build") as board:
+                    seed=3, build_root=builds) as board:
         info = board.check(network)
         results = list(board.infer(images))
         stats = board.stats
@@ -249,14 +255,14 @@ def test_board_infers_every_image_exactly_once(small_net, tmp_path, faults):
         assert stats.retransmissions == 0 and stats.frames_sent == len(images) + 1   # + the INFO
 
 
-def test_board_refuses_another_network(small_net, tmp_path):
+def test_board_refuses_another_network(small_net, builds):
     from host.board import Board, LinkError
 
     _, path = small_net
     other = random_dense_network(np.random.default_rng(9), input_shape=(4, 4, 1), input_bits=3, widths=(12,),
                                  classes=3, nhot=2)
     with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3,
-                    build_root=tmp_path / "build") as board:
+                    build_root=builds) as board:
         with pytest.raises(LinkError, match=r"runs network [0-9a-f]{16}\.\.\., not [0-9a-f]{16}\.\.\. \(this network "
                                             r"file\): build and program the board for it"):
             board.check(other)
