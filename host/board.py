@@ -114,6 +114,7 @@ class Board:
         self._progress = 0.0     # when the last reply came
         self.stats = LinkStats()
         self.info_cache = None
+        self.simulation = None
 
     # -- opening ------------------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class Board:
             try:
                 port = serial.Serial(path, baudrate=baud, timeout=0.002, write_timeout=None)
             except Exception:
-                _stop(process)
+                _stop(process[0])
                 raise
             board = cls(port, timeout=timeout or 10.0, process=process,
                         description=f"simulated board ({url[4:]}, log {log})")
@@ -145,11 +146,22 @@ class Board:
         return cls(port, timeout=timeout or 1.0, description=path)
 
     def close(self):
+        """Close the port; a simulated board is asked to stop, and its figures land in
+        :attr:`simulation` (simulated time, bytes each way, faults injected each way)."""
         if self._port is not None:
             self._port.close()
             self._port = None
         if self._process is not None:
-            _stop(self._process)
+            process, folder = self._process
+            (folder / "stop").write_text("")
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            _stop(process)
+            results = folder / "results.json"
+            if results.exists():
+                self.simulation = json.loads(results.read_text())
             self._process = None
 
     def __enter__(self):
@@ -432,7 +444,7 @@ def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=3
             _stop(process)
             raise LinkError(f"the simulated board was not ready after {start_timeout} s; see {log}")
         time.sleep(0.2)
-    return process, json.loads(ready.read_text())["pty"], log
+    return (process, folder), json.loads(ready.read_text())["pty"], log
 
 
 def _stop(process):

@@ -48,6 +48,7 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
             wall = time.perf_counter() - started
             after = board.info()
             stats = board.stats.as_dict()
+        simulated = board.simulation
     except LinkError as error:
         raise UserError(f"{error} ({len(results)} of {len(pixels)} images done)") from None
 
@@ -73,6 +74,7 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
         "infer_attempts_mean": float(np.mean([r.attempts for r in results])),
         "link": stats,
         "board_counters": {name: after.counters[name] - before.counters[name] for name in after.counters},
+        "simulation": simulated,
     }
     report["equal"] = (report["results"] == report["images"] and report["in_order"] and report["lost"] == 0
                        and report["class_agreement"] == len(pixels) and report["spike_agreement"] == len(pixels))
@@ -100,7 +102,12 @@ def format_infer(report):
         f"({link['timeouts']} timeouts, {link['overtaken']} overtaken), errors from the board: {errors}, "
         f"{link['bad_frames_received']} bad frames received, final chunk {link['chunk']} bytes",
         f"INFER frames per image  {report['infer_attempts_mean']:.2f}",
-    ])
+    ] + ([f"faults injected         to the board {_faults(report['simulation']['faults_to_board'])}; to the host "
+          f"{_faults(report['simulation']['faults_to_host'])}"] if report.get("simulation") else []))
+
+
+def _faults(counts):
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items())
 
 
 def cmd_infer(args):

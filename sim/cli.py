@@ -153,6 +153,7 @@ def cmd_sim_board(args):
                                      "stop": str(ready.with_name("stop"))})
     except (SimulationError, ValueError) as error:
         raise UserError(str(error)) from None
+    ready.with_name("results.json").write_text(json.dumps(results))
     print(f"simulated {results['sim_ns'] / 1e9:.3f} s: {results['bytes_to_board']} bytes in, "
           f"{results['bytes_to_host']} bytes out; faults injected in {results['faults_to_board']}, "
           f"out {results['faults_to_host']}")

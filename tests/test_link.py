@@ -21,6 +21,9 @@ from training.netfile import write_network
 
 FASHION = "tests/data/fashion-dense-4bit.hone"
 
+# Amaranth closes the endless UART watcher coroutines when a simulation ends; that is not an error
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
@@ -216,7 +219,7 @@ def test_board_survives_a_line_held_low(small_net):
 
 # -- gateware under cocotb: 10,000 garbage frames ----------------------------------------------------
 
-@pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 300)])
+@pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 150)])
 def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulator, count):
     from sim.board import run_bridge
 
