@@ -241,7 +241,7 @@ def test_board_infers_every_image_exactly_once(small_net, builds, faults):
     from host.board import Board
 
     network, path = small_net
-    images = np.random.default_rng(5).integers(0, 8, size=(120, 16))
+    images = np.random.default_rng(5).integers(0, 8, size=(60 if faults else 120, 16))
     reference = IntegerNetwork(network).run(images)
     with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, faults=faults,
                     seed=3, build_root=builds) as board:
