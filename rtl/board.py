@@ -12,8 +12,6 @@ counted in ``replies_dropped``: garbage can never crowd out the replies to good 
 inference queue answers BUSY; the host retries on either, or on its timeout.
 """
 
-import math
-
 from amaranth import C, Cat, Module, Mux, Signal
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -22,7 +20,7 @@ from . import protocol
 from .core import NetworkCore
 from .link import STATUS_OK, FrameDecoder, FrameEncoder
 from .plan import _bits_for
-from .protocol import CHUNK_HEADER, HEADER_BYTES, INFO_FIELDS, ErrorCode, FrameType
+from .protocol import CHUNK_HEADER, INFO_FIELDS, ErrorCode, FrameType
 from .uart import UARTReceiver, UARTTransmitter, divisor_for
 
 __all__ = ["BoardTop", "link_figures"]

@@ -8,7 +8,6 @@ byte times, not per bit; the host opens the pty with pyserial exactly like ``/de
 """
 
 import json
-import os
 import pathlib
 import tempfile
 

@@ -172,7 +172,7 @@ async def serve(dut):
         "faults_to_board": to_board.counts, "faults_to_host": to_host.counts}))
 
 
-def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, input_bits, inputs):
+def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
     """``count`` pieces of garbage, each followed by a valid frame; returns the stream as a list of
     ``bytes`` and ``("break", bit_times)`` items, and the valid frames as ``(seq, type, slot)``."""
     items, valid = [], []
@@ -246,8 +246,7 @@ async def garbage_is_answered(dut):
     network, _ = read_network(config["network"])
     rng = random.Random(config.get("seed", 0))
     items, valid = garbage_stream(rng, config["count"], slots=link["slots"], image_bytes=link["image_bytes"],
-                                  max_chunk=link["max_chunk"], input_bits=link["input_bits"],
-                                  inputs=link["inputs"])
+                                  max_chunk=link["max_chunk"])
     if "items" in config:   # replay a slice (debugging)
         first, last = config["items"]
         kept = [i for i in range(first, last) if i % 2]

@@ -66,8 +66,7 @@ def test_a_good_frame_after_any_garbage_is_decoded(garbage, seq, payload):
 
 
 def test_host_decoder_answers_every_valid_frame_among_10000_garbage_frames():
-    items, valid = garbage_stream(random.Random(7), 10_000, slots=4, image_bytes=98, max_chunk=98,
-                                  input_bits=1, inputs=784)
+    items, valid = garbage_stream(random.Random(7), 10_000, slots=4, image_bytes=98, max_chunk=98)
     parser = protocol.FrameParser()
     frames = []
     for item in items:
