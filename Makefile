@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-APT_PACKAGES := dataset-fashion-mnist iverilog g++ perl make
+APT_PACKAGES := dataset-fashion-mnist iverilog g++ perl make libusb-1.0-0 libftdi1-2
 STAMP := $(VENV)/.hone-installed
 FLOW_OUT ?= runs/flow
 PYTEST_ARGS ?=

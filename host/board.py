@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from rtl import protocol
-from rtl.protocol import CHUNK_HEADER, FRAME_OVERHEAD, ErrorCode, Frame, FrameType
+from rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
 
 __all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
 
@@ -66,11 +66,8 @@ class LinkStats:
 
 
 def line_rate_limit(info):
-    """Images per second the line allows with one INFER frame per image (escapes aside): the baud
-    over 10 bits per byte over the bytes of the busier direction (full duplex)."""
-    up = FRAME_OVERHEAD + CHUNK_HEADER + info.image_bytes
-    down = FRAME_OVERHEAD + sum(width for _, width in protocol.result_fields(info.outputs))
-    return info.baud / 10 / max(up, down), up, down
+    """:func:`rtl.protocol.line_rate` for the board that sent ``info``."""
+    return protocol.line_rate(baud=info.baud, image_bytes=info.image_bytes, outputs=info.outputs)
 
 
 @dataclasses.dataclass

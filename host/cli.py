@@ -11,12 +11,17 @@ import json
 import pathlib
 import sys
 
+from boards.targets import BOARDS
 from rtl import cli as rtl_cli
 from sim import cli as sim_cli
 from training import cli as training_cli
 from training.cli import UserError
 
 __all__ = ["main", "build_parser"]
+
+
+PLOTS = {"Training": "\n\n![sharpening](train/sharpening.png)",
+         "Bitstream": "\n\n![resources and throughput](bitstream/build.png)"}
 
 
 def cmd_flow(args):
@@ -34,8 +39,14 @@ def cmd_flow(args):
     hosted = run_infer(network_path, images=args.board_images, progress=not args.json,
                        simulation={"simulator": args.simulator, "lanes": args.lanes,
                                    "build_root": out / "sim-board"})
+    from boards import cli as boards_cli
+    built = None
+    if args.board != "none":
+        built = boards_cli.build_bitstream(network_path, board=args.board, output=out / "bitstream",
+                                           lanes=args.lanes, progress=not args.json,
+                                           log=(lambda *_: None) if args.json else print)
     report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated,
-              "board": hosted}
+              "board": hosted, "bitstream": built}
     (out / "report.json").write_text(json.dumps(report, indent=1))
     sections = [
         ("Training", training_cli.format_summary(summary, out / "train")),
@@ -43,10 +54,12 @@ def cmd_flow(args):
         ("RTL simulation", sim_cli.format_sim(simulated)),
         ("Host over serial to the simulated board", format_infer(hosted)),
     ]
+    if built is not None:
+        sections.append((f"Bitstream for {built['board']}", boards_cli.format_build(built)))
     (out / "report.md").write_text(
         "# hone flow report\n\n" + "\n\n".join(
-            f"## {title}\n\n```\n{text}\n```" + ("\n\n![sharpening](train/sharpening.png)" if title == "Training"
-                                                 else "") for title, text in sections) + "\n")
+            f"## {title}\n\n" + (text if title.startswith("Bitstream") else f"```\n{text}\n```")
+            + PLOTS.get(title.split()[0], "") for title, text in sections) + "\n")
     for _, text in sections:
         print(text)
         print()
@@ -57,6 +70,8 @@ def cmd_flow(args):
         raise UserError("the RTL differs from the reference model; see the report")
     if not hosted["equal"]:
         raise UserError("the simulated board's results over serial differ from the reference; see the report")
+    if built is not None and not built["timing_met"]:
+        raise UserError(f"the bitstream for {built['board']} does not meet timing; see the report")
 
 
 def build_parser():
@@ -68,12 +83,16 @@ def build_parser():
     training_cli.add_commands(commands)
     rtl_cli.add_commands(commands)
     sim_cli.add_commands(commands)
+    from boards import cli as boards_cli
+
     from . import infer as infer_cli
+    boards_cli.add_commands(commands)
     infer_cli.add_commands(commands)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
                                description="Train and sharpen the default network, export it to a "
-                                           "network file, run test images through its RTL and write a report.")
+                                           "network file, run test images through its RTL and over serial "
+                                           "through the simulated board, build its bitstream and write a report.")
     training_cli.add_train_arguments(flow, TrainConfig())
     flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
                       help="output folder (default: runs/flow)")
@@ -86,6 +105,8 @@ def build_parser():
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, default=32, metavar="P",
                       help="neuron units of the RTL (default: 32)")
+    flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
+                      help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
     return parser

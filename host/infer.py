@@ -21,7 +21,7 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     images per second in wall time and in board time (from the board's cycle counter), the line-rate
     limit and the fraction of it reached, link statistics and the board's error counters.
     """
-    from sim.cli import test_pixels
+    from training.cli import test_pixels
     from training.integer import IntegerNetwork
 
     from .board import Board, LinkError, line_rate_limit

@@ -23,7 +23,7 @@ from .plan import _bits_for
 from .protocol import CHUNK_HEADER, INFO_FIELDS, ErrorCode, FrameType
 from .uart import UARTReceiver, UARTTransmitter, divisor_for
 
-__all__ = ["BoardTop", "link_figures"]
+__all__ = ["BoardTop", "link_figures", "loader_cycles"]
 
 # control replies queued by the dispatcher
 KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
@@ -47,6 +47,13 @@ def link_figures(network, *, clock_hz, baud, slots):
             "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud)}
 
 
+def loader_cycles(network):
+    """Clocks the loader spends handing one image from its slot to the core (the core counts
+    none of them): 1 to take the slot from the queue, 2 per byte fetched (address, data) and 1 per
+    pixel handed over."""
+    return 1 + 2 * protocol.image_bytes(network.input.size, network.input.bits) + network.input.size
+
+
 class BoardTop(wiring.Component):
     """The whole board: UART pins in and out.
 
@@ -66,6 +73,8 @@ class BoardTop(wiring.Component):
         UART line from the host.
     tx : Out(1)
         UART line to the host.
+    last_label : Out(range(classes))
+        The class of the latest inference (for LEDs).
     """
 
     def __init__(self, network, *, lanes, clock_hz, baud, slots=4):
@@ -73,7 +82,8 @@ class BoardTop(wiring.Component):
         self._lanes = lanes
         self.figures = link_figures(network, clock_hz=clock_hz, baud=baud, slots=slots)
         self.core = NetworkCore(network, lanes=lanes, trace=True)
-        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
+                          "last_label": Out(self.core.result_layout["label"].shape)})
 
     def elaborate(self, platform):
         m = Module()
@@ -292,6 +302,7 @@ class BoardTop(wiring.Component):
                 # take turns when both wait, so neither a flood of ERRORs nor results starves the other
                 with m.If(core.result.valid & (prefer_result | ~replies.r_rdy)):
                     m.d.comb += core.result.ready.eq(1)
+                    m.d.sync += self.last_label.eq(core.result.payload.label)
                     m.d.sync += [kind.eq(KIND_RESULT), seq.eq(run_seq), result_slot.eq(run_slot),
                                  label.eq(core.result.payload.label),
                                  cycles.eq(core.result.payload.cycles), result_spikes.eq(spikes),

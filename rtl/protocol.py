@@ -25,7 +25,7 @@ __all__ = [
     "CHUNK_HEADER", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
     "FrameParser", "encode_frame", "slip_encode", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
     "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
-    "unpack_image", "image_bytes",
+    "unpack_image", "image_bytes", "line_rate",
 ]
 
 VERSION = 1
@@ -294,3 +294,11 @@ def unpack_image(data, inputs, bits):
     stream = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
     planes = stream[:inputs * bits].reshape(inputs, bits).astype(np.int64)
     return (planes << np.arange(bits)).sum(axis=1)
+
+
+def line_rate(*, baud, image_bytes, outputs):
+    """``(images/s, bytes up, bytes down)`` the line allows with one INFER frame per image (escapes
+    aside): the baud over 10 bits per byte over the bytes of the busier direction (full duplex)."""
+    up = FRAME_OVERHEAD + CHUNK_HEADER + image_bytes
+    down = FRAME_OVERHEAD + sum(width for _, width in result_fields(outputs))
+    return baud / 10 / max(up, down), up, down

@@ -4,31 +4,9 @@ import json
 import pathlib
 
 from rtl.cli import lanes_argument
-from training.cli import UserError
+from training.cli import UserError, test_pixels
 
-__all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim", "test_pixels"]
-
-
-def test_pixels(network_path, images, dataset=None):
-    """The network and the first ``images`` test images of its data set, quantized as it takes them.
-
-    Returns ``(network, pixels, labels, dataset)``; bad files, data sets or counts raise ``UserError``.
-    """
-    from training.datasets import DatasetError, load_dataset
-    from training.netfile import NetworkFileError, read_network
-
-    try:
-        network, meta = read_network(network_path)
-        dataset = dataset or meta.get("dataset") or "fashion-mnist"
-        data = load_dataset(dataset, binarize=network.input.bits == 1)
-    except (NetworkFileError, DatasetError) as error:
-        raise UserError(str(error)) from None
-    if tuple(data.input_shape) != tuple(network.input.shape):
-        raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but {network_path} takes "
-                        f"{tuple(network.input.shape)}; pass the right one with --dataset")
-    if images < 1 or images > len(data.x_test):
-        raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
-    return network, network.input.quantize(data.x_test[:images]), data.y_test[:images], dataset
+__all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
 
 def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",

@@ -15,12 +15,37 @@ import sys
 
 import numpy as np
 
-__all__ = ["UserError", "add_commands", "add_train_arguments", "config_from", "run_training",
+__all__ = ["UserError", "test_pixels", "add_commands", "add_train_arguments", "config_from", "run_training",
            "format_summary", "train_figures", "export_model", "format_export"]
 
 
 class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
+
+
+def test_pixels(network_path, images=None, dataset=None):
+    """The network and the first ``images`` (default: all) test images of its data set, quantized as
+    it takes them.
+
+    Returns ``(network, pixels, labels, dataset)``; bad files, data sets or counts raise ``UserError``.
+    """
+    from training.datasets import DatasetError, load_dataset
+    from training.netfile import NetworkFileError, read_network
+
+    try:
+        network, meta = read_network(network_path)
+        dataset = dataset or meta.get("dataset") or "fashion-mnist"
+        data = load_dataset(dataset, binarize=network.input.bits == 1)
+    except (NetworkFileError, DatasetError) as error:
+        raise UserError(str(error)) from None
+    if tuple(data.input_shape) != tuple(network.input.shape):
+        raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but {network_path} takes "
+                        f"{tuple(network.input.shape)}; pass the right one with --dataset")
+    if images is None:
+        images = len(data.x_test)
+    if images < 1 or images > len(data.x_test):
+        raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
+    return network, network.input.quantize(data.x_test[:images]), data.y_test[:images], dataset
 
 
 def _quiet_tensorflow():

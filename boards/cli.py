@@ -1,0 +1,262 @@
+"""``hone build`` and ``hone program``: a network file to a bitstream, and onto a board."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+
+from rtl.cli import lanes_argument
+from training.cli import UserError
+
+from .targets import BOARDS, BoardError, get_board
+
+__all__ = ["add_commands", "build_bitstream", "format_build", "program_command"]
+
+
+def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=None):
+    """Cycles per inference over the test set (the verified cycle model of the core plus the
+    board's loader), compute throughput at the clock and at fmax, and the UART-bound throughput."""
+    from rtl import protocol
+    from rtl.board import loader_cycles
+    from rtl.cycles import inference_cycles
+    from rtl.plan import CorePlan
+    from training.cli import test_pixels
+    from training.integer import IntegerNetwork
+
+    network, pixels, labels, dataset = test_pixels(network_path, images)
+    plan = CorePlan(network, lanes=lanes)
+    reference = IntegerNetwork(network).run(pixels)
+    cycles = inference_cycles(plan, pixels, reference.spikes)
+    load = loader_cycles(network)
+    per_image = float(cycles.mean()) + load
+    uart, up, down = protocol.line_rate(
+        baud=baud, image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
+        outputs=plan.layers[-1].outputs)
+    return {
+        "dataset": dataset, "images": len(pixels),
+        "accuracy": float((reference.classes == labels).mean()),
+        "core_cycles_mean": float(cycles.mean()), "core_cycles_max": int(cycles.max()),
+        "load_cycles": load, "cycles_per_inference": per_image,
+        "compute_inferences_per_s": clock_hz / per_image,
+        "compute_inferences_per_s_at_fmax": None if fmax_hz is None else fmax_hz / per_image,
+        "uart_inferences_per_s": uart, "uart_bytes_up": up, "uart_bytes_down": down,
+    }
+
+
+def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=115200, seed=1,
+                    images=None, progress=True, log=print):
+    """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md."""
+    from training.netfile import NetworkFileError, read_network
+
+    from .build import BuildError, run_flow
+    from .fit import FitError, check_fit, choose_lanes
+    from .pll import plan_clock
+
+    try:
+        target = get_board(board)
+        network, _ = read_network(network_path)
+        clock_hz = target.clock_hz if clock_mhz is None else clock_mhz * 1e6
+        if not 0 < clock_hz <= target.max_clock_hz:
+            raise BoardError(f"--clock {clock_hz / 1e6:g} MHz is outside 0..{target.max_clock_hz / 1e6:g} "
+                             f"MHz for {target.name}")
+        clock_hz, _ = plan_clock(target.family, target.oscillator_hz(), clock_hz)
+        if lanes is not None:
+            candidates = [lanes]
+            fit = check_fit(network, target, lanes=lanes, clock_hz=clock_hz, baud=baud)
+        else:
+            candidates = choose_lanes(network, target, clock_hz=clock_hz, baud=baud)
+            log(f"lanes that fit {target.name}: {', '.join(map(str, candidates))} (trying the most first)")
+    except (NetworkFileError, FitError, BoardError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+    output = pathlib.Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    attempts = []
+    for candidate in candidates:
+        log(f"building {target.name} with {candidate} lanes at {clock_hz / 1e6:g} MHz")
+        if lanes is None:
+            fit = check_fit(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud)
+        try:
+            result = run_flow(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud,
+                              build_dir=output / "build", seed=seed, progress=progress)
+        except BuildError as error:
+            raise UserError(str(error)) from None
+        attempts.append({"lanes": candidate, "fmax_hz": result["fmax_hz"], "timing_met": result["timing_met"],
+                         "seconds": result["seconds"]["total"]})
+        if result["timing_met"] or lanes is not None:
+            break
+        log(f"timing not met with {candidate} lanes: fmax {result['fmax_hz'] / 1e6:.1f} MHz < "
+            f"{clock_hz / 1e6:g} MHz; trying fewer lanes")
+
+    bitstream = output / pathlib.Path(result["bitstream"]).name
+    shutil.copyfile(result["bitstream"], bitstream)
+    report = {
+        "network": str(network_path), "network_sha256": network.sha256, **result,
+        "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
+        "fit_estimate": fit.as_dict(), "attempts": attempts,
+        "inference": inference_figures(network_path, lanes=result["lanes"], clock_hz=result["clock_hz"],
+                                       fmax_hz=result["fmax_hz"], baud=baud, images=images),
+    }
+    report["seconds"]["total_all_attempts"] = round(sum(a["seconds"] for a in attempts), 1)
+    (output / "report.json").write_text(json.dumps(report, indent=1))
+    plot_build(report, output / "build.png")
+    (output / "report.md").write_text(format_build(report) + "\n\n![resources and throughput](build.png)\n")
+    return report
+
+
+def plot_build(report, path):
+    """Resource use against the part, and throughput: compute (clock, fmax) against the UART."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [("logic", "LUT"), ("ff", "FF"), ("bram", "block RAM"), ("dsp", "DSP")]
+    res = report["resources"]
+    shares = [100 * res[k]["used"] / max(res[k]["available"], 1) for k, _ in kinds]
+    inf = report["inference"]
+    rates = [("compute @ clock", inf["compute_inferences_per_s"]),
+             ("compute @ fmax", inf["compute_inferences_per_s_at_fmax"] or 0),
+             ("UART end-to-end", inf["uart_inferences_per_s"])]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.bar([label for _, label in kinds], shares, color="tab:blue")
+    for x, (share, (kind, _)) in enumerate(zip(shares, kinds)):
+        left.text(x, share + 1, f"{res[kind]['used']:,}", ha="center", fontsize=8)
+    left.set_ylim(0, 110)
+    left.set_ylabel(f"% of {report['part']}")
+    left.set_title(f"{report['board']}, {report['lanes']} lanes")
+    right.bar([name for name, _ in rates], [rate for _, rate in rates], color=["tab:green", "tab:olive", "tab:red"])
+    right.set_yscale("log")
+    right.set_ylabel("inferences / s")
+    right.set_title(f"clock {report['clock_hz'] / 1e6:g} MHz, fmax {report['fmax_hz'] / 1e6:.1f} MHz")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def format_build(report):
+    res = report["resources"]
+    inf = report["inference"]
+    fmax = report["fmax_hz"]
+    pll = "oscillator" if report["pll"] is None else "PLL " + ", ".join(f"{k}={v}" for k, v in report["pll"].items())
+    lines = [
+        f"**{report['board']}** ({report['part']}): `{report['network']}`",
+        "",
+        f"| | |",
+        f"|---|---|",
+        f"| bitstream | `{report['bitstream']}` ({report['bitstream_bytes']:,} bytes) |",
+        f"| lanes | {report['lanes']} |",
+        f"| clock | {report['clock_hz'] / 1e6:g} MHz ({pll}) |",
+        f"| post-route fmax | {fmax / 1e6:.1f} MHz: timing {'met' if report['timing_met'] else 'NOT met'} |",
+        f"| logic cells (LUT) | {res['logic']['used']:,} / {res['logic']['available']:,} "
+        f"({100 * res['logic']['used'] / max(res['logic']['available'], 1):.1f}%) |",
+        f"| flip-flops | {res['ff']['used']:,} / {res['ff']['available']:,} |",
+        f"| block RAM | {res['bram']['used']} / {res['bram']['available']} blocks "
+        f"(estimated before synthesis: {report['fit_estimate']['bram_blocks']}) |",
+        f"| DSP | {res['dsp']['used']} / {res['dsp']['available']} |",
+        f"| cycles per inference | {inf['cycles_per_inference']:,.0f} mean = core {inf['core_cycles_mean']:,.0f} "
+        f"(max {inf['core_cycles_max']:,}) + loader {inf['load_cycles']:,}; {inf['images']:,} {inf['dataset']} test images |",
+        f"| compute throughput | {inf['compute_inferences_per_s']:,.0f} inferences/s at the clock"
+        + (f", {inf['compute_inferences_per_s_at_fmax']:,.0f} at fmax" if fmax else "") + " |",
+        f"| end-to-end (UART) | {inf['uart_inferences_per_s']:,.1f} inferences/s at {report['baud']} baud "
+        f"({inf['uart_bytes_up']} bytes up, {inf['uart_bytes_down']} down per image) |",
+        f"| integer-model accuracy | {100 * inf['accuracy']:.2f}% |",
+        f"| build time | {report['seconds']['total']:.0f} s (elaborate {report['seconds']['elaborate']:.0f}, "
+        f"synthesis {report['seconds']['synthesis']:.0f}, place and route {report['seconds']['place']:.0f}, "
+        f"pack {report['seconds']['bitstream']:.0f}) |",
+    ]
+    if len(report["attempts"]) > 1:
+        lines.append("")
+        lines.append("Lanes tried: " + ", ".join(
+            f"{a['lanes']} ({a['fmax_hz'] / 1e6:.1f} MHz, {'met' if a['timing_met'] else 'failed'})"
+            for a in report["attempts"]))
+    return "\n".join(lines)
+
+
+def cmd_build(args):
+    report = build_bitstream(args.network, board=args.board, output=args.output, lanes=args.lanes,
+                             clock_mhz=args.clock, baud=args.baud, seed=args.seed, images=args.images,
+                             progress=not args.json)
+    print(format_build(report))
+    if args.json:
+        print(json.dumps(report))
+    if not report["timing_met"]:
+        raise UserError(f"timing not met: fmax {report['fmax_hz'] / 1e6:.1f} MHz < clock "
+                        f"{report['clock_hz'] / 1e6:g} MHz (bitstream kept in {report['bitstream']}); "
+                        f"build again with --clock {int(report['fmax_hz'] / 1e6)} or fewer --lanes")
+
+
+def program_command(build_dir, *, board=None, flash=False, cable=None):
+    """The openFPGALoader command line that loads ``build_dir``'s bitstream."""
+    from .build import BuildError, tool_environment
+
+    report_path = pathlib.Path(build_dir) / "report.json"
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{report_path} not found: run hone build ... -o {build_dir} first") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{report_path} is not valid JSON ({error})") from None
+    built_for = report.get("board")
+    if board is not None and board != built_for:
+        raise UserError(f"{build_dir} was built for {built_for!r}, not {board!r}: build it for {board} first")
+    try:
+        target = get_board(built_for)
+        loader = tool_environment()["OPENFPGALOADER"]
+    except (BoardError, BuildError) as error:
+        raise UserError(str(error)) from None
+    bitstream = pathlib.Path(build_dir) / pathlib.Path(report["bitstream"]).name
+    if not bitstream.exists():
+        raise UserError(f"bitstream {bitstream} not found (report.json names it)")
+    command = [loader]
+    command += ["-c", cable] if cable else ["-b", target.loader_board]
+    # iCE40 boards are loaded through their SPI flash; ECP5 into SRAM unless asked for flash
+    if flash or target.family == "ice40":
+        command.append("-f")
+    command.append(str(bitstream))
+    return command
+
+
+def cmd_program(args):
+    command = program_command(args.build_dir, board=args.board, flash=args.flash, cable=args.cable)
+    print(" ".join(command))
+    if args.dry_run:
+        return
+    result = subprocess.run(command, capture_output=True, text=True)
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 or "unable to open" in output or "JTAG init failed" in output:
+        if any(text in output for text in ("device not found", "unable to open", "Failed to claim", "No cable")):
+            raise UserError("no programming cable found: is the board plugged in over USB, and may this "
+                            "user open it (udev rules / plugdev group)? openFPGALoader said:\n" + output)
+        raise UserError(f"openFPGALoader failed (exit {result.returncode}):\n{output}")
+    print(output)
+
+
+def add_commands(commands):
+    build = commands.add_parser(
+        "build", help="build a bitstream for a board",
+        description="Check that the network fits, choose the lanes, elaborate the board top level and "
+                    "run Yosys, nextpnr and the packer (YoWASP); writes the bitstream, report.json and "
+                    "report.md (resources, fmax, cycles per inference, throughput).")
+    build.add_argument("network", type=pathlib.Path, help="a network file from hone export")
+    build.add_argument("--board", required=True, choices=sorted(BOARDS))
+    build.add_argument("--lanes", type=lanes_argument, metavar="P",
+                       help="neuron units (default: the most that fit and meet timing)")
+    build.add_argument("--clock", type=float, metavar="MHZ",
+                       help="design clock in MHz, through the PLL (default: the board's)")
+    build.add_argument("--baud", type=int, default=115200)
+    build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    build.add_argument("--images", type=int, help="test images for the cycle figures (default: all)")
+    build.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="DIR")
+    build.add_argument("--json", action="store_true", help="last stdout line: the report as one JSON object")
+    build.set_defaults(handler=cmd_build)
+
+    program = commands.add_parser(
+        "program", help="load a built bitstream onto a board (openFPGALoader)",
+        description="Load DIR's bitstream with openFPGALoader: ECP5 boards into SRAM (--flash: into the "
+                    "configuration flash), iCE40 boards through their SPI flash.")
+    program.add_argument("build_dir", type=pathlib.Path, metavar="DIR", help="output folder of hone build")
+    program.add_argument("--board", choices=sorted(BOARDS), help="refuse a DIR built for another board")
+    program.add_argument("--flash", action="store_true", help="write the configuration flash (persists)")
+    program.add_argument("--cable", help="an openFPGALoader cable instead of the board's own programmer")
+    program.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    program.set_defaults(handler=cmd_program)

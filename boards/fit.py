@@ -1,0 +1,169 @@
+"""Will a network fit a board? Block RAM and logic estimated before synthesis.
+
+Memories are read from the elaborated design itself (so the estimate can never disagree with the
+gateware about a width), then packed into the family's block RAM configurations the way Yosys
+does it: the aspect ratio that needs the fewest blocks. Memories too small to be worth a block
+(ECP5: 64 words or fewer, or under a quarter of a block; iCE40, which has no distributed RAM:
+ROMs of 32 words or fewer) and asynchronously read ones are left to logic, as Yosys leaves them. Logic is a per-lane linear model
+fitted to real builds (``bench/boards.py`` prints the figures it came from).
+"""
+
+import dataclasses
+import math
+
+from amaranth.hdl import Fragment, Shape
+from amaranth.hdl._mem import MemoryInstance   # amaranth ~=0.5: no public walk over memories
+
+from rtl.board import BoardTop
+
+from .targets import BOARDS
+
+__all__ = ["FitReport", "estimate", "check_fit", "choose_lanes", "FitError", "lane_candidates"]
+
+# block RAM shapes (width, depth) per family: iCE40 SB_RAM40_4K; ECP5 DP16KD (36 bits wide only
+# as a simple dual-port, which is how ROMs and one-read one-write memories map)
+BLOCK_SHAPES = {
+    "ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
+    "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)],
+}
+# LUTs ~ base + per_bit * lanes * (weight_bits + accumulator_bits), fitted to real builds: the
+# default network (4-bit weights, 19-bit accumulators) at 32 and 128 lanes on an ECP5-85F (6,998
+# and 13,460 LUTs), the digits network (4-bit, 13-bit) at 8 lanes on an iCE40 UP5K (3,920 LCs)
+LOGIC_MODEL = {
+    "ice40": (3500, 3.0),
+    "ecp5": (4850, 2.9),
+}
+
+
+class FitError(ValueError):
+    """The network does not fit the board as asked."""
+
+
+@dataclasses.dataclass
+class FitReport:
+    board: str
+    lanes: int
+    memories: list            # (name, width, depth, blocks)
+    bram_blocks: int
+    bram_available: int
+    rom_bits: int             # initialised memory bits (weights, thresholds, key)
+    luts: int
+    luts_available: int
+
+    @property
+    def fits(self):
+        return self.bram_blocks <= self.bram_available and self.luts <= self.luts_available
+
+    def as_dict(self):
+        return {"board": self.board, "lanes": self.lanes, "bram_blocks": self.bram_blocks,
+                "bram_available": self.bram_available, "rom_bits": self.rom_bits,
+                "luts_estimate": self.luts, "luts_available": self.luts_available,
+                "fits": self.fits,
+                "memories": [{"name": n, "width": w, "depth": d, "blocks": b}
+                             for n, w, d, b in self.memories]}
+
+
+def _memories(top):
+    fragment = Fragment.get(top, None)
+    found = []
+
+    def walk(frag, path):
+        for sub, name, *_ in frag.subfragments:
+            if isinstance(sub, MemoryInstance):
+                data = sub._data
+                rom = not sub._write_ports
+                asynchronous = any(port._domain == "comb" for port in sub._read_ports)
+                found.append((".".join(path + [name]), Shape.cast(data.shape).width, data.depth,
+                              rom, asynchronous))
+            else:
+                walk(sub, path + [name])
+    walk(fragment, [])
+    return found
+
+
+def blocks_for(family, width, depth, *, rom=False, asynchronous=False):
+    """Blocks of ``family`` block RAM for a ``width`` x ``depth`` memory (0: left to logic)."""
+    shapes = BLOCK_SHAPES[family]
+    if asynchronous:          # block RAM reads are synchronous
+        return 0
+    if family == "ice40":     # no distributed RAM: only small ROMs become logic
+        if rom and depth <= 32:
+            return 0
+    elif depth <= 64 or width * depth * 4 < shapes[0][0] * shapes[0][1]:
+        return 0
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in shapes)
+
+
+def estimate(network, board, *, lanes, clock_hz=None, baud=115200, slots=4):
+    """:class:`FitReport` for ``network`` with ``lanes`` on ``board`` (a :class:`BoardTarget`)."""
+    top = BoardTop(network, lanes=lanes, clock_hz=clock_hz or board.clock_hz, baud=baud, slots=slots)
+    memories, rom_bits = [], 0
+    for name, width, depth, rom, asynchronous in _memories(top):
+        memories.append((name, width, depth,
+                         blocks_for(board.family, width, depth, rom=rom, asynchronous=asynchronous)))
+        if rom:
+            rom_bits += width * depth
+    plan = top.core.plan
+    base, per_bit = LOGIC_MODEL[board.family]
+    luts = int(base + per_bit * lanes * (plan.weight_bits + plan.accumulator_bits))
+    return FitReport(board.name, lanes, memories, sum(m[3] for m in memories), board.bram_blocks,
+                     rom_bits, luts, board.luts)
+
+
+def lane_candidates(network):
+    """Powers of two up to the widest layer (more lanes than neurons only idle)."""
+    widest = max(int(layer.weights.shape[0]) for layer in network.layers)
+    return [1 << k for k in range(max(1, widest - 1).bit_length() + 1)]
+
+
+def _advice(network, board, report):
+    lines = []
+    smaller = [lanes for lanes in lane_candidates(network) if lanes < report.lanes
+               and estimate(network, board, lanes=lanes).fits]
+    if smaller:
+        lines.append(f"fewer lanes: --lanes {max(smaller)} fits")
+    elif report.lanes > 1:
+        lines.append("fewer lanes do not help: the weights alone need "
+                     f"{estimate(network, board, lanes=1).bram_blocks} blocks at 1 lane")
+    weights = sum(int(layer.weights.size) for layer in network.layers)
+    if network.weight_bits > 1:
+        lines.append(f"fewer weight bits: the network has {weights:,} weights of {network.weight_bits} "
+                     f"bits ({weights * network.weight_bits / 1024:.0f} kbit); hone export --weight-bits 1..{network.weight_bits - 1}")
+    lines.append(f"a smaller network: the block RAM holds about "
+                 f"{board.bram_bits // max(network.weight_bits, 1):,} {network.weight_bits}-bit weights "
+                 f"(hone train --widths ...)")
+    bigger = [other.name for other in BOARDS.values() if other.family and other.name != board.name
+              and other.bram_bits > board.bram_bits
+              and estimate(network, other, lanes=min(report.lanes, 32)).fits]
+    if bigger:
+        lines.append(f"a bigger part: {', '.join(bigger)}")
+    return lines
+
+
+def check_fit(network, board, *, lanes, clock_hz=None, baud=115200):
+    """The :class:`FitReport`, or :class:`FitError` with needed vs available and what would fit."""
+    report = estimate(network, board, lanes=lanes, clock_hz=clock_hz, baud=baud)
+    if report.fits:
+        return report
+    needed = []
+    if report.bram_blocks > report.bram_available:
+        block_kbit = board.bram_block_bits / 1024
+        needed.append(f"block RAM: needs {report.bram_blocks} blocks ({report.bram_blocks * block_kbit:.0f} "
+                      f"kbit, of which {report.rom_bits / 1024:.0f} kbit initialised ROM), the "
+                      f"{board.part} has {report.bram_available} ({board.bram_bits / 1024:.0f} kbit)")
+        big = sorted(report.memories, key=lambda m: -m[3])[:3]
+        needed.append("largest memories: " + ", ".join(f"{n} {w}x{d} = {b} blocks" for n, w, d, b in big))
+    if report.luts > report.luts_available:
+        needed.append(f"logic: needs about {report.luts:,} LUTs, the {board.part} has {report.luts_available:,}")
+    advice = _advice(network, board, report)
+    raise FitError(f"network does not fit {board.name} with {lanes} lanes: " + "; ".join(needed)
+                   + ". What would fit: " + "; ".join(advice))
+
+
+def choose_lanes(network, board, *, clock_hz=None, baud=115200):
+    """Candidate lane counts that fit, largest first (the build then checks timing)."""
+    fitting = [lanes for lanes in lane_candidates(network)
+               if estimate(network, board, lanes=lanes, clock_hz=clock_hz, baud=baud).fits]
+    if not fitting:
+        check_fit(network, board, lanes=1, clock_hz=clock_hz, baud=baud)   # raises with the numbers
+    return sorted(fitting, reverse=True)
