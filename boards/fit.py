@@ -123,16 +123,21 @@ def _advice(network, board, report):
     if smaller:
         lines.append(f"fewer lanes: --lanes {max(smaller)} fits")
     elif report.lanes > 1:
-        lines.append("fewer lanes do not help: the weights alone need "
-                     f"{estimate(network, board, lanes=1).bram_blocks} blocks at 1 lane")
+        lines.append(f"fewer lanes do not help: even 1 lane needs "
+                     f"{estimate(network, board, lanes=1).bram_blocks} blocks")
     weights = sum(int(layer.weights.size) for layer in network.layers)
-    if network.weight_bits > 1:
-        lines.append(f"fewer weight bits: the network has {weights:,} weights of {network.weight_bits} "
-                     f"bits ({weights * network.weight_bits / 1024:.0f} kbit); hone export --weight-bits 1..{network.weight_bits - 1}")
-    lines.append(f"a smaller network: the block RAM holds about "
-                 f"{board.bram_bits // max(network.weight_bits, 1):,} {network.weight_bits}-bit weights "
-                 f"(hone train --widths ...)")
-    bigger = [other.name for other in BOARDS.values() if other.family and other.name != board.name
+    room = board.bram_bits * 3 // 4       # what is left beside event lists, image slots, padding
+    bits = room // weights
+    if network.weight_bits > 1 and bits >= 1:
+        lines.append(f"fewer weight bits: {weights:,} weights at {min(bits, network.weight_bits - 1)} "
+                     f"bits would ({weights * network.weight_bits / 1024:.0f} kbit now; "
+                     f"hone export --weight-bits {min(bits, network.weight_bits - 1)})")
+    elif network.weight_bits > 1:
+        lines.append(f"fewer weight bits do not help: {weights:,} weights need "
+                     f"{weights / 1024:.0f} kbit even at 1 bit")
+    lines.append(f"a smaller network: about {room // network.weight_bits:,} {network.weight_bits}-bit "
+                 f"weights fit ({weights:,} now; hone train --widths ...)")
+    bigger = [other.name for other in BOARDS.values() if other.name != board.name
               and other.bram_bits > board.bram_bits
               and estimate(network, other, lanes=min(report.lanes, 32)).fits]
     if bigger:
@@ -156,7 +161,8 @@ def check_fit(network, board, *, lanes, clock_hz=None, baud=115200):
     if report.luts > report.luts_available:
         needed.append(f"logic: needs about {report.luts:,} LUTs, the {board.part} has {report.luts_available:,}")
     advice = _advice(network, board, report)
-    raise FitError(f"network does not fit {board.name} with {lanes} lanes: " + "; ".join(needed)
+    raise FitError(f"network does not fit {board.name} with {lanes} lane{'s' if lanes > 1 else ''}: "
+                   + "; ".join(needed)
                    + ". What would fit: " + "; ".join(advice))
 
 

@@ -21,12 +21,12 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     images per second in wall time and in board time (from the board's cycle counter), the line-rate
     limit and the fraction of it reached, link statistics and the board's error counters.
     """
-    from training.cli import test_pixels
+    from training.cli import network_test_images
     from training.integer import IntegerNetwork
 
     from .board import Board, LinkError, line_rate_limit
 
-    network, pixels, labels, dataset = test_pixels(network_path, images, dataset)
+    network, pixels, labels, dataset = network_test_images(network_path, images, dataset)
     reference = IntegerNetwork(network).run(pixels)
     url = f"sim:{network_path}" if simulation is not None else str(port)
     try:

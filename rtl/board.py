@@ -48,10 +48,10 @@ def link_figures(network, *, clock_hz, baud, slots):
 
 
 def loader_cycles(network):
-    """Clocks the loader spends handing one image from its slot to the core (the core counts
-    none of them): 1 to take the slot from the queue, 2 per byte fetched (address, data) and 1 per
-    pixel handed over."""
-    return 1 + 2 * protocol.image_bytes(network.input.size, network.input.bits) + network.input.size
+    """Clocks from the loader taking an image's slot off the queue to the core taking its last pixel
+    (the core counts none of them): 1 to take the slot, 2 until the first byte is buffered, then
+    one pixel per clock."""
+    return 3 + network.input.size
 
 
 class BoardTop(wiring.Component):
@@ -209,39 +209,53 @@ class BoardTop(wiring.Component):
                 with m.Else():
                     reply(holds[1], KIND_ACK, copy_seq)
 
-        # -- loader: slot bytes -> K-bit pixels
+        # -- loader: slot bytes -> K-bit pixels, one per clock (the next byte is read while the
+        # buffered bits are handed over); images the core holds wait in `running` for their result
+        m.submodules.running = running = fifo.SyncFIFOBuffered(width=seq_bits + slot_bits, depth=3)
         run_seq = Signal(16)
         run_slot = Signal(slot_bits)
         base = Signal(range(S * image + 1))
-        byte_index = Signal(range(image + 1))
-        bits = Signal(16)
-        have = Signal(range(17))
+        loading = Signal()
+        fetched = Signal(range(image + 1))     # bytes requested
+        arrive = Signal()                      # the byte requested last clock is on the read port
+        buffer_bits = K + 16
+        bits = Signal(buffer_bits)
+        have = Signal(range(buffer_bits + 1))
         emitted = Signal(range(N + 1))
+        consume = Signal()
+        after = Signal.like(have)
+        shifted = Signal.like(bits)
+        m.d.comb += [
+            core.pixels.valid.eq(loading & (have >= K)),
+            core.pixels.payload.eq(bits[:K]),
+            consume.eq(core.pixels.valid & core.pixels.ready),
+            after.eq(have - Mux(consume, K, 0)),
+            shifted.eq(Mux(consume, bits >> K, bits)),
+            slot_read.addr.eq(base + fetched),
+        ]
+        m.d.sync += arrive.eq(0)
+        with m.If(arrive):
+            m.d.sync += [bits.eq(shifted | (slot_read.data << after)), have.eq(after + 8)]
+        with m.Else():
+            m.d.sync += [bits.eq(shifted), have.eq(after)]
+        with m.If(loading & (fetched < image) & (after + Mux(arrive, 16, 8) <= buffer_bits)):
+            m.d.sync += [fetched.eq(fetched + 1), arrive.eq(1)]
+        with m.If(consume):
+            m.d.sync += emitted.eq(emitted + 1)
+            with m.If(emitted == N - 1):
+                m.d.sync += loading.eq(0)
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(queue.r_rdy & core.pixels.ready):
                     m.d.comb += queue.r_en.eq(1)
                     m.d.sync += [run_seq.eq(queue.r_data[:16]), run_slot.eq(queue.r_data[16:]),
-                                 base.eq(queue.r_data[16:] * image), byte_index.eq(0), have.eq(0),
-                                 bits.eq(0), emitted.eq(0)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.comb += slot_read.addr.eq(base + byte_index)
-                m.d.sync += byte_index.eq(byte_index + 1)
-                m.next = "GOT"
-            with m.State("GOT"):
-                m.d.sync += [bits.eq(bits | (slot_read.data << have)), have.eq(have + 8)]
-                m.next = "EMIT"
-            with m.State("EMIT"):
-                m.d.comb += [core.pixels.valid.eq(1), core.pixels.payload.eq(bits[:K])]
-                with m.If(core.pixels.ready):
-                    m.d.sync += [bits.eq(bits >> K), have.eq(have - K), emitted.eq(emitted + 1)]
-                    with m.If(emitted == N - 1):
-                        m.next = "RUN"
-                    with m.Elif(have - K < K):
-                        m.next = "FETCH"
-            with m.State("RUN"):
-                with m.If(core.result.valid & core.result.ready):
+                                 base.eq(queue.r_data[16:] * image), fetched.eq(0), have.eq(0),
+                                 bits.eq(0), emitted.eq(0), loading.eq(1)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                with m.If(consume & (emitted == N - 1)):
+                    # the core runs it (or queues it behind the one it runs): next slot
+                    m.d.comb += [running.w_en.eq(1), running.w_data.eq(Cat(run_seq, run_slot))]
                     m.next = "IDLE"
 
         # -- output spikes from the trace
@@ -303,7 +317,9 @@ class BoardTop(wiring.Component):
                 with m.If(core.result.valid & (prefer_result | ~replies.r_rdy)):
                     m.d.comb += core.result.ready.eq(1)
                     m.d.sync += self.last_label.eq(core.result.payload.label)
-                    m.d.sync += [kind.eq(KIND_RESULT), seq.eq(run_seq), result_slot.eq(run_slot),
+                    m.d.comb += running.r_en.eq(1)
+                    m.d.sync += [kind.eq(KIND_RESULT), seq.eq(running.r_data[:16]),
+                                 result_slot.eq(running.r_data[16:]),
                                  label.eq(core.result.payload.label),
                                  cycles.eq(core.result.payload.cycles), result_spikes.eq(spikes),
                                  spikes.eq(0), prefer_result.eq(0)]

@@ -3,12 +3,13 @@
 Every layer reads an *event list* (the indices of its active inputs, written by the layer below) and
 writes the next one, so a layer costs one cycle per active input per group of ``P`` neurons, never one
 per fan-in. Pixels arrive as ``K``-bit integers; only non-zero pixels are listed, and each is issued
-once per set bit (bit-plane ``k`` adds ``w << k``). The output layer's spikes vote through the N-hot
-key ROM as they are emitted, keeping a running arg-max that breaks ties towards the lowest class.
+once: the lanes add ``w * q``, all of the pixel's bit-planes in one cycle. The output layer's spikes
+vote through the N-hot key ROM as they are emitted, keeping a running arg-max that breaks ties
+towards the lowest class.
 The exact cycle count is :func:`rtl.cycles.inference_cycles`.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import C, Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,6 +17,19 @@ from .neuron import NeuronArray
 from .plan import CorePlan, _bits_for
 
 __all__ = ["NetworkCore"]
+
+
+def _lowest_set(bits):
+    """``(any, index)`` of the lowest set bit of ``bits``, as a balanced tree: log2 levels of muxes
+    where a chain of ifs would be one level per lane."""
+    if len(bits) == 1:
+        return bits[0], C(0, 0)
+    half = 1 << ((len(bits) - 1).bit_length() - 1)
+    low_any, low_index = _lowest_set(bits[:half])
+    high_any, high_index = _lowest_set(bits[half:])
+    width = (half - 1).bit_length()
+    return low_any | high_any, Cat(Mux(low_any, low_index, high_index)[:width].as_unsigned(),
+                                   ~low_any)[:width + 1]
 
 
 class NetworkCore(wiring.Component):
@@ -34,7 +48,8 @@ class NetworkCore(wiring.Component):
     -------
     pixels : In(stream.Signature(unsigned(K)))
         The image, one ``K``-bit pixel per transfer in row-major H, W, C order; the count of pixels
-        delimits images. Ready only while the core is idle.
+        delimits images. Ready while one of the two input buffers is free: the next image loads
+        while the current one runs.
     result : Out(stream.Signature(result_layout))
         One transfer per image: ``label`` (the decoded class) and ``cycles`` (the inference's cycles).
     trace : Out(stream.Signature(trace_layout))
@@ -74,7 +89,7 @@ class NetworkCore(wiring.Component):
         last = len(layers) - 1
 
         m.submodules.neurons = neurons = NeuronArray(
-            lanes=P, weight_bits=B, accumulator_bits=A, max_shift=K - 1)
+            lanes=P, weight_bits=B, accumulator_bits=A, value_bits=K)
 
         # -- memories: event lists (RAM), weights and thresholds (ROM), the N-hot key (ROM)
         index_bits = _bits_for(max(plan.list_depths()) - 1)
@@ -82,6 +97,8 @@ class NetworkCore(wiring.Component):
         list_reads, list_writes = [], []
         for index, depth in enumerate(plan.list_depths()):
             shape = entry0 if index == 0 else unsigned(index_bits)
+            if index == 0:
+                depth *= 2        # two banks: the next image loads while this one runs
             m.submodules[f"events_{index}"] = events = memory.Memory(shape=shape, depth=depth, init=[])
             list_reads.append(events.read_port())
             list_writes.append(events.write_port())
@@ -107,12 +124,14 @@ class NetworkCore(wiring.Component):
                   for index, depth in enumerate(plan.list_depths())]
         weight_base = Signal(range(max(l.groups * l.inputs for l in layers) + 1))
         neuron_base = Signal(range(max(l.groups * P for l in layers) + 1))
-        used = Signal(K)                      # bit-planes of the current pixel already issued
         pending = Signal(P)                   # lanes that fired and are not yet emitted
         pixel = Signal(range(plan.input_size))
+        load_bank, run_bank = Signal(), Signal()
+        bank_full = Array(Signal(name=f"bank_full_{bank}") for bank in range(2))
+        bank_count = Array(Signal.like(counts[0], name=f"bank_count_{bank}") for bank in range(2))
         cycles = Signal(plan.cycle_bits)
         issued = Signal()                     # an event was issued last cycle: its weights are valid now
-        issued_shift = Signal(range(K))
+        issued_value = Signal(K)
         votes = [Signal(range(plan.nhot + 1), name=f"votes_{cls}") for cls in range(plan.classes)]
         best = Signal(range(max(plan.classes, 2)))
         best_votes = Signal(range(plan.nhot + 1))
@@ -120,7 +139,9 @@ class NetworkCore(wiring.Component):
         m.d.comb += [group_next.eq(group), pointer_next.eq(pointer)]
         m.d.sync += [group.eq(group_next), pointer.eq(pointer_next), issued.eq(0)]
         # read addresses follow the *next* pointer, so read data always belongs to the current one
-        for read in list_reads:
+        m.d.comb += counts[0].eq(bank_count[run_bank])
+        m.d.comb += list_reads[0].addr.eq(pointer_next + Mux(run_bank, plan.input_size, 0))
+        for read in list_reads[1:]:
             m.d.comb += read.addr.eq(pointer_next)
         for read in threshold_reads:
             m.d.comb += read.addr.eq(group_next)
@@ -153,24 +174,16 @@ class NetworkCore(wiring.Component):
 
         m.d.comb += [
             neurons.add.eq(issued),
-            neurons.shift.eq(issued_shift),
+            neurons.value.eq(issued_value),
             neurons.weights.eq(weights),
             neurons.thresholds.eq(thresholds),
         ]
 
-        # lowest remaining bit-plane of the current pixel, and the lowest pending lane
-        remaining = Signal(K)
-        plane = Signal(range(K))
-        m.d.comb += remaining.eq(event_bits & ~used)
-        for bit in reversed(range(K)):
-            with m.If(remaining[bit]):
-                m.d.comb += plane.eq(bit)
+        # the lowest pending lane
         lane = Signal(range(P))
-        for bit in reversed(range(P)):
-            with m.If(pending[bit]):
-                m.d.comb += lane.eq(bit)
+        m.d.comb += lane.eq(_lowest_set(pending)[1])
         pending_after = Signal(P)
-        m.d.comb += pending_after.eq(pending & (pending - 1))
+        m.d.comb += pending_after.eq(pending & ~(C(1, P) << lane)[:P])   # no P-long carry chain
         neuron = Signal.like(neuron_base)
         m.d.comb += neuron.eq(neuron_base + lane)
 
@@ -198,37 +211,36 @@ class NetworkCore(wiring.Component):
                 m.d.sync += [weight_base.eq(weight_base + fan_in), neuron_base.eq(neuron_base + P)]
                 start_group(count)
 
-        with m.FSM(init="LOAD"):
-            with m.State("LOAD"):
-                m.d.comb += self.pixels.ready.eq(1)
-                with m.If(self.pixels.valid):
-                    with m.If(self.pixels.payload != 0):
-                        m.d.comb += [
-                            list_writes[0].addr.eq(counts[0]),
-                            list_writes[0].data.index.eq(pixel),
-                            list_writes[0].data.bits.eq(self.pixels.payload),
-                            list_writes[0].en.eq(1),
-                        ]
-                        m.d.sync += counts[0].eq(counts[0] + 1)
-                    with m.If(pixel == plan.input_size - 1):
-                        m.d.sync += pixel.eq(0)
-                        m.next = "START"
-                    with m.Else():
-                        m.d.sync += pixel.eq(pixel + 1)
+        # -- loading, into whichever bank is free (the other may be running)
+        m.d.comb += self.pixels.ready.eq(~bank_full[load_bank])
+        with m.If(self.pixels.valid & self.pixels.ready):
+            with m.If(self.pixels.payload != 0):
+                m.d.comb += [
+                    list_writes[0].addr.eq(bank_count[load_bank] + Mux(load_bank, plan.input_size, 0)),
+                    list_writes[0].data.index.eq(pixel),
+                    list_writes[0].data.bits.eq(self.pixels.payload),
+                    list_writes[0].en.eq(1),
+                ]
+                m.d.sync += bank_count[load_bank].eq(bank_count[load_bank] + 1)
+            with m.If(pixel == plan.input_size - 1):
+                m.d.sync += [pixel.eq(0), bank_full[load_bank].eq(1), load_bank.eq(~load_bank)]
+            with m.Else():
+                m.d.sync += pixel.eq(pixel + 1)
+
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                with m.If(bank_full[run_bank]):
+                    m.next = "START"
 
             with m.State("START"):
                 m.d.sync += cycles.eq(cycles + 1)
                 start_group(count)
 
             with m.State("PASS"):
-                m.d.sync += [cycles.eq(cycles + 1), issued.eq(1), issued_shift.eq(plane)]
-                with m.If((remaining & (remaining - 1)) == 0):   # the pixel's last set bit
-                    m.d.comb += pointer_next.eq(pointer + 1)
-                    m.d.sync += used.eq(0)
-                    with m.If(pointer + 1 == count):
-                        m.next = "WAIT"
-                with m.Else():
-                    m.d.sync += used.eq(used | (remaining & ~(remaining - 1)))
+                m.d.sync += [cycles.eq(cycles + 1), issued.eq(1), issued_value.eq(event_bits)]
+                m.d.comb += pointer_next.eq(pointer + 1)
+                with m.If(pointer + 1 == count):
+                    m.next = "WAIT"
 
             with m.State("WAIT"):
                 m.d.sync += cycles.eq(cycles + 1)
@@ -280,7 +292,8 @@ class NetworkCore(wiring.Component):
                 ]
                 with m.If(self.result.ready):
                     m.d.sync += [layer.eq(0), cycles.eq(0), best.eq(0), best_votes.eq(0)]
-                    m.d.sync += [list_count.eq(0) for list_count in counts]
+                    m.d.sync += [list_count.eq(0) for list_count in counts[1:]]
+                    m.d.sync += [bank_count[run_bank].eq(0), bank_full[run_bank].eq(0), run_bank.eq(~run_bank)]
                     m.d.sync += [tally.eq(0) for tally in votes]
-                    m.next = "LOAD"
+                    m.next = "IDLE"
         return m

@@ -1,9 +1,9 @@
 """The cycle model of :class:`rtl.core.NetworkCore`: exact cycles of one inference, and the bound.
 
 An inference starts the cycle after the last pixel is accepted and ends the cycle the result is
-offered. For layer ``l`` with ``G = ceil(outputs / P)`` groups, ``E`` input events (layer 0: the set
-bits of all pixels, one per bit-plane; later layers: the spikes of the layer below) and ``S`` output
-spikes, the sequencer spends
+offered. For layer ``l`` with ``G = ceil(outputs / P)`` groups, ``E`` input events (layer 0: the
+non-zero pixels, each adding all of its bit-planes at once; later layers: the spikes of the layer
+below) and ``S`` output spikes, the sequencer spends
 
 * 1 cycle to start the layer,
 * per group: ``E`` cycles issuing events, 1 cycle for the last weight to land, 1 to compare
@@ -12,22 +12,23 @@ spikes, the sequencer spends
 
 so ``cycles = sum_l 1 + G (E + 2) + S`` (``1 + G + S`` when ``E = 0``), against the lower bound
 ``sum_l G * E``: no design with ``P`` units that touches each (active input, neuron) pair once can
-do better. Stalls of the trace port are not counted (the model assumes it is always ready).
+do better. Stalls of the trace port are not counted (the model assumes it is always ready). The
+input is double-buffered: the next image loads while one runs.
 """
 
 import numpy as np
 
-__all__ = ["layer_events", "inference_cycles", "cycle_bound"]
+__all__ = ["layer_events", "inference_cycles", "cycle_bound", "RESULT_GAP"]
+
+# clocks between one result and the next inference starting (take the result, then IDLE) when the
+# next image is already loaded: back to back, images take ``cycles + RESULT_GAP`` each
+RESULT_GAP = 2
 
 
 def layer_events(pixels, spikes):
-    """Input events of every layer, ``(n, layers)``: set pixel bits, then spikes of each layer below."""
+    """Input events of every layer, ``(n, layers)``: non-zero pixels, then spikes of each layer below."""
     q = np.asarray(pixels, dtype=np.int64).reshape(len(pixels), -1)
-    bits = np.zeros(len(q), dtype=np.int64)
-    while q.any():
-        bits += (q & 1).sum(axis=1)
-        q = q >> 1
-    counts = [bits] + [np.asarray(s).reshape(len(s), -1).sum(axis=1).astype(np.int64) for s in spikes[:-1]]
+    counts = [(q != 0).sum(axis=1)] + [np.asarray(s).reshape(len(s), -1).sum(axis=1).astype(np.int64) for s in spikes[:-1]]
     return np.stack(counts, axis=1)
 
 

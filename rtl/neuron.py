@@ -22,10 +22,11 @@ def _positive(name, value, minimum=1):
 class NeuronArray(wiring.Component):
     """``lanes`` integrate-and-fire units.
 
-    Every unit holds a signed accumulator. An input event (one active input bit, from bit-plane
-    ``shift``) adds each lane's weight, scaled by ``2**shift``, to that lane's accumulator; ``fire``
-    is ``accumulator >= threshold`` per lane, and ``clear`` resets every accumulator (fire, then
-    reset: the sequencer latches ``fire`` in the cycle it clears).
+    Every unit holds a signed accumulator. An input event (an active input of value ``q``: a spike is
+    1, a ``K``-bit pixel its value) adds each lane's weight times ``q`` to that lane's accumulator, the
+    sum of what its ``K`` bit-planes would add one by one (``w << k`` for each set bit ``k``), in one
+    cycle; ``fire`` is ``accumulator >= threshold`` per lane, and ``clear`` resets every accumulator
+    (fire, then reset: the sequencer latches ``fire`` in the cycle it clears).
 
     Parameters
     ----------
@@ -36,14 +37,14 @@ class NeuronArray(wiring.Component):
     accumulator_bits : int
         Signed accumulator and threshold width ``A``; sums never leave this range (the network
         file sizes it).
-    max_shift : int
-        Highest bit-plane, ``K - 1`` for ``K``-bit pixels (0 for binary input).
+    value_bits : int
+        Width ``K`` of an event's value (pixels' bits; 1 for binary input).
 
     Members
     -------
     add : In(1)
-        Accumulate ``weights << shift`` this cycle.
-    shift : In(range(max_shift + 1))
+        Accumulate ``weights * value`` this cycle.
+    value : In(K)
     weights : In(ArrayLayout(signed(B), P))
         For ``B = 1`` (weights in {-1, +1}) each lane gets the sign bit: 0 is +1, 1 is -1.
     clear : In(1)
@@ -53,14 +54,14 @@ class NeuronArray(wiring.Component):
         Lane ``j`` reaches its threshold.
     """
 
-    def __init__(self, *, lanes, weight_bits, accumulator_bits, max_shift=0):
+    def __init__(self, *, lanes, weight_bits, accumulator_bits, value_bits=1):
         self._lanes = _positive("lanes", lanes)
         self._weight_bits = _positive("weight_bits", weight_bits)
         self._accumulator_bits = _positive("accumulator_bits", accumulator_bits, 2)
-        self._max_shift = _positive("max_shift", max_shift, 0)
+        self._value_bits = _positive("value_bits", value_bits)
         super().__init__({
             "add": In(1),
-            "shift": In(range(self._max_shift + 1)),
+            "value": In(self._value_bits),
             "weights": In(data.ArrayLayout(
                 unsigned(1) if self._weight_bits == 1 else signed(self._weight_bits), self._lanes)),
             "clear": In(1),
@@ -72,6 +73,14 @@ class NeuronArray(wiring.Component):
     def lanes(self):
         return self._lanes
 
+    def _product(self, weight):
+        """``weight * value`` as a balanced tree of shifted, gated weights: plain adders that
+        synthesis keeps in the fabric (a ``*`` would claim one DSP block per lane)."""
+        terms = [Mux(self.value[k], weight << k, 0) for k in range(self._value_bits)]
+        while len(terms) > 1:
+            terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + terms[len(terms) & ~1:]
+        return terms[0]
+
     def elaborate(self, platform):
         m = Module()
         for lane in range(self._lanes):
@@ -82,6 +91,6 @@ class NeuronArray(wiring.Component):
             with m.If(self.clear):
                 m.d.sync += accumulator.eq(0)
             with m.Elif(self.add):
-                m.d.sync += accumulator.eq(accumulator + (weight << self.shift))
+                m.d.sync += accumulator.eq(accumulator + self._product(weight))
             m.d.comb += self.fire[lane].eq(accumulator >= self.thresholds[lane])
         return m

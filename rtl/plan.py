@@ -128,8 +128,8 @@ class CorePlan:
         return [self.input_size] + [layer.outputs for layer in self.layers[:-1]]
 
     def worst_cycles(self):
-        """Cycles of an inference in which every input bit and every neuron is active."""
-        events = [self.input_size * self.input_bits] + [layer.outputs for layer in self.layers[:-1]]
+        """Cycles of an inference in which every pixel and every neuron is active."""
+        events = [self.input_size] + [layer.outputs for layer in self.layers[:-1]]
         return len(self.layers) + sum(plan.groups * (count + 2) + plan.outputs
                                       for plan, count in zip(self.layers, events))
 

@@ -4,7 +4,7 @@ import json
 import pathlib
 
 from rtl.cli import lanes_argument
-from training.cli import UserError, test_pixels
+from training.cli import UserError, network_test_images
 
 __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
@@ -18,7 +18,7 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
 
     from .runner import SimulationError, simulate
 
-    network, pixels, y_test, dataset = test_pixels(network_path, images, dataset)
+    network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
                           backpressure=backpressure, progress=progress)

@@ -115,12 +115,20 @@ def test_protocol_errors_name_the_value():
 
 # -- gateware in Amaranth's simulator --------------------------------------------------------------
 
-def run_board(top, stream, *, clock, tail=0.02):
-    """Drive ``stream`` into the board's rx pin at its baud; returns the bytes it sent."""
+def run_board(top, stream, *, clock, tail=0.02, pixel_clocks=None):
+    """Drive ``stream`` into the board's rx pin at its baud; returns the bytes it sent. The clocks
+    at which the core takes a pixel go to ``pixel_clocks``."""
     divisor = top.figures["divisor"]
     received = bytearray()
     sim = Simulator(top)
     sim.add_clock(1 / clock)
+
+    async def pixels(ctx):
+        clock_index = 0
+        async for _, _, valid, ready in ctx.tick().sample(top.core.pixels.valid, top.core.pixels.ready):
+            clock_index += 1
+            if valid and ready:
+                pixel_clocks.append(clock_index)
 
     async def drive(ctx):
         for byte in stream:
@@ -142,6 +150,8 @@ def run_board(top, stream, *, clock, tail=0.02):
 
     sim.add_testbench(drive)
     sim.add_testbench(watch, background=True)
+    if pixel_clocks is not None:
+        sim.add_process(pixels)
     sim.run_until(len(stream) * 10 * divisor / clock + tail)
     return bytes(received)
 
@@ -161,8 +171,14 @@ def test_board_answers_info_load_infer_and_garbage(small_net):
         data = protocol.pack_image(image, 3)
         stream.append(protocol.encode_frame(10 + i, FrameType.LOAD, protocol.chunk_payload(i % 2, 0, data[:3])))
         stream.append(protocol.encode_frame(20 + i, FrameType.INFER, protocol.chunk_payload(i % 2, 3, data[3:])))
-    frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock))
+    pixel_clocks = []
+    frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock, pixel_clocks=pixel_clocks))
     assert all(isinstance(f, Frame) for f in frames), frames
+    # the loader hands the core one pixel per clock (rtl.board.loader_cycles)
+    assert len(pixel_clocks) == 3 * 16
+    for image in range(3):
+        clocks = pixel_clocks[16 * image:16 * image + 16]
+        assert clocks == list(range(clocks[0], clocks[0] + 16)), clocks
     info = protocol.parse_info(next(f.payload for f in frames if f.type == FrameType.INFO_REPLY))
     assert (info.network_sha256, info.inputs, info.input_bits, info.slots, info.lanes, info.max_chunk) == (
         network.sha256, 16, 3, 2, 4, 6)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from host.cli import main
 from rtl.core import NetworkCore
-from rtl.cycles import cycle_bound, inference_cycles
+from rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
 from rtl.neuron import NeuronArray
 from rtl.plan import CorePlan, PlanError
 from sim.networks import random_dense_network
@@ -54,11 +54,67 @@ def run_core(core, pixels, *, result_stall=()):
     return outputs, traces
 
 
-def check_core(network, pixels, lanes, **kwargs):
+def run_core_streaming(core, pixels):
+    """Feed images back to back while a monitor collects results: the next image loads while one
+    runs. Also returns, per image, the clock its last pixel went in and the clock its result came out."""
+    outputs, traces, loaded, finished = [], [], [], []
+    clock = [0]
+
+    async def count(ctx):
+        async for _ in ctx.tick():
+            clock[0] += 1
+
+    async def drive(ctx):
+        for image in pixels:
+            ctx.set(core.pixels.valid, 1)
+            for value in image:
+                ctx.set(core.pixels.payload, int(value))
+                await ctx.tick().until(core.pixels.ready)
+            loaded.append(clock[0])
+        ctx.set(core.pixels.valid, 0)
+
+    async def watch(ctx):
+        ctx.set(core.trace.ready, 1)
+        ctx.set(core.result.ready, 1)
+        beats = []
+        while len(outputs) < len(pixels):
+            *_, trace_valid, trace, result_valid, result = await ctx.tick().sample(
+                core.trace.valid, core.trace.payload, core.result.valid, core.result.payload)
+            if trace_valid:
+                beats.append((trace.layer, trace.neuron))
+            if result_valid:
+                outputs.append((result.label, result.cycles))
+                finished.append(clock[0])
+                traces.append(beats)
+                beats = []
+
+    simulator = Simulator(core)
+    simulator.add_clock(1e-6)
+    simulator.add_process(count)
+    simulator.add_testbench(drive)
+    simulator.add_testbench(watch)
+    simulator.run_until(1e-6 * (len(pixels) + 1) * (core.plan.worst_cycles() + core.plan.input_size + 10))
+    return outputs, traces, loaded, finished
+
+
+def check_core(network, pixels, lanes, streaming=False, **kwargs):
     core = NetworkCore(network, lanes=lanes, trace=True)
     reference = IntegerNetwork(network).run(pixels)
     expected_cycles = inference_cycles(core.plan, pixels, reference.spikes)
-    outputs, traces = run_core(core, pixels, **kwargs)
+    if streaming:
+        outputs, traces, loaded, finished = run_core_streaming(core, pixels)
+        # double buffering: an image waits for the one two ahead of it (whose buffer it takes), never
+        # for the one just ahead, which runs while it loads
+        n = network.input.size
+        for i in range(1, len(pixels)):
+            free = max(loaded[i - 1], finished[i - 2] if i >= 2 else 0)
+            assert loaded[i] <= free + n + 2, (i, loaded, finished)
+        assert any(loaded[i + 1] < finished[i] for i in range(len(pixels) - 1)), (loaded, finished)
+        for i in range(1, len(pixels)):     # back to back when the next image is already in
+            if loaded[i] < finished[i - 1]:
+                assert finished[i] - finished[i - 1] == expected_cycles[i] + RESULT_GAP, (i, finished)
+    else:
+        outputs, traces = run_core(core, pixels, **kwargs)
     for image, ((label, cycles), beats) in enumerate(zip(outputs, traces)):
         for layer, spikes in enumerate(reference.spikes):
             rtl = sorted(neuron for (l, neuron) in beats if l == layer)
@@ -82,6 +138,7 @@ def test_core_equals_reference_on_random_networks(seed, input_bits, weight_bits,
     pixels[0] = 0                        # all-zero input: no events at all
     pixels[1] = 2 ** input_bits - 1      # every bit-plane of every pixel active
     check_core(network, pixels, lanes, result_stall={2})
+    check_core(network, pixels, lanes, streaming=True)
 
 
 def test_all_silent_output_decodes_to_class_zero_and_ties_go_low():
@@ -92,14 +149,14 @@ def test_all_silent_output_decodes_to_class_zero_and_ties_go_low():
     check_core(network, np.ones((2, network.input.size), dtype=np.int64), lanes=3)
 
 
-def test_neuron_array_integrates_shifts_clears_and_fires():
-    array = NeuronArray(lanes=2, weight_bits=1, accumulator_bits=6, max_shift=2)
+def test_neuron_array_integrates_values_clears_and_fires():
+    array = NeuronArray(lanes=2, weight_bits=1, accumulator_bits=6, value_bits=3)
     seen = []
 
     async def bench(ctx):
         ctx.set(array.thresholds, [3, -2])
         ctx.set(array.weights, [0, 1])            # 1-bit weights: sign bits, +1 and -1
-        ctx.set(array.shift, 2)
+        ctx.set(array.value, 4)
         ctx.set(array.add, 1)
         await ctx.tick()                          # +4, -4
         ctx.set(array.add, 0)
@@ -120,7 +177,7 @@ def test_neuron_array_integrates_shifts_clears_and_fires():
     ({"lanes": 0}, ValueError, "'lanes' must be at least 1, not 0"),
     ({"lanes": "4"}, TypeError, "'lanes' must be an integer, not '4'"),
     ({"accumulator_bits": 1}, ValueError, "'accumulator_bits' must be at least 2, not 1"),
-    ({"max_shift": -1}, ValueError, "'max_shift' must be at least 0, not -1"),
+    ({"value_bits": 0}, ValueError, "'value_bits' must be at least 1, not 0"),
 ])
 def test_neuron_array_parameters_are_checked(kwargs, error, message):
     arguments = {"lanes": 2, "weight_bits": 4, "accumulator_bits": 8, **kwargs}
@@ -167,11 +224,11 @@ def test_cycle_model_matches_the_formula_and_respects_the_bound():
     cycles, bound = inference_cycles(plan, pixels, reference.spikes), cycle_bound(plan, pixels, reference.spikes)
     spikes = [s.sum(axis=1) for s in reference.spikes]
     groups = [layer.groups for layer in plan.layers]             # [2, 2]
-    # image 0: no input events; image 1: one pixel with 3 set bits
+    # image 0: no input events; image 1: one non-zero pixel (7: its 3 bit-planes add in one event)
     hidden = spikes[0]
     assert bound[0] == groups[1] * hidden[0]
-    assert bound[1] == groups[0] * 3 + groups[1] * hidden[1]
-    first = [1 + groups[0], 1 + groups[0] * (3 + 2)]
+    assert bound[1] == groups[0] * 1 + groups[1] * hidden[1]
+    first = [1 + groups[0], 1 + groups[0] * (1 + 2)]
     for image in range(2):
         second = 1 + (groups[1] * (hidden[image] + 2) if hidden[image] else groups[1])
         assert cycles[image] == first[image] + spikes[0][image] + second + spikes[1][image]

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["UserError", "test_pixels", "add_commands", "add_train_arguments", "config_from", "run_training",
+__all__ = ["UserError", "network_test_images", "add_commands", "add_train_arguments", "config_from", "run_training",
            "format_summary", "train_figures", "export_model", "format_export"]
 
 
@@ -23,7 +23,7 @@ class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-def test_pixels(network_path, images=None, dataset=None):
+def network_test_images(network_path, images=None, dataset=None):
     """The network and the first ``images`` (default: all) test images of its data set, quantized as
     it takes them.
 

