@@ -85,7 +85,13 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
             result = run_flow(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud,
                               build_dir=output / "build", seed=seed, progress=progress)
         except BuildError as error:
-            raise UserError(str(error)) from None
+            # a choice of ours that the tools could not place (the logic estimate is a model) is
+            # not the user's error while fewer lanes remain to try
+            if lanes is not None or candidate == candidates[-1]:
+                raise UserError(str(error)) from None
+            attempts.append({"lanes": candidate, "failed": str(error).splitlines()[0]})
+            log(f"{candidate} lanes did not build ({str(error).splitlines()[0]}); trying fewer lanes")
+            continue
         attempts.append({"lanes": candidate, "fmax_hz": result["fmax_hz"], "timing_met": result["timing_met"],
                          "seconds": result["seconds"]["total"]})
         if result["timing_met"] or lanes is not None:
@@ -102,7 +108,7 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
         "inference": inference_figures(network_path, lanes=result["lanes"], clock_hz=result["clock_hz"],
                                        fmax_hz=result["fmax_hz"], baud=baud, images=images),
     }
-    report["seconds"]["total_all_attempts"] = round(sum(a["seconds"] for a in attempts), 1)
+    report["seconds"]["total_all_attempts"] = round(sum(a.get("seconds", 0) for a in attempts), 1)
     (output / "report.json").write_text(json.dumps(report, indent=1))
     plot_build(report, output / "build.png")
     (output / "report.md").write_text(format_build(report) + "\n\n![resources and throughput](build.png)\n")
@@ -173,6 +179,7 @@ def format_build(report):
     if len(report["attempts"]) > 1:
         lines.append("")
         lines.append("Lanes tried: " + ", ".join(
+            f"{a['lanes']} (did not build)" if "failed" in a else
             f"{a['lanes']} ({a['fmax_hz'] / 1e6:.1f} MHz, {'met' if a['timing_met'] else 'failed'})"
             for a in report["attempts"]))
     return "\n".join(lines)

@@ -4,7 +4,8 @@ Memories are read from the elaborated design itself (so the estimate can never d
 gateware about a width), then packed into the family's block RAM configurations the way Yosys
 does it: the aspect ratio that needs the fewest blocks. Memories too small to be worth a block
 (ECP5: 64 words or fewer, or under a quarter of a block; iCE40, which has no distributed RAM:
-ROMs of 32 words or fewer) and asynchronously read ones are left to logic, as Yosys leaves them. Logic is a per-lane linear model
+ROMs of 32 words or fewer, memories of 4 words or fewer) and asynchronously read ones are left to
+logic, as Yosys leaves them. Logic is a per-lane linear model
 fitted to real builds (``bench/boards.py`` prints the figures it came from).
 """
 
@@ -26,12 +27,13 @@ BLOCK_SHAPES = {
     "ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
     "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)],
 }
-# LUTs ~ base + per_bit * lanes * (weight_bits + accumulator_bits), fitted to real builds: the
-# default network (4-bit weights, 19-bit accumulators) at 32 and 128 lanes on an ECP5-85F (6,998
-# and 13,460 LUTs), the digits network (4-bit, 13-bit) at 8 lanes on an iCE40 UP5K (3,920 LCs)
+# LUTs ~ base + lanes * (per_bit * (weight_bits + accumulator_bits) + per_product_bit * K * (K + weight_bits)):
+# an accumulator, its compare and weight muxing, plus each lane's K-term adder tree for w * q. Fitted to
+# real builds: the default network (K=8, B=4, A=19) at 32 and 64 lanes on an ECP5-85F and the digits
+# network (K=4, B=4, A=13) at 16 lanes on an iCE40 UP5K (bench/boards.py prints them)
 LOGIC_MODEL = {
-    "ice40": (3500, 3.0),
-    "ecp5": (4850, 2.9),
+    "ice40": (3600, 3.0, 1.7),
+    "ecp5": (4850, 2.9, 1.7),
 }
 
 
@@ -86,8 +88,8 @@ def blocks_for(family, width, depth, *, rom=False, asynchronous=False):
     shapes = BLOCK_SHAPES[family]
     if asynchronous:          # block RAM reads are synchronous
         return 0
-    if family == "ice40":     # no distributed RAM: only small ROMs become logic
-        if rom and depth <= 32:
+    if family == "ice40":     # no distributed RAM: only small ROMs and tiny FIFOs become logic
+        if (rom and depth <= 32) or depth <= 4:
             return 0
     elif depth <= 64 or width * depth * 4 < shapes[0][0] * shapes[0][1]:
         return 0
@@ -104,8 +106,9 @@ def estimate(network, board, *, lanes, clock_hz=None, baud=115200, slots=4):
         if rom:
             rom_bits += width * depth
     plan = top.core.plan
-    base, per_bit = LOGIC_MODEL[board.family]
-    luts = int(base + per_bit * lanes * (plan.weight_bits + plan.accumulator_bits))
+    base, per_bit, per_product_bit = LOGIC_MODEL[board.family]
+    K, B = plan.input_bits, plan.weight_bits
+    luts = int(base + lanes * (per_bit * (B + plan.accumulator_bits) + per_product_bit * K * (K + B)))
     return FitReport(board.name, lanes, memories, sum(m[3] for m in memories), board.bram_blocks,
                      rom_bits, luts, board.luts)
 

@@ -47,7 +47,7 @@ def format_sim(report):
         f"(model: {report['cycles_equal_model']}/{n} exact)",
         f"bound                   mean {report['bound_mean']:.1f} -> ratio {report['cycles_over_bound']:.3f}",
         f"at {report['clock_hz'] / 1e6:.0f} MHz               {report['images_per_s_at_clock']:.0f} images/s "
-        f"(incl. one cycle per pixel to load)",
+        f"(back to back: loading one pixel per cycle overlaps the image ahead)",
         f"wall                    {report['sim_seconds_wall']:.1f} s simulating "
         f"({report['sim_images_per_s_wall']:.1f} images/s), {report['build_seconds']:.1f} s building",
     ]
