@@ -132,12 +132,15 @@ class NetworkCore(wiring.Component):
         cycles = Signal(plan.cycle_bits)
         issued = Signal()                     # an event was issued last cycle: its weights are valid now
         issued_value = Signal(K)
+        staged = Signal()                     # ... and a cycle later they are in registers, then added
+        staged_value = Signal(K)
+        staged_weights = Signal(P * B)
         votes = [Signal(range(plan.nhot + 1), name=f"votes_{cls}") for cls in range(plan.classes)]
         best = Signal(range(max(plan.classes, 2)))
         best_votes = Signal(range(plan.nhot + 1))
 
         m.d.comb += [group_next.eq(group), pointer_next.eq(pointer)]
-        m.d.sync += [group.eq(group_next), pointer.eq(pointer_next), issued.eq(0)]
+        m.d.sync += [group.eq(group_next), pointer.eq(pointer_next)]
         # read addresses follow the *next* pointer, so read data always belongs to the current one
         m.d.comb += counts[0].eq(bank_count[run_bank])
         m.d.comb += list_reads[0].addr.eq(pointer_next + Mux(run_bank, plan.input_size, 0))
@@ -169,13 +172,22 @@ class NetworkCore(wiring.Component):
                         weights.eq(w_read.data),
                         thresholds.eq(t_read.data),
                     ]
+        # the event list's output is registered before it addresses the weight ROM (a block RAM's
+        # clock-to-output, the layer select and the address adder would not fit one cycle)
+        listed = Signal()
+        listed_index = Signal.like(event_index)
+        listed_value = Signal(K)
+        m.d.sync += [listed.eq(0), issued.eq(listed), issued_value.eq(listed_value)]
         for read in weight_reads:
-            m.d.comb += read.addr.eq(weight_base + event_index)
+            m.d.comb += read.addr.eq(weight_base + listed_index)
 
+        # the weight ROM's output goes through a register before the lanes multiply and add: the ROM's
+        # clock-to-output and the layer's ROM select then do not share a cycle with the adder tree
+        m.d.sync += [staged.eq(issued), staged_value.eq(issued_value), staged_weights.eq(weights)]
         m.d.comb += [
-            neurons.add.eq(issued),
-            neurons.value.eq(issued_value),
-            neurons.weights.eq(weights),
+            neurons.add.eq(staged),
+            neurons.value.eq(staged_value),
+            neurons.weights.eq(staged_weights),
             neurons.thresholds.eq(thresholds),
         ]
 
@@ -237,12 +249,21 @@ class NetworkCore(wiring.Component):
                 start_group(count)
 
             with m.State("PASS"):
-                m.d.sync += [cycles.eq(cycles + 1), issued.eq(1), issued_value.eq(event_bits)]
+                m.d.sync += [cycles.eq(cycles + 1), listed.eq(1), listed_index.eq(event_index),
+                             listed_value.eq(event_bits)]
                 m.d.comb += pointer_next.eq(pointer + 1)
                 with m.If(pointer + 1 == count):
                     m.next = "WAIT"
 
-            with m.State("WAIT"):
+            with m.State("WAIT"):            # the last event addresses the weight ROM
+                m.d.sync += cycles.eq(cycles + 1)
+                m.next = "READ"
+
+            with m.State("READ"):            # ... its weights are read
+                m.d.sync += cycles.eq(cycles + 1)
+                m.next = "ADD"
+
+            with m.State("ADD"):             # ... and added
                 m.d.sync += cycles.eq(cycles + 1)
                 m.next = "COMPARE"
 

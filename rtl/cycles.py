@@ -6,11 +6,12 @@ non-zero pixels, each adding all of its bit-planes at once; later layers: the sp
 below) and ``S`` output spikes, the sequencer spends
 
 * 1 cycle to start the layer,
-* per group: ``E`` cycles issuing events, 1 cycle for the last weight to land, 1 to compare
-  (without events only the compare: ``1``),
+* per group: ``E`` cycles issuing events, then 3 while the last one goes through the pipeline
+  (event list register -> weight ROM -> weight register -> lanes) and 1 to compare (without events
+  only the compare: ``1``),
 * 1 cycle per output spike, to append it to the next layer's event list (or count its vote).
 
-so ``cycles = sum_l 1 + G (E + 2) + S`` (``1 + G + S`` when ``E = 0``), against the lower bound
+so ``cycles = sum_l 1 + G (E + 4) + S`` (``1 + G + S`` when ``E = 0``), against the lower bound
 ``sum_l G * E``: no design with ``P`` units that touches each (active input, neuron) pair once can
 do better. Stalls of the trace port are not counted (the model assumes it is always ready). The
 input is double-buffered: the next image loads while one runs.
@@ -39,7 +40,7 @@ def inference_cycles(plan, pixels, spikes):
     for index, layer in enumerate(plan.layers):
         e = events[:, index]
         fired = np.asarray(spikes[index]).reshape(len(e), -1).sum(axis=1, dtype=np.int64)
-        total += 1 + np.where(e > 0, layer.groups * (e + 2), layer.groups) + fired
+        total += 1 + np.where(e > 0, layer.groups * (e + 4), layer.groups) + fired
     return total
 
 

@@ -130,7 +130,7 @@ class CorePlan:
     def worst_cycles(self):
         """Cycles of an inference in which every pixel and every neuron is active."""
         events = [self.input_size] + [layer.outputs for layer in self.layers[:-1]]
-        return len(self.layers) + sum(plan.groups * (count + 2) + plan.outputs
+        return len(self.layers) + sum(plan.groups * (count + 4) + plan.outputs
                                       for plan, count in zip(self.layers, events))
 
     def describe(self):

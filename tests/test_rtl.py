@@ -228,9 +228,9 @@ def test_cycle_model_matches_the_formula_and_respects_the_bound():
     hidden = spikes[0]
     assert bound[0] == groups[1] * hidden[0]
     assert bound[1] == groups[0] * 1 + groups[1] * hidden[1]
-    first = [1 + groups[0], 1 + groups[0] * (1 + 2)]
+    first = [1 + groups[0], 1 + groups[0] * (1 + 4)]
     for image in range(2):
-        second = 1 + (groups[1] * (hidden[image] + 2) if hidden[image] else groups[1])
+        second = 1 + (groups[1] * (hidden[image] + 4) if hidden[image] else groups[1])
         assert cycles[image] == first[image] + spikes[0][image] + second + spikes[1][image]
     assert (cycles >= bound).all()
 
