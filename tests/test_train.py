@@ -103,3 +103,9 @@ def test_flow_writes_a_report(tmp_path):
     assert board["lost"] == board["duplicated"] == 0 and board["class_agreement"] == 50
     assert 0.5 < board["line_rate_fraction"] <= 1.0
     assert "## Host over serial to the simulated board" in markdown
+    # and ends with a bitstream for the default board, timing met
+    built = report["bitstream"]
+    assert built["board"] == "ulx3s-85f" and built["lanes"] == 32 and built["timing_met"] is True
+    assert (out / "bitstream" / "hone.bit").stat().st_size == built["bitstream_bytes"] > 100_000
+    assert built["inference"]["accuracy"] == pytest.approx(accuracy["integer"])
+    assert "## Bitstream for ulx3s-85f" in markdown and (out / "bitstream" / "build.png").exists()
