@@ -103,7 +103,7 @@ def rtl_fingerprint():
 
 def _build(network, network_path, *, simulator, lanes, build_root, waves):
     """Verilog and a simulator build for (network, lanes), reused while network and RTL are unchanged."""
-    build_dir = pathlib.Path(build_root) / f"{network.sha256[:16]}-p{lanes}-{rtl_fingerprint()}" / (
+    build_dir = pathlib.Path(build_root).resolve() / f"{network.sha256[:16]}-p{lanes}-{rtl_fingerprint()}" / (
         simulator + ("-waves" if waves else ""))
     verilog = build_dir.parent / f"{TOP}.v"
     if not verilog.exists() or not verilog.with_name(verilog.name + ".json").exists():

@@ -96,3 +96,14 @@ def test_hone_sim_dumps_waves_for_one_image(tmp_path, capsys):
 def test_hone_sim_errors_are_one_line(argv, message, capsys):
     assert main(["sim", str(FASHION), *argv]) == 1
     assert re.match(f"^hone: error: {message}", capsys.readouterr().err.strip().splitlines()[-1])
+
+
+def test_a_relative_build_folder_works_from_any_directory(tmp_path, monkeypatch):
+    """`hone sim` and `make flow` default to relative folders (runs/...): the simulator runs in the
+    test folder, so every path it is given must be absolute."""
+    network = random_dense_network(np.random.default_rng(7), input_bits=2, widths=(5,))
+    write_network(tmp_path / "net.hone", network)
+    monkeypatch.chdir(tmp_path)
+    pixels = np.random.default_rng(8).integers(0, 4, size=(3, network.input.size))
+    report = simulate("net.hone", pixels, simulator="icarus", lanes=2, build_root="runs/sim", progress=False)
+    assert_equal(report)
