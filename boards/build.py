@@ -2,7 +2,7 @@
 
 hone points Amaranth at the pip-installed YoWASP tools through the environment variables Amaranth
 reads (``YOSYS``, ``NEXTPNR_ICE40``, ...), unless the user has set them to tools of their own.
-nextpnr writes a JSON report (utilisation and fmax), which :func:`build` turns into ``report.json``.
+nextpnr writes a JSON report (utilisation and fmax), which :func:`run_flow` turns into figures.
 """
 
 import contextlib
