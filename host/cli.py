@@ -29,7 +29,8 @@ def cmd_flow(args):
     over serial through the simulated board with the host code, write one report."""
     config = training_cli.config_from(args)
     out = pathlib.Path(args.out)
-    summary = training_cli.run_training(config, out / "train", quiet=args.json)
+    summary = training_cli.run_training(config, out / "train", quiet=args.json, backend=args.backend,
+                                        cpu_devices=args.cpu_devices)
     network_path = out / "net.hone"
     exported = training_cli.export_model(out / "train" / "model.keras", network_path,
                                          weight_bits=args.weight_bits)

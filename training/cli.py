@@ -62,6 +62,25 @@ def _int_tuple(text):
     return values
 
 
+def add_backend_argument(parser):
+    from .backend import BACKENDS
+
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow); jax needs "
+                             "pip install 'hone[jax]'")
+
+
+def use_backend(name=None, cpu_devices=None):
+    """Select the Keras backend before anything imports Keras; its name."""
+    from .backend import BackendError, select_backend
+
+    _quiet_tensorflow()
+    try:
+        return select_backend(name, cpu_devices=cpu_devices)
+    except BackendError as error:
+        raise UserError(str(error)) from None
+
+
 def add_train_arguments(parser, defaults):
     group = parser.add_argument_group("data and architecture")
     group.add_argument("--dataset", choices=("fashion-mnist", "digits"), default=defaults.dataset)
@@ -92,6 +111,15 @@ def add_train_arguments(parser, defaults):
                        help="backward pass of spiking layers: exact (plain Whetstone), straight-through "
                             "once sharp, or the unsharpened curve's gradient throughout")
     group.add_argument("--activation", choices=("brelu", "sigmoid"), default=defaults.activation)
+
+    group = parser.add_argument_group("backend and devices")
+    add_backend_argument(group)
+    group.add_argument("--data-parallel", dest="distribution", action="store_const", const="data-parallel",
+                       default=defaults.distribution,
+                       help="one replica per device, the batch split between them: keras.distribution on "
+                            "jax, tf.distribute on tensorflow (multi-worker: see README)")
+    group.add_argument("--cpu-devices", type=int, metavar="N",
+                       help="split the CPU into N virtual devices (data parallelism without accelerators)")
 
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, default=defaults.epochs,
@@ -129,8 +157,8 @@ def config_from(args):
         raise UserError(str(error)) from None
 
 
-def run_training(config, out, *, quiet):
-    _quiet_tensorflow()
+def run_training(config, out, *, quiet, backend=None, cpu_devices=None):
+    use_backend(backend, cpu_devices)
     from .datasets import DatasetError
     from .train import TrainingIncomplete, train
 
@@ -154,6 +182,9 @@ def format_summary(summary, out):
         f"epochs                  {summary['epochs']} (fully sharp after epoch {summary['sharp_epoch']})"
         if summary["sharp_epoch"] else f"epochs                  {summary['epochs']}",
         f"seconds                 {summary['seconds']:.1f} ({summary['seconds_per_epoch']:.2f} s/epoch)",
+        f"backend                 {summary['backend']}, {summary['engine']}"
+        + (f" on {summary['replicas']} devices" if summary["replicas"] > 1 else "")
+        + (f", {summary['workers']} workers" if summary["workers"] > 1 else ""),
     ]
     return "\n".join(lines)
 
@@ -162,12 +193,12 @@ def train_figures(summary):
     return {key: summary[key] for key in (
         "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
         "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
-        "sharpness")}
+        "sharpness", "backend", "engine", "replicas", "workers")}
 
 
 def cmd_train(args):
     config = config_from(args)
-    summary = run_training(config, args.out, quiet=args.json)
+    summary = run_training(config, args.out, quiet=args.json, backend=args.backend, cpu_devices=args.cpu_devices)
     print(format_summary(summary, args.out))
     if args.json:
         print(json.dumps(train_figures(summary)))
@@ -199,9 +230,9 @@ def format_export(report, out):
 
 
 def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
-            dataset=None):
+                 dataset=None, backend=None):
     """Export a run's model to a network file and its report (``output`` + ``.json``); the report."""
-    _quiet_tensorflow()
+    use_backend(backend)
     import keras
     from . import layers  # noqa: F401  (registers hone's layers)
     from .datasets import DatasetError, load_dataset
@@ -239,7 +270,8 @@ def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=
 
 def cmd_export(args):
     report = export_model(args.model, args.output, weight_bits=args.weight_bits, input_bits=args.input_bits,
-                     per_layer=args.per_layer, allow_unsharp=args.allow_unsharp, dataset=args.dataset)
+                          per_layer=args.per_layer, allow_unsharp=args.allow_unsharp, dataset=args.dataset,
+                          backend=args.backend)
     print(format_export(report, args.output))
     if args.json:
         print(json.dumps(report))
@@ -310,6 +342,7 @@ def add_commands(commands):
                         help="export a model whose spiking layers are not all fully sharp")
     export.add_argument("--dataset", choices=("fashion-mnist", "digits"),
                         help="test data for the accuracy table (default: from the run folder)")
+    add_backend_argument(export)
     export.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     export.set_defaults(handler=cmd_export)
 

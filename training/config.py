@@ -2,9 +2,10 @@
 
 import dataclasses
 
-__all__ = ["SHARPENERS", "TrainConfig"]
+__all__ = ["SHARPENERS", "DISTRIBUTIONS", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
+DISTRIBUTIONS = ("none", "data-parallel")
 
 
 @dataclasses.dataclass
@@ -32,6 +33,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
+    distribution: str = "none"        # "data-parallel": every device (see training.distribute)
     # AdaptiveSharpener
     min_init_epochs: int = 6
     rate: float = 0.25
@@ -49,6 +51,9 @@ class TrainConfig:
     finetune_epochs: int = 20
 
     def __post_init__(self):
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {self.distribution!r}; expected one of "
+                             f"{', '.join(DISTRIBUTIONS)}")
         if self.sharpener not in SHARPENERS:
             raise ValueError(f"unknown sharpener {self.sharpener!r}; expected one of {', '.join(SHARPENERS)}")
         for name in ("epochs", "batch_size"):

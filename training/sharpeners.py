@@ -74,6 +74,7 @@ class Sharpener(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.layers = spiking_layers(self.model)
+        self._jax_state_sync = getattr(self.model, "jax_state_sync", None)
         if not self.layers:
             raise ValueError("the model has no spiking layers to sharpen (expected SpikingBReLU or "
                              "SpikingSigmoid activations)")
@@ -112,6 +113,10 @@ class Sharpener(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._epoch_rate <= 0.0:
             return
+        if self._jax_state_sync is not None:
+            # Keras' JAX trainer keeps the training state off the model between steps: attach it,
+            # so the sharpness set now is what the next step reads back.
+            self._jax_state_sync()
         steps = self._steps or 1
         self.advance(self._epoch_rate / steps)
 

@@ -20,6 +20,7 @@ from .models import build_model
 from .decode import SoftmaxDecode
 from .nhot import decode_spikes
 from .config import TrainConfig
+from .distribute import placement, worker_shard
 from .sharpeners import sharpness_of
 
 __all__ = ["TrainConfig", "TrainingIncomplete", "compiled_model", "train", "hard_classes", "hard_accuracy", "output_spikes"]
@@ -162,12 +163,15 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     sharpener = config.make_sharpener(verbose=bool(verbose))  # validates its settings first
     keras.utils.set_random_seed(config.seed)
     data = data or load_dataset(config.dataset, binarize=config.binarize)
-    model = compiled_model(config, data)
-    callbacks = [_EpochTimer()]
-    if sharpener is not None:
-        callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
-    fit = model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=config.epochs,
-                    validation_data=(data.x_test, data.y_test), callbacks=callbacks, verbose=verbose)
+    with placement(config.distribution) as where:
+        model = compiled_model(config, data)
+        callbacks = [_EpochTimer()]
+        if sharpener is not None:
+            callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
+        x, y, batch_size = worker_shard(where, data.x_train, data.y_train, config.batch_size)
+        fit = model.fit(x, y, batch_size=batch_size, epochs=config.epochs,
+                        validation_data=(data.x_test, data.y_test), callbacks=callbacks, verbose=verbose)
+        sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
     layer_names = [layer.name for layer in spiking_layers(model)]
     history = _history(fit.history, layer_names)
     sharp = sharpness_of(model)
@@ -187,15 +191,20 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         "sharpness": sharp,
         "best_accuracy_before_sharpening": max(before) if before else None,
         "final_test_accuracy": history["test_accuracy"][-1],
-        "sharpened_accuracy": hard_accuracy(model, data.x_test, data.y_test),
+        "sharpened_accuracy": sharpened_accuracy,
         "sharp_epoch": getattr(sharpener, "sharp_epoch", None),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
         "seconds": time.perf_counter() - started,
+        "backend": keras.backend.backend(),
+        "engine": where.engine,
+        "replicas": where.replicas,
+        "workers": where.workers,
         "config": {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(config).items()},
     }
     if out_dir is not None:
-        out = pathlib.Path(out_dir)
+        # Every worker saves (collective reads of distributed variables); only the chief's folder counts.
+        out = pathlib.Path(out_dir) if where.chief else pathlib.Path(out_dir) / f"worker-{where.worker}"
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")
         (out / "history.json").write_text(json.dumps({"history": history, "summary": summary}, indent=1))

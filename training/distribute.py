@@ -1,0 +1,122 @@
+"""Data-parallel training on the engines Keras already drives, never a scheduler of our own.
+
+- JAX: ``keras.distribution.DataParallel`` over every device (``keras.distribution.initialize()``
+  first when ``KERAS_DISTRIBUTION_*`` describe several processes).
+- TensorFlow: ``tf.distribute.MirroredStrategy`` over the local devices, or
+  ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one worker.
+
+Every replica sees its slice of the same global batch, gradients are all-reduced, and the model's
+variables (weights and each spiking layer's ``sharpness``) are single logical variables: a sharpener
+callback sets sharpness once per step from the cross-replica loss, the same on every worker.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+
+from .config import DISTRIBUTIONS
+
+__all__ = ["DISTRIBUTIONS", "Placement", "placement", "worker_shard"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run trains: the engine, its devices, and this process' place among the workers."""
+
+    backend: str
+    engine: str
+    devices: tuple
+    workers: int = 1
+    worker: int = 0
+
+    @property
+    def replicas(self):
+        return len(self.devices)
+
+    @property
+    def chief(self):
+        return self.worker == 0
+
+    def describe(self):
+        workers = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
+        return f"{self.engine} on {self.replicas} device(s) ({', '.join(self.devices)}){workers}"
+
+
+def _tf_cluster():
+    """``(workers, index)`` from ``TF_CONFIG``, ``(1, 0)`` without one."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 1, 0
+    try:
+        config = json.loads(raw)
+        workers = len(config.get("cluster", {}).get("worker", []))
+        index = int(config.get("task", {}).get("index", 0))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON with cluster.worker and task.index: {error}") from None
+    return max(workers, 1), index
+
+
+def _jax_cluster():
+    processes = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES")
+    if not processes:
+        return 1, 0
+    try:
+        return int(processes), int(os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "0"))
+    except ValueError:
+        raise ValueError("KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID must be "
+                         "integers") from None
+
+
+@contextlib.contextmanager
+def placement(distribution="none"):
+    """Build, compile and fit inside this context; it yields the run's :class:`Placement`."""
+    import keras
+
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; expected one of {', '.join(DISTRIBUTIONS)}")
+    backend = keras.backend.backend()
+    if distribution == "none":
+        yield Placement(backend, "single device", ("default",))
+        return
+    if backend == "jax":
+        workers, worker = _jax_cluster()
+        if workers > 1:
+            keras.distribution.initialize()
+        devices = keras.distribution.list_devices()
+        previous = keras.distribution.distribution()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        try:
+            yield Placement(backend, "keras.distribution.DataParallel", tuple(devices), workers, worker)
+        finally:
+            keras.distribution.set_distribution(previous)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        workers, worker = _tf_cluster()
+        if workers > 1:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            engine = "tf.distribute.MultiWorkerMirroredStrategy"
+            devices = strategy.extended.worker_devices
+        else:
+            kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+            devices = [device.name for device in tf.config.list_logical_devices(kind)]
+            strategy = tf.distribute.MirroredStrategy(devices)
+            engine = "tf.distribute.MirroredStrategy"
+        with strategy.scope():
+            yield Placement(backend, engine, tuple(devices), workers, worker)
+    else:
+        raise ValueError(f"data-parallel training is not wired up for the {backend} backend")
+
+
+def worker_shard(where, x, y, batch_size):
+    """This process' share of the data and its batch size.
+
+    Keras' JAX trainer takes each process' batch as its part of the global batch, so across JAX
+    processes every worker trains on its own slice; ``tf.distribute`` shards the data itself.
+    """
+    if where.backend != "jax" or where.workers == 1:
+        return x, y, batch_size
+    if batch_size % where.workers:
+        raise ValueError(f"batch size {batch_size} does not split evenly over {where.workers} processes")
+    return x[where.worker::where.workers], y[where.worker::where.workers], batch_size // where.workers
