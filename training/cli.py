@@ -1,4 +1,5 @@
-"""The training side of the ``hone`` command line: ``train``, ``export``, ``info`` (see :mod:`host.cli`).
+"""The training side of the ``hone`` command line: ``train``, ``sweep``, ``export``, ``info`` (see
+:mod:`host.cli`).
 
 Subcommands import their heavy dependencies (TensorFlow, Keras) only when they run, so ``hone --help``
 is instant. User errors (bad arguments, a missing data set, an incomplete sharpening) print one
@@ -204,6 +205,40 @@ def cmd_train(args):
         print(json.dumps(train_figures(summary)))
 
 
+def cmd_sweep(args):
+    from .datasets import DatasetError
+    from .sweep import SweepError, format_sweep, grid_size, parse_space
+
+    config = config_from(args)
+    use_backend(args.backend, args.cpu_devices)  # before parse_space, whose checks build sharpeners
+    try:
+        space = parse_space(args.vary or [], config.sharpener)
+    except SweepError as error:
+        raise UserError(str(error)) from None
+    from .sweep import run_sweep
+
+    ranges = "; ".join(f"{name} in {', '.join(f'{value:g}' for value in values)}" for name, values in space.items())
+    print(f"sweeping {ranges} ({grid_size(space)} combinations, {args.search} search) on {config.dataset}",
+          flush=True)
+    try:
+        figures = run_sweep(config, space, args.out, search=args.search, trials=args.trials, seed=args.seed,
+                            log=lambda line: print(line, flush=True))
+    except (SweepError, DatasetError) as error:
+        raise UserError(str(error)) from None
+    if figures is None:
+        print("worker finished: the chief writes the table")
+        return
+    rows = json.loads((args.out / "sweep.json").read_text())["rows"]
+    print(format_sweep(rows, space, next(row for row in rows if row["trial"] == figures["best"]["trial"])))
+    best = figures["best"]
+    print(f"best trial {best['trial']}: " + ", ".join(f"{name}={best[name]:g}" for name in space)
+          + f" -> sharpened {100 * best['val_sharpened_accuracy']:.2f}% validation, "
+          f"{100 * best['test_sharpened_accuracy']:.2f}% test")
+    print(f"table {figures['table']}, plot {figures['plot']}")
+    if args.json:
+        print(json.dumps(figures, default=str))
+
+
 def format_export(report, out):
     acc = report["accuracy"]
     lines = [
@@ -315,7 +350,7 @@ def cmd_info(args):
 
 
 def add_commands(commands):
-    """Register ``train``, ``export`` and ``info`` on the ``hone`` subparsers."""
+    """Register ``train``, ``sweep``, ``export`` and ``info`` on the ``hone`` subparsers."""
     from .config import TrainConfig
 
     defaults = TrainConfig()
@@ -325,6 +360,24 @@ def add_commands(commands):
     train.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR", help="run folder to write")
     train.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     train.set_defaults(handler=cmd_train)
+
+    sweep = commands.add_parser(
+        "sweep", help="sweep sharpener hyperparameters with KerasTuner",
+        description="Train one sharpened network per trial with KerasTuner and tabulate and plot the "
+                    "sharpened (hard-step) accuracy against each hyperparameter. The objective is the "
+                    "accuracy on a validation split of the training set; the test set is only reported. "
+                    "Distributed: run the same command per process with KerasTuner's KERASTUNER_* "
+                    "variables (see README).")
+    add_train_arguments(sweep, dataclasses.replace(defaults, sharpener="adaptive"))
+    sweep.add_argument("--vary", action="append", metavar="NAME=V1,V2,..",
+                       help="a hyperparameter and its values (repeatable), e.g. --vary rate=0.1,0.25 "
+                            "--vary nhot=2,4 (default: rate, critical, patience, nhot, finetune-epochs)")
+    sweep.add_argument("--search", choices=("grid", "random", "bayesian"), default="grid")
+    sweep.add_argument("--trials", type=int, help="trials to run (default: the whole grid; 10 otherwise)")
+    sweep.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR",
+                       help="sweep folder (trial run folders, table, plot); rerun to resume")
+    sweep.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
+    sweep.set_defaults(handler=cmd_sweep)
 
     export = commands.add_parser(
         "export", help="quantize a sharpened model into a network file",

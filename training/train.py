@@ -27,7 +27,15 @@ __all__ = ["TrainConfig", "TrainingIncomplete", "compiled_model", "train", "hard
 
 
 class TrainingIncomplete(RuntimeError):
-    """Training ran out of epochs before every spiking layer was fully sharp."""
+    """Training ran out of epochs before every spiking layer was fully sharp.
+
+    ``summary`` holds the run's figures all the same (its ``sharpened_accuracy`` forces every layer
+    to a step).
+    """
+
+    def __init__(self, message, summary=None):
+        super().__init__(message)
+        self.summary = summary
 
 def output_spikes(model, x, batch_size=1024):
     """The output layer's spikes (the input of :class:`SoftmaxDecode`) for a batch of images."""
@@ -213,5 +221,5 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         levels = ", ".join(f"{name}={value:.3f}" for name, value in sharp.items())
         raise TrainingIncomplete(
             f"training stopped after {summary['epochs']} epochs (--epochs) before every spiking layer "
-            f"was fully sharp: {levels}. Raise --epochs or the sharpening rate.")
+            f"was fully sharp: {levels}. Raise --epochs or the sharpening rate.", summary)
     return model, history, summary
