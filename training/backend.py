@@ -70,6 +70,10 @@ def _split_cpu(backend, count):
             return
         flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
         os.environ["XLA_FLAGS"] = f"{flags.strip()} --xla_force_host_platform_device_count={count}".strip()
+        # XLA sizes its CPU thread pool from NPROC, else the core count. With more devices than
+        # spare threads, one device's program can wait in a collective while the thread the other
+        # device needs is blocked on its in-flight limit: a deadlock (seen with 2 devices on 2 cores).
+        os.environ.setdefault("NPROC", str(max(os.cpu_count() or 1, 4 * count)))
     else:
         import tensorflow as tf
 

@@ -17,7 +17,7 @@ import os
 
 from .config import DISTRIBUTIONS
 
-__all__ = ["DISTRIBUTIONS", "Placement", "placement", "worker_shard"]
+__all__ = ["DISTRIBUTIONS", "Placement", "placement", "worker_shard", "batch_multiple", "pad_to_multiple"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,3 +120,27 @@ def worker_shard(where, x, y, batch_size):
     if batch_size % where.workers:
         raise ValueError(f"batch size {batch_size} does not split evenly over {where.workers} processes")
     return x[where.worker::where.workers], y[where.worker::where.workers], batch_size // where.workers
+
+
+def batch_multiple():
+    """Every batch must split evenly over this many devices: JAX shards each batch in equal parts."""
+    import keras
+
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is None:
+        return 1
+    return int(keras.distribution.distribution().device_mesh.devices.size)
+
+
+def pad_to_multiple(x, y, multiple):
+    """``(x, y, sample_weight)`` padded to a multiple of ``multiple`` rows with weight-0 copies.
+
+    The final short batch then splits evenly too, and the padding changes no metric (weight 0);
+    ``sample_weight`` is None when nothing was padded.
+    """
+    missing = -len(x) % multiple
+    if missing == 0:
+        return x, y, None
+    import numpy as np
+
+    weights = np.concatenate([np.ones(len(x), "float32"), np.zeros(missing, "float32")])
+    return (np.concatenate([x, x[:missing]]), np.concatenate([y, y[:missing]]), weights)

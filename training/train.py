@@ -20,7 +20,7 @@ from .models import build_model
 from .decode import SoftmaxDecode
 from .nhot import decode_spikes
 from .config import TrainConfig
-from .distribute import placement, worker_shard
+from .distribute import batch_multiple, pad_to_multiple, placement, worker_shard
 from .sharpeners import sharpness_of
 
 __all__ = ["TrainConfig", "TrainingIncomplete", "compiled_model", "train", "hard_classes", "hard_accuracy", "output_spikes"]
@@ -43,7 +43,9 @@ def output_spikes(model, x, batch_size=1024):
     if not isinstance(decode, SoftmaxDecode):
         raise ValueError(f"the model's last layer must be SoftmaxDecode, not {type(decode).__name__}")
     probe = keras.Model(model.inputs, decode.input)
-    return probe.predict(x, batch_size=batch_size, verbose=0)
+    multiple = batch_multiple()
+    padded, _, _ = pad_to_multiple(np.asarray(x), np.zeros(len(x)), multiple)
+    return probe.predict(padded, batch_size=batch_size - batch_size % multiple or multiple, verbose=0)[:len(x)]
 
 
 def hard_classes(model, x):
@@ -177,8 +179,14 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         if sharpener is not None:
             callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
         x, y, batch_size = worker_shard(where, data.x_train, data.y_train, config.batch_size)
-        fit = model.fit(x, y, batch_size=batch_size, epochs=config.epochs,
-                        validation_data=(data.x_test, data.y_test), callbacks=callbacks, verbose=verbose)
+        multiple = batch_multiple()
+        if batch_size % multiple:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {multiple} devices; "
+                             f"use a multiple of {multiple}")
+        x, y, weights = pad_to_multiple(x, y, multiple)
+        fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
+                        validation_data=pad_to_multiple(data.x_test, data.y_test, multiple),
+                        callbacks=callbacks, verbose=verbose)
         sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
     layer_names = [layer.name for layer in spiking_layers(model)]
     history = _history(fit.history, layer_names)
