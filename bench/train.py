@@ -1,126 +1,196 @@
-"""Sharpening benchmark: does sharpening keep accuracy, and what does it cost per epoch?
+"""Training benchmark: speed per backend side by side, sharpening cost, and accuracy across backends
+and devices, all measured in one run.
 
-For each configuration it trains hone's default recipe (sharpened until every layer is a step), then
-the same architecture for the same number of epochs with sharpness held at 0, and prints one JSON
-line: dataset, arch, input encoding, unsharpened and sharpened test accuracy, epochs, seconds per
-epoch with and without the sharpener and their ratio. Run folders (model, history, plot) go to
-``--out``.
+Parts (``--parts``, default all):
 
-Seconds per epoch on a shared 2-core machine drift by +-30% from one minute to the next, so the
-overhead ratio is not taken from the two long runs (their medians are printed for reference) but
-measured in one model, alternating one-epoch fits with and without an active sharpener
-(``--repeats`` of each, same data, same validation pass); the ratio compares the fastest of each.
+- ``speed``: per backend, seconds per training epoch (Fashion-MNIST, 469 batches of 128, no
+  validation pass) of hone's dense recipe (784-256-64-40, BN, dropout, straight-through) with and
+  without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
+  minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
+  overhead. Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
+  whose TensorFlow time calibrates this machine against the day the reference was measured.
+- ``accuracy``: hone's default training (sharpened until every layer is a step), same seed and
+  data, on each backend: sharpened test accuracy side by side.
+- ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel
+  --cpu-devices 2``, JAX by default) against one device.
 
-    python bench/train.py                      # dense and conv on Fashion-MNIST (about 60 min on 2 cores)
-    python bench/train.py --configs dense      # dense only (about 6 min)
-    python bench/train.py --overhead-only      # only the interleaved overhead measurement
-    python bench/train.py --configs dense-binary --dataset digits
+Every backend runs in its own process (Keras picks its backend once, at import). The last stdout
+line is one JSON object with every figure.
+
+    python bench/train.py                         # everything (about 25 min on 2 cores)
+    python bench/train.py --parts speed           # about 4 min
+    python bench/train.py --parts accuracy --dataset digits
 """
 
 import argparse
-import dataclasses
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-CONFIGS = {
-    "dense": dict(arch="dense"),
-    "dense-binary": dict(arch="dense", binarize=True),
-    "conv": dict(arch="conv"),
-}
+REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
+BACKENDS = ("tensorflow", "jax")
+PARTS = ("speed", "accuracy", "data-parallel")
 
 
-def overhead(overrides, dataset, repeats):
-    """Interleaved one-epoch fits with and without a sharpener that moves every batch."""
+# -- workers: one backend per process --------------------------------------------------------------
+
+def speed(dataset, repeats):
     import keras
     from training.config import TrainConfig
     from training.datasets import load_dataset
     from training.sharpeners import SimpleSharpener
     from training.train import compiled_model
 
-    config = TrainConfig(dataset=dataset, **overrides)
-    data = load_dataset(config.dataset, binarize=config.binarize)
-    keras.utils.set_random_seed(config.seed)
-    model = compiled_model(config, data)
-    sharpener = SimpleSharpener(start_epoch=0, steps=1000)  # active on every batch, never finishes
+    data = load_dataset(dataset)
 
-    def epoch(callbacks):
+    def timed(model, callbacks):
         start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, batch_size=config.batch_size, epochs=1, verbose=0,
-                  validation_data=(data.x_test, data.y_test), callbacks=callbacks)
+        model.fit(data.x_train, data.y_train, batch_size=128, epochs=1, verbose=0, callbacks=callbacks)
         return time.perf_counter() - start
 
-    epoch([])  # warm-up: tracing and first-touch costs
+    keras.utils.set_random_seed(0)
+    model = compiled_model(TrainConfig(dataset=dataset), data)
+    sharpener = SimpleSharpener(start_epoch=0, steps=100_000)  # moves every batch, never finishes
+    timed(model, [])  # warm-up: tracing and first-touch costs
     plain, sharp = [], []
     for index in range(repeats):
-        if index % 2:
-            plain.append(epoch([]))
-            sharp.append(epoch([sharpener]))
-        else:
-            sharp.append(epoch([sharpener]))
-            plain.append(epoch([]))
+        pair = [(plain, []), (sharp, [sharpener])]
+        for times, callbacks in (pair if index % 2 else pair[::-1]):
+            times.append(timed(model, callbacks))
     keras.backend.clear_session()
-    return {
-        "s_per_epoch_sharpener": round(min(sharp), 3),
-        "s_per_epoch_plain": round(min(plain), 3),
-        "sharpener_overhead": round(min(sharp) / min(plain), 3),
-        "overhead_repeats": repeats,
-    }
+    keras.utils.set_random_seed(0)
+    reference = compiled_model(TrainConfig(dataset=dataset, batch_norm=False, dropout=0.0, gradient="exact"), data)
+    timed(reference, [])
+    reference_times = [timed(reference, []) for _ in range(repeats)]
+    return {"s_per_epoch": round(min(plain), 3), "s_per_epoch_sharpening": round(min(sharp), 3),
+            "sharpening_overhead": round(min(sharp) / min(plain), 3),
+            "reference_net_s_per_epoch": round(min(reference_times), 3), "repeats": repeats}
 
 
-def run(name, overrides, dataset, out, verbose):
+def accuracy(dataset, out, data_parallel):
     import keras
     from training.config import TrainConfig
     from training.train import train
 
-    sharp_config = TrainConfig(dataset=dataset, **overrides)
-    _, _, sharp = train(sharp_config, out / name, verbose=verbose)
+    config = TrainConfig(dataset=dataset, distribution="data-parallel" if data_parallel else "none")
+    _, _, summary = train(config, out, verbose=2)
     keras.backend.clear_session()
-    plain_config = dataclasses.replace(sharp_config, sharpener="none", epochs=sharp["epochs"])
-    _, _, plain = train(plain_config, out / f"{name}-unsharpened", verbose=verbose)
-    keras.backend.clear_session()
-    return {
-        "config": name,
-        "dataset": dataset,
-        "arch": sharp["arch"],
-        "encoding": sharp["encoding"],
-        "nhot": sharp["nhot"],
-        "unsharpened_accuracy": round(plain["final_test_accuracy"], 4),
-        "sharpened_accuracy": round(sharp["sharpened_accuracy"], 4),
-        "accuracy_gap_points": round(100 * (plain["final_test_accuracy"] - sharp["sharpened_accuracy"]), 2),
-        "best_accuracy_before_sharpening": round(sharp["best_accuracy_before_sharpening"] or 0, 4),
-        "epochs": sharp["epochs"],
-        "sharp_epoch": sharp["sharp_epoch"],
-        "median_s_per_epoch_runs": [round(sharp["seconds_per_epoch"], 3),
-                                    round(plain["seconds_per_epoch"], 3)],
-    }
+    return {key: summary[key] for key in ("sharpened_accuracy", "best_accuracy_before_sharpening", "epochs",
+                                          "sharp_epoch", "seconds_per_epoch", "engine", "replicas")}
+
+
+def worker(args):
+    from training.backend import select_backend
+
+    select_backend(args.backend, cpu_devices=args.cpu_devices)
+    if args.worker == "speed":
+        figures = speed(args.dataset, args.repeats)
+    else:
+        figures = accuracy(args.dataset, args.out / f"{args.worker}-{args.backend}", args.worker == "data-parallel")
+    figures["backend"] = args.backend
+    print(json.dumps(figures), flush=True)
+
+
+# -- driver ----------------------------------------------------------------------------------------
+
+def run_worker(part, backend, args, cpu_devices=None):
+    command = [sys.executable, __file__, "--worker", part, "--backend", backend, "--dataset", args.dataset,
+               "--repeats", str(args.repeats), "--out", str(args.out)]
+    if cpu_devices:
+        command += ["--cpu-devices", str(cpu_devices)]
+    print(f"[{part} on {backend}{f', {cpu_devices} virtual CPU devices' if cpu_devices else ''}]", flush=True)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    print("\n".join(lines[-6:-1]), flush=True)  # the last epochs' lines, for the record
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f"the {part} run on {backend} failed (exit {result.returncode})")
+    return json.loads(lines[-1])
+
+
+def table(rows, columns):
+    width = max(len(name) for name, _ in rows) + 2
+    lines = [" " * width + "".join(f"{column:>14}" for column in columns)]
+    lines += [f"{name:<{width}}" + "".join(f"{value:>14}" for value in values) for name, values in rows]
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="dense,conv",
-                        help=f"comma-separated, from {', '.join(CONFIGS)} (default: dense,conv)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--data-parallel-backends", default="jax",
+                        help="backends for the data-parallel part (default: jax; tensorflow's "
+                             "MirroredStrategy on virtual CPUs takes about 10x longer per epoch)")
     parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--repeats", type=int, default=4, help="timed epochs of each kind (default: 4)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/train"))
-    parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity (default: 2, a line per epoch)")
-    parser.add_argument("--repeats", type=int, default=4,
-                        help="one-epoch fits of each kind for the overhead ratio (default: 4)")
-    parser.add_argument("--overhead-only", action="store_true",
-                        help="skip the accuracy runs; only measure the sharpener's overhead")
+    parser.add_argument("--worker", choices=PARTS, help=argparse.SUPPRESS)
+    parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-devices", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    names = [name.strip() for name in args.configs.split(",") if name.strip()]
-    unknown = [name for name in names if name not in CONFIGS]
-    if unknown:
-        parser.error(f"unknown config(s) {', '.join(unknown)}; expected some of {', '.join(CONFIGS)}")
-    for name in names:
-        figures = {"config": name} if args.overhead_only else run(
-            name, CONFIGS[name], args.dataset, args.out, args.verbose)
-        figures.update(overhead(CONFIGS[name], args.dataset, args.repeats))
-        print(json.dumps(figures), flush=True)
+    if args.worker:
+        return worker(args)
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    for name, allowed in (("part", PARTS), ("backend", BACKENDS)):
+        for value in parts if name == "part" else backends:
+            if value not in allowed:
+                parser.error(f"unknown {name} {value!r}; expected some of {', '.join(allowed)}")
+
+    figures = {"dataset": args.dataset}
+    if "speed" in parts:
+        measured = {backend: run_worker("speed", backend, args) for backend in backends}
+        figures["speed"] = measured
+        rows = [("s/epoch, hone recipe", [measured[b]["s_per_epoch"] for b in backends]),
+                ("  with the sharpener", [measured[b]["s_per_epoch_sharpening"] for b in backends]),
+                ("  sharpening overhead", [f"{measured[b]['sharpening_overhead']:.3f}x" for b in backends]),
+                ("s/epoch, reference net", [measured[b]["reference_net_s_per_epoch"] for b in backends])]
+        print(table(rows, backends))
+        if {"jax", "tensorflow"} <= set(backends):
+            fastest = min(backends, key=lambda b: measured[b]["s_per_epoch"])
+            # This machine against the day MEASUREMENTS.md was taken, from TensorFlow's reference net.
+            slowdown = measured["tensorflow"]["reference_net_s_per_epoch"] / REFERENCE["tensorflow"]
+            figures["speed"]["summary"] = {
+                "fastest_backend": fastest,
+                "speedup_fastest_over_tensorflow": round(
+                    measured["tensorflow"]["s_per_epoch"] / measured[fastest]["s_per_epoch"], 2),
+                "machine_slowdown_vs_reference_day": round(slowdown, 3),
+                "fastest_reference_net_vs_0.54": round(
+                    measured[fastest]["reference_net_s_per_epoch"] / REFERENCE["jax"], 3),
+                "fastest_reference_net_vs_0.54_machine_adjusted": round(
+                    measured[fastest]["reference_net_s_per_epoch"] / slowdown / REFERENCE["jax"], 3),
+            }
+            print(json.dumps(figures["speed"]["summary"]))
+    if "accuracy" in parts:
+        measured = {backend: run_worker("accuracy", backend, args) for backend in backends}
+        figures["accuracy"] = measured
+        print(table([("sharpened accuracy", [f"{100 * measured[b]['sharpened_accuracy']:.2f}%" for b in backends]),
+                     ("epochs", [measured[b]["epochs"] for b in backends]),
+                     ("s/epoch (with validation)", [round(measured[b]["seconds_per_epoch"], 3) for b in backends])],
+                    backends))
+        if len(backends) == 2:
+            gap = abs(measured[backends[0]]["sharpened_accuracy"] - measured[backends[1]]["sharpened_accuracy"])
+            figures["accuracy"]["gap_points"] = round(100 * gap, 2)
+            print(f"sharpened accuracy gap between backends: {100 * gap:.2f} points")
+    if "data-parallel" in parts:
+        figures["data_parallel"] = {}
+        for backend in [b.strip() for b in args.data_parallel_backends.split(",") if b.strip()]:
+            single = figures.get("accuracy", {}).get(backend) or run_worker("accuracy", backend, args)
+            split = run_worker("data-parallel", backend, args, cpu_devices=2)
+            gap = 100 * abs(split["sharpened_accuracy"] - single["sharpened_accuracy"])
+            figures["data_parallel"][backend] = {"one_device": single, "two_devices": split,
+                                                 "gap_points": round(gap, 2)}
+            print(table([("sharpened accuracy", [f"{100 * single['sharpened_accuracy']:.2f}%",
+                                                 f"{100 * split['sharpened_accuracy']:.2f}%"]),
+                         ("epochs", [single["epochs"], split["epochs"]]),
+                         ("s/epoch", [round(single["seconds_per_epoch"], 3), round(split["seconds_per_epoch"], 3)])],
+                        [f"{backend} x1", f"{backend} x2"]))
+            print(f"{backend}: 2 virtual devices vs 1: {gap:.2f} points apart")
+    print(json.dumps(figures))
     return 0
 
 

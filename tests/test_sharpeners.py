@@ -131,7 +131,8 @@ def test_sharpness_rises_a_little_every_batch():
 
     class Probe(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append(model.get_layer("s0").get_sharpness())
+            # through self.model: on JAX that attaches the training state mid-epoch
+            seen.append(self.model.get_layer("s0").get_sharpness())
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 6)).astype("float32")

@@ -15,15 +15,30 @@ from training.train import output_spikes
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits") / "run"
+def train_digits(out, *extra):
     result = subprocess.run(
         [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--arch", "dense",
-         "--nhot", "4", "--epochs", "80", "--seed", "0", "--out", str(out), "--json"],
+         "--nhot", "4", "--epochs", "80", "--seed", "0", "--out", str(out), "--json", *extra],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """The same training (seed, data, recipe) on each backend, run once each when first asked for."""
+    runs = {}
+
+    def run(backend):
+        if backend not in runs:
+            runs[backend] = train_digits(tmp_path_factory.mktemp(f"digits-{backend}") / "run", "--backend", backend)
+        return runs[backend]
+    return run
+
+
+@pytest.fixture(scope="module", params=["tensorflow", "jax"])
+def digits_run(request, digits_runs):
+    return digits_runs(request.param)
 
 
 def test_digits_sharpens_fully_and_scores_at_least_85_percent(digits_run):
@@ -69,6 +84,67 @@ def test_model_loads_in_a_fresh_interpreter_with_plain_load_model(digits_run):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[0] == "SoftmaxDecode"
+
+
+def test_backends_reach_the_same_sharpened_accuracy(digits_runs):
+    figures = {backend: json.loads(digits_runs(backend)[1].strip().splitlines()[-1])
+               for backend in ("tensorflow", "jax")}
+    assert {f["backend"] for f in figures.values()} == {"tensorflow", "jax"}
+    assert all(f["fully_sharp"] for f in figures.values())
+    # 360 test images: 2 points is 7 images (the 0.5-point bar on Fashion-MNIST is bench/train.py's)
+    assert abs(figures["tensorflow"]["sharpened_accuracy"] - figures["jax"]["sharpened_accuracy"]) <= 0.02
+
+
+def export_with(backend, model, output):
+    result = subprocess.run([sys.executable, "-m", "host.cli", "export", str(model), "--weight-bits", "4",
+                             "-o", str(output), "--backend", backend, "--json"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("trained_on", ["tensorflow", "jax"])
+def test_a_model_exports_identically_on_either_backend(digits_runs, tmp_path, trained_on):
+    model = digits_runs(trained_on)[0] / "model.keras"
+    reports = {backend: export_with(backend, model, tmp_path / f"{backend}.hone") for backend in ("tensorflow", "jax")}
+    assert (tmp_path / "tensorflow.hone").read_bytes() == (tmp_path / "jax.hone").read_bytes()
+    assert reports["tensorflow"]["sha256"] == reports["jax"]["sha256"]
+    assert reports["tensorflow"]["accuracy"] == reports["jax"]["accuracy"]
+
+
+@pytest.mark.parametrize("backend, engine", [("tensorflow", "tf.distribute.MirroredStrategy"),
+                                             ("jax", "keras.distribution.DataParallel")])
+def test_data_parallel_on_two_virtual_devices_matches_one_device(digits_runs, tmp_path, backend, engine):
+    _, stdout = train_digits(tmp_path / "run", "--backend", backend, "--data-parallel", "--cpu-devices", "2")
+    split = json.loads(stdout.strip().splitlines()[-1])
+    single = json.loads(digits_runs(backend)[1].strip().splitlines()[-1])
+    assert (split["engine"], split["replicas"], split["backend"]) == (engine, 2, backend)
+    assert split["fully_sharp"] and split["sharp_epoch"] == single["sharp_epoch"]  # the same schedule
+    assert abs(split["sharpened_accuracy"] - single["sharpened_accuracy"]) <= 0.02
+    assert f"{engine} on 2 devices" in stdout
+
+
+def test_sweep_writes_a_table_and_a_plot(tmp_path):
+    out = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "host.cli", "sweep", "--dataset", "digits", "--backend", "jax",
+         "--vary", "rate=0.25,0.5", "--min-init-epochs", "3", "--epochs", "40", "--finetune-epochs", "3",
+         "--out", str(out), "--json"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert figures["trials"] == len(rows) == 2 and sorted(row["rate"] for row in rows) == [0.25, 0.5]
+    assert figures["best"] == max(rows, key=lambda row: row["val_sharpened_accuracy"])
+    for row in rows:
+        assert row["fully_sharp"] and 0.8 <= row["val_sharpened_accuracy"] <= 1.0
+        history = json.loads((out / f"trial-{row['trial']}" / "history.json").read_text())
+        assert history["summary"]["config"]["rate"] == row["rate"]
+        assert history["summary"]["sharpened_accuracy"] == pytest.approx(row["val_sharpened_accuracy"])
+    table = (out / "sweep.md").read_text()
+    assert table.count("\n") == 2 + len(rows) and "**best**" in table
+    assert (out / "sweep.csv").read_text().count("\n") == 1 + len(rows)
+    png = (out / "sweep.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_flow_writes_a_report(tmp_path):

@@ -1,14 +1,24 @@
 """Spiking activations: bounded ramps that Whetstone sharpens, batch by batch, into binary steps.
 
-Each layer owns one non-trainable scalar weight, ``sharpness`` in [0, 1], so the sharpening state is
+Each layer owns a non-trainable scalar weight, ``sharpness`` in [0, 1], so the sharpening state is
 saved and loaded with the model. At ``sharpness == 1`` the forward pass is *exactly* the step function
 (float 0/1), which is what the hardware computes.
+
+Sharpness changes every training step, but a host-side assignment every step is slow on engines that
+keep the training state off the model (Keras' JAX trainer) or mirror it over devices. So a sharpener
+writes each epoch's per-step values ahead of time into the layer's ``sharpness_plan``; the training
+step reads its entry and advances ``plan_step`` itself, on every backend and under every distribution.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
-__all__ = ["Spiking", "SpikingBReLU", "SpikingSigmoid", "spiking_layers"]
+__all__ = ["PLAN_STEPS", "Spiking", "SpikingBReLU", "SpikingSigmoid", "spiking_layers"]
+
+#: Training steps a sharpener can plan at once: one epoch (469 at batch 128 on 60k images). Longer
+#: epochs fall back to setting the sharpness after every step.
+PLAN_STEPS = 4096
 
 
 def _check_sharpness(value):
@@ -53,11 +63,24 @@ class Spiking(keras.layers.Layer):
             raise ValueError(f"`gradient` must be one of {', '.join(map(repr, GRADIENTS))}. "
                              f"Received: gradient={gradient!r}")
         self.gradient = gradient
+        # Assigned inside the training step: with replicas, the first replica's value stands (all agree).
         self.sharpness = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self._initial_sharpness),
             trainable=False,
             name="sharpness",
+            aggregation="only_first_replica",
+        )
+        self.sharpness_plan = self.add_weight(
+            shape=(PLAN_STEPS,),
+            initializer=keras.initializers.Constant(self._initial_sharpness),
+            trainable=False,
+            name="sharpness_plan",
+            aggregation="only_first_replica",
+        )
+        self.plan_step = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="plan_step",
+            aggregation="only_first_replica",
         )
         self.supports_masking = True
 
@@ -65,8 +88,15 @@ class Spiking(keras.layers.Layer):
         """The differentiable curve at a given sharpness (< 1)."""
         raise NotImplementedError
 
-    def call(self, inputs):
-        s = ops.cast(self.sharpness, inputs.dtype)
+    def call(self, inputs, training=False):
+        if training:
+            # This step's planned sharpness; the next entry is the sharpness once it is done.
+            step = ops.minimum(self.plan_step, PLAN_STEPS - 2)
+            s = ops.cast(ops.take(self.sharpness_plan, step), inputs.dtype)
+            self.plan_step.assign(step + 1)
+            self.sharpness.assign(ops.take(self.sharpness_plan, step + 1))
+        else:
+            s = ops.cast(self.sharpness, inputs.dtype)
         soft = self.soft(inputs, s)
         hard = ops.cast(ops.greater_equal(inputs, self.threshold), inputs.dtype)
         if self.gradient != "exact":
@@ -79,7 +109,23 @@ class Spiking(keras.layers.Layer):
         return ops.where(ops.greater_equal(s, 1.0), hard, soft)
 
     def set_sharpness(self, value):
-        self.sharpness.assign(_check_sharpness(value))
+        """Set the sharpness, and hold it through the training steps to come."""
+        value = _check_sharpness(value)
+        self.set_plan([value])
+
+    def set_plan(self, values):
+        """Sharpness before each coming training step: ``values[k]`` for step ``k``, the last one held.
+
+        ``values[0]`` is the sharpness now. At most :data:`PLAN_STEPS` - 1 steps can be planned.
+        """
+        values = [_check_sharpness(value) for value in values]
+        if not 1 <= len(values) <= PLAN_STEPS - 1:
+            raise ValueError(f"a sharpness plan holds 1 to {PLAN_STEPS - 1} values. Received {len(values)}")
+        plan = np.full(PLAN_STEPS, values[-1], dtype="float32")
+        plan[:len(values)] = values
+        self.sharpness_plan.assign(plan)
+        self.plan_step.assign(0)
+        self.sharpness.assign(values[0])
 
     def get_sharpness(self):
         return float(ops.convert_to_numpy(self.sharpness))

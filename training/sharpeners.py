@@ -17,7 +17,7 @@ import math
 
 import keras
 
-from .activations import spiking_layers
+from .activations import PLAN_STEPS, spiking_layers
 
 __all__ = ["Sharpener", "SimpleSharpener", "AdaptiveSchedule", "AdaptiveSharpener", "sharpness_of"]
 
@@ -83,6 +83,7 @@ class Sharpener(keras.callbacks.Callback):
         self._finetune_done = 0
         self._epoch_rate = 0.0
         self._steps = None
+        self._planned = False
         self.sharp_epoch = None if not self.fully_sharp else 0
         self.reset()
 
@@ -109,16 +110,35 @@ class Sharpener(keras.callbacks.Callback):
         else:
             self._epoch_rate = float(self.epoch_rate(epoch))
         self._steps = self.params.get("steps") or self._steps
+        # Known steps: run the epoch's batch-by-batch schedule now and hand every layer its per-step
+        # plan, which the training steps follow on their own (no host round trip per step).
+        self._planned = self._steps is not None and self._steps < PLAN_STEPS - 1
+        if self._planned:
+            trajectory = [list(self._values)]
+            for _ in range(self._steps):
+                self.step()
+                trajectory.append(list(self._values))
+            for index, layer in enumerate(self.layers):
+                layer.set_plan([values[index] for values in trajectory])
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._epoch_rate <= 0.0:
+        if self._planned or self._epoch_rate <= 0.0:
             return
+        # Unknown or very long epochs: set the sharpness after each step instead. Keras' JAX trainer
+        # keeps the training state off the model between steps: attach it first, so the value set
+        # now is what the next step reads back.
         if self._jax_state_sync is not None:
-            # Keras' JAX trainer keeps the training state off the model between steps: attach it,
-            # so the sharpness set now is what the next step reads back.
             self._jax_state_sync()
-        steps = self._steps or 1
-        self.advance(self._epoch_rate / steps)
+        before = list(self._values)
+        self.step()
+        for layer, old, new in zip(self.layers, before, self._values):
+            if new != old:
+                layer.set_sharpness(new)
+
+    def step(self):
+        """Sharpen by one training step's share of the epoch's rate."""
+        if self._epoch_rate > 0.0:
+            self.advance(self._epoch_rate / (self._steps or 1))
 
     def advance(self, amount):
         """Add ``amount`` of sharpness: to the current layer (spilling over) or to every layer."""
@@ -138,9 +158,7 @@ class Sharpener(keras.callbacks.Callback):
                 self._layer_done(len(self._values) - 1)
 
     def _set(self, index, value):
-        value = 1.0 if value >= 1.0 - 1e-9 else value
-        self._values[index] = value
-        self.layers[index].set_sharpness(value)
+        self._values[index] = 1.0 if value >= 1.0 - 1e-9 else value
 
     def _layer_done(self, index):
         if self.verbose:
@@ -311,9 +329,9 @@ class AdaptiveSharpener(Sharpener):
             level = min(self._values)
         return self.cz_rate if level >= self.critical else self.rate
 
-    def on_train_batch_end(self, batch, logs=None):
+    def step(self):
         rate_before = self._epoch_rate
-        super().on_train_batch_end(batch, logs)
+        super().step()
         # Entering the critical zone mid-epoch switches to the slower rate at once.
         if rate_before > 0 and self._epoch_rate > 0 and not self.fully_sharp:
             self._epoch_rate = self.epoch_rate(self._epoch)

@@ -1,0 +1,105 @@
+"""Backend choice and data parallelism: selection errors, the sharpener on every engine, devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from host.cli import main
+from training.backend import BackendError, select_backend
+
+HONE = [sys.executable, "-m", "host.cli"]
+
+
+def other_backend():
+    import keras
+
+    return "jax" if keras.backend.backend() == "tensorflow" else "tensorflow"
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(BackendError, match=r"unknown backend 'torch' \(from --backend or KERAS_BACKEND\); "
+                                           r"expected one of tensorflow, jax"):
+        select_backend("torch")
+
+
+def test_the_backend_cannot_change_once_keras_runs():
+    import keras
+
+    wanted = other_backend()
+    with pytest.raises(BackendError, match=f"Keras is already running on the {keras.backend.backend()} backend "
+                                           f"in this process; select {wanted} before Keras is imported"):
+        select_backend(wanted)
+    assert select_backend(keras.backend.backend()) == keras.backend.backend()
+
+
+@pytest.mark.parametrize("count", [0, -2, 1.5, True])
+def test_virtual_device_count_must_be_a_positive_integer(count):
+    import keras
+
+    with pytest.raises(BackendError, match="the number of virtual CPU devices must be a positive integer"):
+        select_backend(keras.backend.backend(), cpu_devices=count)
+
+
+def test_cli_reports_a_backend_switch_in_one_line(tmp_path, capsys):
+    wanted = other_backend()
+    code = main(["train", "--dataset", "digits", "--backend", wanted, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(f"hone: error: Keras is already running on the ") and f"select {wanted}" in err
+
+
+def test_keras_backend_variable_is_checked(tmp_path):
+    env = dict(os.environ, KERAS_BACKEND="theano")
+    result = subprocess.run(HONE + ["train", "--dataset", "digits", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hone: error: unknown backend 'theano' (from --backend or KERAS_BACKEND)" in result.stderr
+
+
+# The sharpener on each engine: per-step sharpening must reach the model's variables (Keras' JAX
+# trainer keeps its state off the model between steps), and every engine must end in the same place.
+SHARPEN_SCRIPT = r"""
+import json, sys
+from training.backend import select_backend
+backend, devices = sys.argv[1], int(sys.argv[2])
+select_backend(backend, cpu_devices=devices if devices > 1 else None)
+import keras
+from training.config import TrainConfig
+from training.datasets import load_dataset
+from training.distribute import placement
+from training.sharpeners import SimpleSharpener
+from training.train import compiled_model
+
+class Probe(keras.callbacks.Callback):
+    # the sharpness the model's variables hold after each epoch (what the next step computes with)
+    seen = []
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append([round(layer.get_sharpness(), 6) for layer in self.model.layers
+                          if hasattr(layer, "get_sharpness")])
+
+data = load_dataset("digits")
+keras.utils.set_random_seed(0)
+with placement("data-parallel" if devices > 1 else "none") as where:
+    model = compiled_model(TrainConfig(dataset="digits"), data)
+    x, y = data.x_train[:1280], data.y_train[:1280]  # 10 batches of 128 per epoch
+    sharpener = SimpleSharpener(start_epoch=1, steps=4, epochs_per_step=0.5)  # 0.5 per epoch
+    history = model.fit(x, y, batch_size=128, epochs=5, verbose=0, callbacks=[sharpener, Probe()])
+print(json.dumps({"replicas": where.replicas, "seen": Probe.seen,
+                  "logged": history.history["sharpness/spike_dense_0"]}))
+"""
+
+
+@pytest.mark.parametrize("backend, devices", [("tensorflow", 1), ("jax", 1), ("jax", 2), ("tensorflow", 2)])
+def test_sharpening_reaches_the_model_on_every_engine(tmp_path, backend, devices):
+    result = subprocess.run([sys.executable, "-c", SHARPEN_SCRIPT, backend, str(devices)], capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["replicas"] == devices
+    # 10 steps per epoch, 0.05 per step from epoch 1: layer 0 sharp after epoch 2, layer 1 after epoch 4
+    assert figures["seen"] == [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.5, 0.0],
+                               [1.0, 1.0, 0.0]]
+    assert figures["logged"] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
