@@ -103,3 +103,49 @@ def test_sharpening_reaches_the_model_on_every_engine(tmp_path, backend, devices
     assert figures["seen"] == [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.5, 0.0],
                                [1.0, 1.0, 0.0]]
     assert figures["logged"] == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("specs, sharpener, message", [
+    (["rate"], "adaptive", r"--vary 'rate': expected NAME=V1,V2,\.\.\. \(e\.g\. rate=0\.1,0\.25\)"),
+    (["widths=1,2"], "adaptive", r"'widths' cannot be swept; choose from rate, critical"),
+    (["rate=0.1,fast"], "adaptive", r"--vary 'rate=0\.1,fast': the values of rate must be numbers"),
+    (["nhot=2,2.5"], "adaptive", r"the values of nhot must be integers"),
+    (["rate=0.1,0.1"], "adaptive", r"a value is repeated"),
+    (["rate=0.1", "rate=0.2"], "adaptive", r"--vary rate is given twice"),
+    (["critical=0.5"], "simple", r"critical is a setting of the adaptive sharpener, but the sweep trains with "
+                                 r"--sharpener simple"),
+    (["rate=0.25,-1"], "adaptive", r"--vary rate=-1\.0: `rate` must be finite and > 0"),
+    (["patience=0"], "adaptive", r"--vary patience=0: `patience` must be >= 1"),
+])
+def test_sweep_space_errors_name_the_setting(specs, sharpener, message):
+    from training.sweep import SweepError, parse_space
+
+    with pytest.raises(SweepError, match=message):
+        parse_space(specs, sharpener)
+
+
+def test_sweep_space_parses_types_and_defaults():
+    from training.sweep import DEFAULT_SPACE, grid_size, parse_space
+
+    space = parse_space(["rate=0.1,0.25", "finetune-epochs=0,5"], "adaptive")
+    assert space == {"rate": (0.1, 0.25), "finetune_epochs": (0, 5)}
+    assert all(isinstance(v, int) for v in space["finetune_epochs"])
+    assert parse_space([], "adaptive") == DEFAULT_SPACE and grid_size(DEFAULT_SPACE) == 162
+
+
+def test_validation_split_is_stratified_and_disjoint(digits):
+    import dataclasses
+
+    import numpy as np
+    from training.sweep import validation_split
+
+    # every image made unique (its index), so where each one went can be checked
+    ids = np.arange(len(digits.x_train), dtype="float32")
+    data = dataclasses.replace(digits, x_train=ids.reshape(-1, 1, 1, 1))
+    split = validation_split(data, fraction=0.1)
+    held, kept = split.x_test.ravel().astype(int), split.x_train.ravel().astype(int)
+    assert not set(held) & set(kept) and len(held) + len(kept) == len(ids)
+    assert np.array_equal(digits.y_train[held], split.y_test) and np.array_equal(digits.y_train[kept], split.y_train)
+    per_class = np.bincount(split.y_test, minlength=10) / np.bincount(digits.y_train, minlength=10)
+    assert np.all(np.abs(per_class - 0.1) < 0.01)  # 10% of every class
+    assert np.array_equal(validation_split(data, fraction=0.1).x_test, split.x_test)  # reproducible

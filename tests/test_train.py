@@ -124,14 +124,35 @@ def test_data_parallel_on_two_virtual_devices_matches_one_device(digits_runs, tm
     assert f"{engine} on 2 devices" in stdout
 
 
-def test_sweep_writes_a_table_and_a_plot(tmp_path):
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_distributed_sweep_writes_a_table_and_a_plot(tmp_path):
+    """KerasTuner's chief/worker mode, as README launches it: the worker trains, the chief reports."""
+    import os
+
     out = tmp_path / "sweep"
-    result = subprocess.run(
-        [sys.executable, "-m", "host.cli", "sweep", "--dataset", "digits", "--backend", "jax",
-         "--vary", "rate=0.25,0.5", "--min-init-epochs", "3", "--epochs", "40", "--finetune-epochs", "3",
-         "--out", str(out), "--json"], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    command = [sys.executable, "-m", "host.cli", "sweep", "--dataset", "digits", "--backend", "jax",
+               "--vary", "rate=0.25,0.5", "--min-init-epochs", "3", "--epochs", "40", "--finetune-epochs", "3",
+               "--out", str(out), "--json"]
+    env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()))
+    chief = subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID="chief"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        worker = subprocess.run(command, env=dict(env, KERASTUNER_TUNER_ID="tuner1"), capture_output=True,
+                                text=True, timeout=900)
+        stdout, stderr = chief.communicate(timeout=300)
+    finally:
+        chief.kill()
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert worker.stdout.count("trial ") == 2 and "worker finished: the chief writes the table" in worker.stdout
+    assert chief.returncode == 0, stderr[-3000:]
+    figures = json.loads(stdout.strip().splitlines()[-1])
     rows = json.loads((out / "sweep.json").read_text())["rows"]
     assert figures["trials"] == len(rows) == 2 and sorted(row["rate"] for row in rows) == [0.25, 0.5]
     assert figures["best"] == max(rows, key=lambda row: row["val_sharpened_accuracy"])
