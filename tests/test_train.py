@@ -124,6 +124,49 @@ def test_data_parallel_on_two_virtual_devices_matches_one_device(digits_runs, tm
     assert f"{engine} on 2 devices" in stdout
 
 
+def test_two_jax_processes_train_one_model(digits_runs, tmp_path):
+    """The multi-machine launch of README, on one machine: two processes, one data-parallel model."""
+    import os
+
+    out = tmp_path / "run"
+    ports = f"localhost:{free_port()},localhost:{free_port()}"
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--epochs", "80", "--backend", "jax",
+         "--data-parallel", "--out", str(out), "--json"],
+        env=dict(os.environ, KERAS_DISTRIBUTION_JOB_ADDRESSES=ports, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                 KERAS_DISTRIBUTION_PROCESS_ID=str(index)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
+    try:
+        results = [worker.communicate(timeout=600) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, stderr) in zip(workers, results):
+        assert worker.returncode == 0, stderr[-3000:]
+    figures = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results]
+    assert [(f["workers"], f["replicas"], f["fully_sharp"]) for f in figures] == [(2, 2, True)] * 2
+    assert figures[0]["sharpened_accuracy"] == figures[1]["sharpened_accuracy"]  # one model, not two
+    single = json.loads(digits_runs("jax")[1].strip().splitlines()[-1])
+    assert abs(figures[0]["sharpened_accuracy"] - single["sharpened_accuracy"]) <= 0.03
+    chief = keras.saving.load_model(out / "model.keras", compile=False)
+    other = keras.saving.load_model(out / "worker-1" / "model.keras", compile=False)
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=mine.path)
+
+
+def test_tensorflow_multi_worker_is_refused_with_the_reason(tmp_path):
+    import os
+
+    config = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
+    result = subprocess.run([sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--data-parallel",
+                             "--backend", "tensorflow", "--out", str(tmp_path / "run")],
+                            env=dict(os.environ, TF_CONFIG=json.dumps(config)), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hone: error: TF_CONFIG lists 2 workers, but multi-worker training on the tensorflow backend fails " \
+           "inside Keras 3's Model.fit (keras-team/keras#20585)" in result.stderr
+
+
 def free_port():
     import socket
 

@@ -2,8 +2,9 @@
 
 - JAX: ``keras.distribution.DataParallel`` over every device (``keras.distribution.initialize()``
   first when ``KERAS_DISTRIBUTION_*`` describe several processes).
-- TensorFlow: ``tf.distribute.MirroredStrategy`` over the local devices, or
-  ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more than one worker.
+- TensorFlow: ``tf.distribute.MirroredStrategy`` over the local devices. (Several workers through
+  ``MultiWorkerMirroredStrategy`` fail inside Keras 3's ``Model.fit``; a ``TF_CONFIG`` with more than
+  one worker is refused with that reason.)
 
 Every replica sees its slice of the same global batch, gradients are all-reduced, and the model's
 variables (weights and each spiking layer's ``sharpness``) are single logical variables: a sharpener
@@ -85,7 +86,9 @@ def placement(distribution="none"):
             keras.distribution.initialize()
         devices = keras.distribution.list_devices()
         previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        # Several processes: each feeds its own slice (worker_shard), as its part of the global batch.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=workers == 1))
         try:
             yield Placement(backend, "keras.distribution.DataParallel", tuple(devices), workers, worker)
         finally:
@@ -93,18 +96,19 @@ def placement(distribution="none"):
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        workers, worker = _tf_cluster()
+        workers, _ = _tf_cluster()
         if workers > 1:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-            engine = "tf.distribute.MultiWorkerMirroredStrategy"
-            devices = strategy.extended.worker_devices
-        else:
-            kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
-            devices = [device.name for device in tf.config.list_logical_devices(kind)]
-            strategy = tf.distribute.MirroredStrategy(devices)
-            engine = "tf.distribute.MirroredStrategy"
+            # Keras 3's TF trainer reduces the first batch with the strategy before building the
+            # model, which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, open).
+            raise ValueError(
+                f"TF_CONFIG lists {workers} workers, but multi-worker training on the tensorflow backend "
+                "fails inside Keras 3's Model.fit (keras-team/keras#20585); train on several machines "
+                "with --backend jax and KERAS_DISTRIBUTION_* (see README), or unset TF_CONFIG")
+        kind = "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+        devices = [device.name for device in tf.config.list_logical_devices(kind)]
+        strategy = tf.distribute.MirroredStrategy(devices)
         with strategy.scope():
-            yield Placement(backend, engine, tuple(devices), workers, worker)
+            yield Placement(backend, "tf.distribute.MirroredStrategy", tuple(devices))
     else:
         raise ValueError(f"data-parallel training is not wired up for the {backend} backend")
 
@@ -119,6 +123,12 @@ def worker_shard(where, x, y, batch_size):
         return x, y, batch_size
     if batch_size % where.workers:
         raise ValueError(f"batch size {batch_size} does not split evenly over {where.workers} processes")
+    # Every process must feed the same number of batches of the same size.
+    usable = len(x) - len(x) % where.workers
+    if usable < len(x):
+        print(f"data-parallel over {where.workers} processes: the last {len(x) - usable} of {len(x)} training "
+              f"images are left out so that every process gets {usable // where.workers}", flush=True)
+    x, y = x[:usable], y[:usable]
     return x[where.worker::where.workers], y[where.worker::where.workers], batch_size // where.workers
 
 

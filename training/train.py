@@ -187,7 +187,11 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
                         validation_data=pad_to_multiple(data.x_test, data.y_test, multiple),
                         callbacks=callbacks, verbose=verbose)
-        sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
+    if where.backend == "jax" and where.workers > 1:
+        # The trained variables span every process' devices; evaluate and save a local copy.
+        trained, model = model, keras.models.clone_model(model)
+        model.set_weights(trained.get_weights())
+    sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
     layer_names = [layer.name for layer in spiking_layers(model)]
     history = _history(fit.history, layer_names)
     sharp = sharpness_of(model)
