@@ -17,7 +17,7 @@ Parts (``--parts``, default all):
 Every backend runs in its own process (Keras picks its backend once, at import). The last stdout
 line is one JSON object with every figure.
 
-    python bench/train.py                         # everything (about 25 min on 2 cores)
+    python bench/train.py                         # everything (about 12 min on 2 cores)
     python bench/train.py --parts speed           # about 4 min
     python bench/train.py --parts accuracy --dataset digits
 """

@@ -141,6 +141,20 @@ def test_sharpness_rises_a_little_every_batch():
     assert seen == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
 
 
+def test_epochs_too_long_to_plan_sharpen_step_by_step_the_same_way(monkeypatch):
+    import training.sharpeners
+
+    planned = fit(tiny_model(), SimpleSharpener(start_epoch=1, steps=2), epochs=20).history
+    monkeypatch.setattr(training.sharpeners, "PLAN_STEPS", STEPS_PER_EPOCH)  # too short for an epoch
+    model = tiny_model()
+    sharpener = SimpleSharpener(start_epoch=1, steps=2)
+    stepped = fit(model, sharpener, epochs=20).history
+    assert not sharpener._planned
+    for name in ("s0", "s1", "s2"):
+        assert stepped[f"sharpness/{name}"] == pytest.approx(planned[f"sharpness/{name}"])
+    assert sharpness_of(model) == {"s0": 1.0, "s1": 1.0, "s2": 1.0}
+
+
 def test_settle_and_finetune_epochs():
     model = tiny_model()
     sharpener = SimpleSharpener(start_epoch=0, steps=1, settle_epochs=2, finetune_epochs=3)

@@ -39,10 +39,6 @@ class Placement:
     def chief(self):
         return self.worker == 0
 
-    def describe(self):
-        workers = f", worker {self.worker} of {self.workers}" if self.workers > 1 else ""
-        return f"{self.engine} on {self.replicas} device(s) ({', '.join(self.devices)}){workers}"
-
 
 def _tf_cluster():
     """``(workers, index)`` from ``TF_CONFIG``, ``(1, 0)`` without one."""
