@@ -149,3 +149,19 @@ def test_validation_split_is_stratified_and_disjoint(digits):
     per_class = np.bincount(split.y_test, minlength=10) / np.bincount(digits.y_train, minlength=10)
     assert np.all(np.abs(per_class - 0.1) < 0.01)  # 10% of every class
     assert np.array_equal(validation_split(data, fraction=0.1).x_test, split.x_test)  # reproducible
+
+
+def test_a_sweep_folder_resumes_only_the_same_sweep(tmp_path):
+    from training.config import TrainConfig
+    from training.sweep import SweepError, run_sweep
+
+    base = TrainConfig(dataset="digits", sharpener="adaptive")
+    (tmp_path / "space.json").write_text(json.dumps({"search": "grid", "space": {"rate": [0.1, 0.2]},
+                                                     "base_config": {}}))
+    with pytest.raises(SweepError, match=r"holds a grid sweep over \{'rate': \[0.1, 0.2\]\} with other settings; "
+                                         r"resume it with the same options, or pass another --out"):
+        run_sweep(base, {"rate": (0.1, 0.5)}, tmp_path)
+    (tmp_path / "space.json").unlink()
+    (tmp_path / "tuner").mkdir()
+    with pytest.raises(SweepError, match="holds a KerasTuner project hone did not record"):
+        run_sweep(base, {"rate": (0.1, 0.5)}, tmp_path)

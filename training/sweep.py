@@ -178,6 +178,16 @@ def run_sweep(base, space, out, *, search="grid", trials=None, seed=0, log=print
         raise SweepError(f"--trials must be >= 1, got {trials}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # KerasTuner resumes from out/tuner: only the same search over the same space may resume.
+    recorded, setup = out / "space.json", {"search": search, "space": {k: list(v) for k, v in space.items()},
+                                           "base_config": json.loads(json.dumps(dataclasses.asdict(base)))}
+    if recorded.exists() and json.loads(recorded.read_text()) != setup:
+        before = json.loads(recorded.read_text())
+        raise SweepError(f"{out} holds a {before['search']} sweep over {before['space']} with other settings; "
+                         f"resume it with the same options, or pass another --out")
+    if not recorded.exists() and (out / "tuner").exists():
+        raise SweepError(f"{out}/tuner holds a KerasTuner project hone did not record; pass another --out")
+    recorded.write_text(json.dumps(setup, indent=1))
     data = data or load_dataset(base.dataset, binarize=base.binarize)
     tuning = validation_split(data, seed=base.seed)
     tuner = _tuner_class()(_oracle(search, space, trials, seed), base=base, data=data, tuning=tuning, out=out,
