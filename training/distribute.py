@@ -7,8 +7,9 @@
   one worker is refused with that reason.)
 
 Every replica sees its slice of the same global batch, gradients are all-reduced, and the model's
-variables (weights and each spiking layer's ``sharpness``) are single logical variables: a sharpener
-callback sets sharpness once per step from the cross-replica loss, the same on every worker.
+variables (weights and each spiking layer's sharpness and its plan) are single logical variables: a
+sharpener plans each epoch from the cross-replica loss, and every replica's training step follows
+the plan once per step, the same on every worker.
 """
 
 import contextlib
@@ -40,18 +41,16 @@ class Placement:
         return self.worker == 0
 
 
-def _tf_cluster():
-    """``(workers, index)`` from ``TF_CONFIG``, ``(1, 0)`` without one."""
+def _tf_workers():
+    """How many workers ``TF_CONFIG`` lists (1 without one)."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        return 1, 0
+        return 1
     try:
-        config = json.loads(raw)
-        workers = len(config.get("cluster", {}).get("worker", []))
-        index = int(config.get("task", {}).get("index", 0))
+        workers = len(json.loads(raw).get("cluster", {}).get("worker", []))
     except (ValueError, TypeError, AttributeError) as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON with cluster.worker and task.index: {error}") from None
-    return max(workers, 1), index
+        raise ValueError(f"TF_CONFIG is not valid JSON with a cluster.worker list: {error}") from None
+    return max(workers, 1)
 
 
 def _jax_cluster():
@@ -92,7 +91,7 @@ def placement(distribution="none"):
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        workers, _ = _tf_cluster()
+        workers = _tf_workers()
         if workers > 1:
             # Keras 3's TF trainer reduces the first batch with the strategy before building the
             # model, which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, open).
