@@ -125,7 +125,7 @@ def test_data_parallel_on_two_virtual_devices_matches_one_device(digits_runs, tm
     assert f"{engine} on 2 devices" in stdout
 
 
-def test_two_jax_processes_train_one_model(digits_runs, tmp_path):
+def test_two_jax_processes_train_one_model(tmp_path):
     """The multi-machine launch of README, on one machine: two processes, one data-parallel model."""
     import os
 
@@ -133,7 +133,7 @@ def test_two_jax_processes_train_one_model(digits_runs, tmp_path):
     ports = f"localhost:{free_port()},localhost:{free_port()}"
     workers = [subprocess.Popen(
         [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--epochs", "80", "--backend", "jax",
-         "--data-parallel", "--out", str(out), "--json"],
+         "--finetune-epochs", "4", "--data-parallel", "--out", str(out), "--json"],
         env=dict(os.environ, KERAS_DISTRIBUTION_JOB_ADDRESSES=ports, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
                  KERAS_DISTRIBUTION_PROCESS_ID=str(index)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in range(2)]
@@ -146,9 +146,7 @@ def test_two_jax_processes_train_one_model(digits_runs, tmp_path):
         assert worker.returncode == 0, stderr[-3000:]
     figures = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results]
     assert [(f["workers"], f["replicas"], f["fully_sharp"]) for f in figures] == [(2, 2, True)] * 2
-    assert figures[0]["sharpened_accuracy"] == figures[1]["sharpened_accuracy"]  # one model, not two
-    single = json.loads(digits_runs("jax")[1].strip().splitlines()[-1])
-    assert abs(figures[0]["sharpened_accuracy"] - single["sharpened_accuracy"]) <= 0.03
+    assert figures[0]["sharpened_accuracy"] == figures[1]["sharpened_accuracy"] >= 0.85  # one model, not two
     chief = keras.saving.load_model(out / "model.keras", compile=False)
     other = keras.saving.load_model(out / "worker-1" / "model.keras", compile=False)
     for mine, theirs in zip(chief.weights, other.weights):
