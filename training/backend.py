@@ -14,7 +14,7 @@ import os
 import re
 import sys
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendError", "select_backend", "active_backend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendError", "select_backend"]
 
 BACKENDS = ("tensorflow", "jax")
 DEFAULT_BACKEND = "tensorflow"
@@ -23,13 +23,6 @@ _INSTALL = {"jax": "pip install 'hone[jax]'", "tensorflow": "pip install tensorf
 
 class BackendError(RuntimeError):
     """The backend or device set-up asked for cannot be had in this process."""
-
-
-def active_backend():
-    """The backend Keras runs on, or would run on if it were imported now."""
-    if "keras" in sys.modules:
-        return sys.modules["keras"].backend.backend()
-    return os.environ.get("KERAS_BACKEND") or DEFAULT_BACKEND
 
 
 def select_backend(name=None, *, cpu_devices=None):

@@ -228,9 +228,8 @@ def cmd_sweep(args):
     if figures is None:
         print("worker finished: the chief writes the table")
         return
-    rows = json.loads((args.out / "sweep.json").read_text())["rows"]
-    print(format_sweep(rows, space, next(row for row in rows if row["trial"] == figures["best"]["trial"])))
     best = figures["best"]
+    print(format_sweep(figures["rows"], space, best))
     print(f"best trial {best['trial']}: " + ", ".join(f"{name}={best[name]:g}" for name in space)
           + f" -> sharpened {100 * best['val_sharpened_accuracy']:.2f}% validation, "
           f"{100 * best['test_sharpened_accuracy']:.2f}% test")

@@ -163,11 +163,13 @@ def is_sweep_worker():
 
 
 def run_sweep(base, space, out, *, search="grid", trials=None, seed=0, log=print, data=None):
-    """Run the sweep; returns its figures (``None`` on a distributed worker, whose chief reports).
+    """Run the sweep; returns its figures and rows (``None`` on a distributed worker, whose chief reports).
 
     Writes under ``out``: ``trial-<id>/`` run folders, ``tuner/`` (KerasTuner's state: a rerun with
     the same folder resumes), ``sweep.csv``, ``sweep.md``, ``sweep.json`` and ``sweep.png``.
     """
+    import keras
+
     from .datasets import load_dataset
 
     if search not in SEARCHES:
@@ -211,13 +213,13 @@ def run_sweep(base, space, out, *, search="grid", trials=None, seed=0, log=print
     best = max(rows, key=lambda row: row["val_sharpened_accuracy"])
     figures = {"search": search, "space": {k: list(v) for k, v in space.items()}, "trials": len(rows),
                "best": best, "table": str(out / "sweep.md"), "plot": str(out / "sweep.png"),
-               "backend": os.environ.get("KERAS_BACKEND"), "base_config": dataclasses.asdict(base)}
+               "backend": keras.backend.backend(), "base_config": dataclasses.asdict(base), "rows": rows}
     with open(out / "sweep.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (out / "sweep.md").write_text(format_sweep(rows, space, best) + "\n")
-    (out / "sweep.json").write_text(json.dumps({**figures, "rows": rows}, indent=1, default=str))
+    (out / "sweep.json").write_text(json.dumps(figures, indent=1, default=str))
     plot_sweep(rows, space, out / "sweep.png", title=f"{base.dataset} / {base.arch} / {base.sharpener} sharpener")
     return figures
 
@@ -227,7 +229,7 @@ def format_sweep(rows, space, best):
     head = ["trial", *space, "validation (sharp)", "test (sharp)", "epochs", "sharp", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted(rows, key=lambda r: -r["val_sharpened_accuracy"]):
-        mark = " **best**" if row is best else ""
+        mark = " **best**" if row == best else ""
         lines.append("| " + " | ".join([
             row["trial"] + mark, *(f"{row[name]:g}" for name in space),
             f"{100 * row['val_sharpened_accuracy']:.2f}%", f"{100 * row['test_sharpened_accuracy']:.2f}%",

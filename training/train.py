@@ -223,7 +223,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
                    for k, v in dataclasses.asdict(config).items()},
     }
     if out_dir is not None:
-        # Every worker saves (collective reads of distributed variables); only the chief's folder counts.
+        # Every worker keeps its run folder; the chief's is the run's.
         out = pathlib.Path(out_dir) if where.chief else pathlib.Path(out_dir) / f"worker-{where.worker}"
         out.mkdir(parents=True, exist_ok=True)
         model.save(out / "model.keras")
