@@ -15,13 +15,11 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from boards.cli import build_bitstream  # noqa: E402
+from hone.boards.cli import build_bitstream
 
 NETWORKS = {"fashion": ROOT / "tests/data/fashion-dense-4bit.hone",
             "digits": ROOT / "tests/data/digits-dense-4bit.hone"}

@@ -17,9 +17,8 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from host.infer import run_infer  # noqa: E402
+from hone.host.infer import run_infer
 
 
 def main():

@@ -32,11 +32,11 @@ def main(argv=None):
 
     import keras
     import numpy as np
-    from training import layers  # noqa: F401
-    from training.datasets import load_dataset
-    from training.export import export_network, run_settings
-    from training.integer import IntegerNetwork
-    from training.train import hard_accuracy
+    from hone.training import layers  # noqa: F401
+    from hone.training.datasets import load_dataset
+    from hone.training.export import export_network, run_settings
+    from hone.training.integer import IntegerNetwork
+    from hone.training.train import hard_accuracy
 
     dataset, input_bits, binarized = run_settings(args.model, dataset=args.dataset, input_bits=args.input_bits)
     data = load_dataset(dataset, binarize=binarized)

@@ -12,19 +12,17 @@ One JSON line per lane count and one for the simulators; a plot goes to bench/ou
 import argparse
 import json
 import pathlib
-import sys
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles  # noqa: E402
-from rtl.plan import CorePlan  # noqa: E402
-from sim.runner import CLOCK_HZ, simulate  # noqa: E402
-from training.datasets import load_dataset  # noqa: E402
-from training.integer import IntegerNetwork  # noqa: E402
-from training.netfile import read_network  # noqa: E402
+from hone.rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
+from hone.rtl.plan import CorePlan
+from hone.sim.runner import CLOCK_HZ, simulate
+from hone.training.datasets import load_dataset
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import read_network
 
 
 def main():

@@ -39,10 +39,10 @@ PARTS = ("speed", "accuracy", "data-parallel")
 
 def speed(dataset, repeats):
     import keras
-    from training.config import TrainConfig
-    from training.datasets import load_dataset
-    from training.sharpeners import SimpleSharpener
-    from training.train import compiled_model
+    from hone.training.config import TrainConfig
+    from hone.training.datasets import load_dataset
+    from hone.training.sharpeners import SimpleSharpener
+    from hone.training.train import compiled_model
 
     data = load_dataset(dataset)
 
@@ -72,8 +72,8 @@ def speed(dataset, repeats):
 
 def accuracy(dataset, out, data_parallel):
     import keras
-    from training.config import TrainConfig
-    from training.train import train
+    from hone.training.config import TrainConfig
+    from hone.training.train import train
 
     config = TrainConfig(dataset=dataset, distribution="data-parallel" if data_parallel else "none")
     _, _, summary = train(config, out, verbose=2)
@@ -83,7 +83,7 @@ def accuracy(dataset, out, data_parallel):
 
 
 def worker(args):
-    from training.backend import select_backend
+    from hone.training.backend import select_backend
 
     select_backend(args.backend, cpu_devices=args.cpu_devices)
     if args.worker == "speed":

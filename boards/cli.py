@@ -5,8 +5,8 @@ import pathlib
 import shutil
 import subprocess
 
-from rtl.cli import lanes_argument
-from training.cli import UserError
+from hone.rtl.cli import lanes_argument
+from hone.training.cli import UserError
 
 from .targets import BOARDS, BoardError, get_board
 
@@ -19,12 +19,12 @@ def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=No
     throughput."""
     import numpy as np
 
-    from rtl import protocol
-    from rtl.board import loader_cycles
-    from rtl.cycles import RESULT_GAP, inference_cycles
-    from rtl.plan import CorePlan
-    from training.cli import network_test_images
-    from training.integer import IntegerNetwork
+    from hone.rtl import protocol
+    from hone.rtl.board import loader_cycles
+    from hone.rtl.cycles import RESULT_GAP, inference_cycles
+    from hone.rtl.plan import CorePlan
+    from hone.training.cli import network_test_images
+    from hone.training.integer import IntegerNetwork
 
     network, pixels, labels, dataset = network_test_images(network_path, images)
     plan = CorePlan(network, lanes=lanes)
@@ -51,7 +51,7 @@ def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=No
 def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=115200, seed=1,
                     images=None, progress=True, log=print):
     """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md."""
-    from training.netfile import NetworkFileError, read_network
+    from hone.training.netfile import NetworkFileError, read_network
 
     from .build import BuildError, run_flow
     from .fit import FitError, check_fit, choose_lanes

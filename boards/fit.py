@@ -15,7 +15,7 @@ import math
 from amaranth.hdl import Fragment, Shape
 from amaranth.hdl._mem import MemoryInstance   # amaranth ~=0.5: no public walk over memories
 
-from rtl.board import BoardTop
+from hone.rtl.board import BoardTop
 
 from .targets import BOARDS
 

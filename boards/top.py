@@ -1,8 +1,8 @@
-"""``BoardDesign``: :class:`rtl.board.BoardTop` on a real board's pins, clock and LEDs."""
+"""``BoardDesign``: :class:`hone.rtl.board.BoardTop` on a real board's pins, clock and LEDs."""
 
 from amaranth import Cat, Elaboratable, Module, Signal
 
-from rtl.board import BoardTop
+from hone.rtl.board import BoardTop
 
 from .pll import ClockGenerator
 
@@ -18,11 +18,11 @@ class BoardDesign(Elaboratable):
 
     Parameters
     ----------
-    network : training.netfile.Network
+    network : hone.training.netfile.Network
     lanes : int
     clock_hz : float
         The frequency ``sync`` runs at (the oscillator's, or the PLL's output).
-    pll : boards.pll.PLLSetting or None
+    pll : hone.boards.pll.PLLSetting or None
     baud : int
     leds : int
         LEDs to drive (0 for none).

@@ -1,7 +1,7 @@
-"""Talking to a board over serial: :class:`Board`, the host half of the protocol in :mod:`rtl.protocol`.
+"""Talking to a board over serial: :class:`Board`, the host half of the protocol in :mod:`hone.rtl.protocol`.
 
 The same code drives a real board (``/dev/ttyUSB0``) and a simulated one (``sim:net.hone``: the whole
-``hone_board`` top level in a cycle-accurate simulator behind a pseudo-terminal, see :mod:`sim.board`).
+``hone_board`` top level in a cycle-accurate simulator behind a pseudo-terminal, see :mod:`hone.sim.board`).
 
 :meth:`Board.infer` keeps every image slot of the board busy: each image goes into a free slot as
 LOAD chunks and a final INFER, and the slot is reused only after its RESULT. Requests are idempotent
@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from rtl import protocol
-from rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
+from hone.rtl import protocol
+from hone.rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
 
 __all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
 
@@ -66,7 +66,7 @@ class LinkStats:
 
 
 def line_rate_limit(info):
-    """:func:`rtl.protocol.line_rate` for the board that sent ``info``."""
+    """:func:`hone.rtl.protocol.line_rate` for the board that sent ``info``."""
     return protocol.line_rate(baud=info.baud, image_bytes=info.image_bytes, outputs=info.outputs)
 
 
@@ -426,7 +426,7 @@ def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=3
     folder = pathlib.Path(tempfile.mkdtemp(prefix="hone-board-"))
     ready = folder / "ready.json"
     log = pathlib.Path(log) if log else folder / "sim-board.log"
-    command = [sys.executable, "-m", "host.cli", "sim-board", str(network_path), "--simulator", simulator,
+    command = [sys.executable, "-m", "hone", "sim-board", str(network_path), "--simulator", simulator,
                "--lanes", str(lanes), "--clock", str(int(clock_hz)), "--baud", str(int(baud)),
                "--slots", str(slots), "--faults", str(faults), "--seed", str(seed),
                "--build-dir", str(build_root), "--ready-file", str(ready), "--parent", str(os.getpid())]

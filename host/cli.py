@@ -11,11 +11,11 @@ import json
 import pathlib
 import sys
 
-from boards.targets import BOARDS
-from rtl import cli as rtl_cli
-from sim import cli as sim_cli
-from training import cli as training_cli
-from training.cli import UserError
+from hone.boards.targets import BOARDS
+from hone.rtl import cli as rtl_cli
+from hone.sim import cli as sim_cli
+from hone.training import cli as training_cli
+from hone.training.cli import UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +40,7 @@ def cmd_flow(args):
     hosted = run_infer(network_path, images=args.board_images, progress=not args.json,
                        simulation={"simulator": args.simulator, "lanes": args.lanes,
                                    "build_root": out / "sim-board"})
-    from boards import cli as boards_cli
+    from hone.boards import cli as boards_cli
     built = None
     if args.board != "none":
         built = boards_cli.build_bitstream(network_path, board=args.board, output=out / "bitstream",
@@ -76,7 +76,7 @@ def cmd_flow(args):
 
 
 def build_parser():
-    from training.config import TrainConfig
+    from hone.training.config import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="hone", description="Whetstone-sharpened binary spiking networks, from Keras to an FPGA.")
@@ -84,7 +84,7 @@ def build_parser():
     training_cli.add_commands(commands)
     rtl_cli.add_commands(commands)
     sim_cli.add_commands(commands)
-    from boards import cli as boards_cli
+    from hone.boards import cli as boards_cli
 
     from . import infer as infer_cli
     boards_cli.add_commands(commands)

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from training.cli import UserError
+from hone.training.cli import UserError
 
 __all__ = ["add_commands", "format_infer", "run_infer"]
 
@@ -21,8 +21,8 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     images per second in wall time and in board time (from the board's cycle counter), the line-rate
     limit and the fraction of it reached, link statistics and the board's error counters.
     """
-    from training.cli import network_test_images
-    from training.integer import IntegerNetwork
+    from hone.training.cli import network_test_images
+    from hone.training.integer import IntegerNetwork
 
     from .board import Board, LinkError, line_rate_limit
 
@@ -130,7 +130,7 @@ def cmd_infer(args):
 
 
 def add_commands(commands):
-    from sim.cli import add_board_arguments
+    from hone.sim.cli import add_board_arguments
 
     infer = commands.add_parser(
         "infer", help="run test images on a board over serial and check them",

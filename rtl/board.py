@@ -1,11 +1,11 @@
-"""``BoardTop``: a network on a UART, speaking the protocol of :mod:`rtl.protocol`.
+"""``BoardTop``: a network on a UART, speaking the protocol of :mod:`hone.rtl.protocol`.
 
-Data path: UART receiver -> :class:`~rtl.link.FrameDecoder` (chunk data into a staging buffer) ->
+Data path: UART receiver -> :class:`~hone.rtl.link.FrameDecoder` (chunk data into a staging buffer) ->
 dispatcher, which acts only on frames whose CRC checked: it copies the chunk into an image slot (one
 byte per clock, always ahead of the next frame's bytes, so staging is never overwritten unread) and
 acknowledges it (LOAD) or queues the slot for inference (INFER). A loader unpacks the slot's bytes
-into pixels for :class:`~rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
-(INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~rtl.link.FrameEncoder`.
+into pixels for :class:`~hone.rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
+(INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~hone.rtl.link.FrameEncoder`.
 
 Nothing waits on the host: an ERROR is answered only while the reply queue is nearly empty (else
 counted in ``replies_dropped``: garbage can never crowd out the replies to good frames), a full
@@ -59,7 +59,7 @@ class BoardTop(wiring.Component):
 
     Parameters
     ----------
-    network : training.netfile.Network
+    network : hone.training.netfile.Network
     lanes : int
         Neuron units of the core.
     clock_hz, baud : int

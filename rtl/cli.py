@@ -3,7 +3,7 @@
 import json
 import pathlib
 
-from training.cli import UserError
+from hone.training.cli import UserError
 
 __all__ = ["add_commands"]
 
@@ -20,7 +20,7 @@ def lanes_argument(text):
 
 
 def cmd_rtl(args):
-    from training.netfile import NetworkFileError, read_network
+    from hone.training.netfile import NetworkFileError, read_network
 
     from .plan import PlanError
     from .verilog import write_verilog

@@ -1,4 +1,4 @@
-"""``NetworkCore``: a whole network on one shared :class:`~rtl.neuron.NeuronArray`, event-driven.
+"""``NetworkCore``: a whole network on one shared :class:`~hone.rtl.neuron.NeuronArray`, event-driven.
 
 Every layer reads an *event list* (the indices of its active inputs, written by the layer below) and
 writes the next one, so a layer costs one cycle per active input per group of ``P`` neurons, never one
@@ -6,7 +6,7 @@ per fan-in. Pixels arrive as ``K``-bit integers; only non-zero pixels are listed
 once: the lanes add ``w * q``, all of the pixel's bit-planes in one cycle. The output layer's spikes
 vote through the N-hot key ROM as they are emitted, keeping a running arg-max that breaks ties
 towards the lowest class.
-The exact cycle count is :func:`rtl.cycles.inference_cycles`.
+The exact cycle count is :func:`hone.rtl.cycles.inference_cycles`.
 """
 
 from amaranth import C, Array, Cat, Module, Mux, Signal, unsigned
@@ -37,7 +37,7 @@ class NetworkCore(wiring.Component):
 
     Parameters
     ----------
-    network : training.netfile.Network
+    network : hone.training.netfile.Network
         The network to run (its weights become ROM contents).
     lanes : int
         Neuron units ``P``: the output neurons of a layer are processed ``P`` at a time.

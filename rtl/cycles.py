@@ -1,4 +1,4 @@
-"""The cycle model of :class:`rtl.core.NetworkCore`: exact cycles of one inference, and the bound.
+"""The cycle model of :class:`hone.rtl.core.NetworkCore`: exact cycles of one inference, and the bound.
 
 An inference starts the cycle after the last pixel is accepted and ends the cycle the result is
 offered. For layer ``l`` with ``G = ceil(outputs / P)`` groups, ``E`` input events (layer 0: the

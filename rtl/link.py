@@ -2,7 +2,7 @@
 
 :class:`FrameDecoder` turns received bytes into one verdict per frame and stores the payload as it
 arrives; :class:`FrameEncoder` wraps a body byte stream into an escaped frame with its CRC. Their
-reference model is :class:`rtl.protocol.FrameParser` / :func:`rtl.protocol.encode_frame`.
+reference model is :class:`hone.rtl.protocol.FrameParser` / :func:`hone.rtl.protocol.encode_frame`.
 """
 
 from amaranth import Module, Mux, Signal, unsigned
@@ -34,7 +34,7 @@ class FrameDecoder(wiring.Component):
 
     Every run of bytes between two ENDs that is not empty yields one ``frames`` transfer, one clock
     after its closing END: ``status`` 0 when the length field matches and the CRC checks, else the
-    :class:`~rtl.protocol.ErrorCode` the board answers with. Payload bytes from the fourth on (a
+    :class:`~hone.rtl.protocol.ErrorCode` the board answers with. Payload bytes from the fourth on (a
     chunk's data) are written to ``store`` as they arrive, whatever the verdict: the consumer acts
     on them only after a good one. Counters saturate, so garbage of any length cannot wrap them.
 
@@ -149,7 +149,7 @@ class FrameEncoder(wiring.Component):
     body : In(stream.Signature(body_layout))
         The body bytes of one frame after another.
     bytes : Out(stream.Signature(8))
-        Wire bytes, for a :class:`~rtl.uart.UARTTransmitter`.
+        Wire bytes, for a :class:`~hone.rtl.uart.UARTTransmitter`.
     """
 
     def __init__(self):

@@ -1,6 +1,6 @@
 """How a network file maps onto the neuron array: geometry and ROM images, in numpy.
 
-The gateware (:mod:`rtl.core`), the cycle model (:mod:`rtl.cycles`) and the testbenches all derive
+The gateware (:mod:`hone.rtl.core`), the cycle model (:mod:`hone.rtl.cycles`) and the testbenches all derive
 their numbers from one :class:`CorePlan`, so they cannot disagree about a width or a layout.
 """
 
@@ -72,7 +72,7 @@ class CorePlan:
 
     Parameters
     ----------
-    network : training.netfile.Network
+    network : hone.training.netfile.Network
         A validated network (dense layers only, for now).
     lanes : int
         Neuron units ``P`` working in parallel.

@@ -1,6 +1,6 @@
 """The serial link protocol (version 1): constants, field tables and the software reference model.
 
-One home for everything both ends must agree on. The gateware (:mod:`rtl.link`, :mod:`rtl.board`)
+One home for everything both ends must agree on. The gateware (:mod:`hone.rtl.link`, :mod:`hone.rtl.board`)
 builds its frames from these tables; :class:`FrameParser` and :func:`encode_frame` are the
 pure-Python model it is tested against, and what :mod:`sim` and :mod:`host` speak. The wire format is
 specified in ``docs/link.md``.
@@ -135,7 +135,7 @@ def slip_encode(body):
 class FrameParser:
     """Streaming decoder: feed it any bytes, get :class:`Frame` and :class:`BadFrame` back.
 
-    The reference model of :class:`rtl.link.FrameDecoder`: empty frames (two ENDs in a row) are
+    The reference model of :class:`hone.rtl.link.FrameDecoder`: empty frames (two ENDs in a row) are
     skipped; anything else between ENDs is a frame or a :class:`BadFrame` with the code the board
     would answer. A body longer than ``max_body`` bytes is counted but not kept, so garbage without
     ENDs costs bounded memory.

@@ -17,7 +17,7 @@ def _fields(layout):
 
 
 def write_verilog(network, path, *, lanes, trace=False, name=TOP):
-    """Elaborate :class:`~rtl.core.NetworkCore` for ``network`` and write it to ``path``.
+    """Elaborate :class:`~hone.rtl.core.NetworkCore` for ``network`` and write it to ``path``.
 
     Beside it goes ``<path>.json``: the plan's figures, the network's hash and the bit fields of the
     stream payloads, so that testbenches and host code decode ports without Amaranth.
@@ -46,7 +46,7 @@ BOARD_TOP = "hone_board"
 
 
 def write_board_verilog(network, path, *, lanes, clock_hz, baud, slots=4, name=BOARD_TOP):
-    """Elaborate :class:`~rtl.board.BoardTop` (ports ``clk``, ``rst``, ``rx``, ``tx``) to ``path``,
+    """Elaborate :class:`~hone.rtl.board.BoardTop` (ports ``clk``, ``rst``, ``rx``, ``tx``) to ``path``,
     with ``<path>.json`` holding its link figures, plan and the network's hash."""
     from .board import BoardTop
 

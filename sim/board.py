@@ -3,7 +3,7 @@
 ``hone_board_tb`` (generated here) holds the board, its clock, and the host side of the serial line
 written behaviourally in Verilog: a transmitter fed from a FIFO and a receiver filling a ring, both
 timed in bit periods of the nominal baud rate, independent of the board's own UART. cocotb
-(:mod:`sim.bridge`) moves bytes between those and a pty in batches, so Python wakes once per few
+(:mod:`hone.sim.bridge`) moves bytes between those and a pty in batches, so Python wakes once per few
 byte times, not per bit; the host opens the pty with pyserial exactly like ``/dev/ttyUSB0``.
 """
 
@@ -11,8 +11,8 @@ import json
 import pathlib
 import tempfile
 
-from rtl.verilog import BOARD_TOP, write_board_verilog
-from training.netfile import read_network
+from hone.rtl.verilog import BOARD_TOP, write_board_verilog
+from hone.training.netfile import read_network
 
 from .runner import SIMULATORS, SimulationError, _tail, build_design, rtl_fingerprint
 
@@ -131,7 +131,7 @@ def build_board(network_path, *, simulator="verilator", lanes=32, clock_hz=12_00
 
 def run_bridge(network_path, *, testcase="serve", simulator="verilator", lanes=32, clock_hz=12_000_000,
                baud=115200, slots=4, build_root="runs/sim-board", config=None, seed=0):
-    """Build the board and run one test of :mod:`sim.bridge` on it; blocks until that test ends.
+    """Build the board and run one test of :mod:`hone.sim.bridge` on it; blocks until that test ends.
 
     ``config`` (a dict) reaches the test as ``HONE_BOARD_CONFIG``, together with the board's
     description. Returns the test's ``results.json`` (a dict).
@@ -145,7 +145,7 @@ def run_bridge(network_path, *, testcase="serve", simulator="verilator", lanes=3
     (test_dir / "config.json").write_text(json.dumps(settings))
     log = test_dir / "sim.log"
     try:
-        runner.test(test_module="sim.bridge", testcase=testcase, hdl_toplevel=BOARD_TESTBENCH,
+        runner.test(test_module="hone.sim.bridge", testcase=testcase, hdl_toplevel=BOARD_TESTBENCH,
                     build_dir=build_dir, test_dir=test_dir, log_file=log, seed=seed,
                     extra_env={"HONE_BOARD_CONFIG": str(test_dir / "config.json")})
     except (RuntimeError, SystemExit):

@@ -1,4 +1,4 @@
-"""cocotb tests on ``hone_board_tb`` (see :mod:`sim.board`), configured by ``HONE_BOARD_CONFIG``.
+"""cocotb tests on ``hone_board_tb`` (see :mod:`hone.sim.board`), configured by ``HONE_BOARD_CONFIG``.
 
 ``serve``: bridge the simulated serial line to a pseudo-terminal until the parent process goes away
 or the stop file appears, with optional fault injection (bit flips, dropped and duplicated bytes).
@@ -20,8 +20,8 @@ import numpy as np
 from cocotb.triggers import RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
-from rtl import protocol
-from rtl.protocol import FrameType
+from hone.rtl import protocol
+from hone.rtl.protocol import FrameType
 
 from .board import BATCH, FIFO_DEPTH
 
@@ -237,8 +237,8 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
 @cocotb.test()
 async def garbage_is_answered(dut):
     """Garbage never locks the board up: every valid frame after it is answered, RESULTs are right."""
-    from training.integer import IntegerNetwork
-    from training.netfile import read_network
+    from hone.training.integer import IntegerNetwork
+    from hone.training.netfile import read_network
 
     config = _config()
     link = config["description"]["link"]

@@ -3,18 +3,18 @@
 import json
 import pathlib
 
-from rtl.cli import lanes_argument
-from training.cli import UserError, network_test_images
+from hone.rtl.cli import lanes_argument
+from hone.training.cli import UserError, network_test_images
 
 __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
 
 def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
             backpressure=0.0, vcd=False, progress=True):
-    """Simulate the first ``images`` test images; the report of :func:`sim.runner.simulate` + accuracy."""
+    """Simulate the first ``images`` test images; the report of :func:`hone.sim.runner.simulate` + accuracy."""
     import numpy as np
 
-    from rtl.plan import PlanError
+    from hone.rtl.plan import PlanError
 
     from .runner import SimulationError, simulate
 

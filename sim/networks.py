@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from training.netfile import DenseLayer, InputSpec, Network, OutputCode, weight_range
-from training.nhot import nhot_key
+from hone.training.netfile import DenseLayer, InputSpec, Network, OutputCode, weight_range
+from hone.training.nhot import nhot_key
 
 __all__ = ["random_dense_network"]
 

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from rtl.cycles import RESULT_GAP
-from rtl.plan import CorePlan
-from rtl.verilog import TOP, write_verilog
-from training.netfile import read_network
+from hone.rtl.cycles import RESULT_GAP
+from hone.rtl.plan import CorePlan
+from hone.rtl.verilog import TOP, write_verilog
+from hone.training.netfile import read_network
 
 __all__ = ["SIMULATORS", "SimulationError", "build_design", "simulate", "tool_path"]
 
@@ -93,7 +93,7 @@ def rtl_fingerprint():
     """A hash of the gateware's sources: builds are reused only while it and the network are unchanged."""
     import hashlib
 
-    import rtl
+    from hone import rtl
 
     digest = hashlib.sha256()
     for path in sorted(pathlib.Path(rtl.__file__).parent.glob("*.py")):
@@ -201,7 +201,7 @@ def simulate(network_path, pixels, *, simulator="verilator", lanes=8, build_root
     started = time.perf_counter()
     env = {"HONE_SIM_CONFIG": str(test_dir / "config.json")}
     try:
-        runner.test(test_module="sim.testbench", hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir, test_dir=test_dir,
+        runner.test(test_module="hone.sim.testbench", hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir, test_dir=test_dir,
                     extra_env=env, waves=waves, log_file=log, seed=seed,
                     plusargs=[f"+dumpfile_path={test_dir / (TOP + '.fst')}"] if waves and simulator == "icarus" else [])
     except (RuntimeError, SystemExit):

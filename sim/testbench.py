@@ -1,9 +1,9 @@
 """cocotb testbench of ``hone_core``: driver, monitors, the integer reference and an in-order checker.
 
-Loaded by the simulator (through :func:`sim.runner.simulate`), configured by the JSON file named in
+Loaded by the simulator (through :func:`hone.sim.runner.simulate`), configured by the JSON file named in
 ``HONE_SIM_CONFIG``: the network file, lanes, the pixels (``.npy``), back-pressure and where to write
 ``results.json``. Every layer's spikes (from the trace port), the class and the cycle count of every
-image are compared with :class:`training.integer.IntegerNetwork` and :func:`rtl.cycles.inference_cycles`.
+image are compared with :class:`hone.training.integer.IntegerNetwork` and :func:`hone.rtl.cycles.inference_cycles`.
 """
 
 import json
@@ -16,10 +16,10 @@ import numpy as np
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
-from rtl.cycles import cycle_bound, inference_cycles
-from rtl.plan import CorePlan
-from training.integer import IntegerNetwork
-from training.netfile import read_network
+from hone.rtl.cycles import cycle_bound, inference_cycles
+from hone.rtl.plan import CorePlan
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import read_network
 
 CLOCK_NS = 20   # 50 MHz, generated inside the simulator by hone_tb (sim/runner.py)
 

@@ -14,7 +14,7 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def digits():
-    from training.datasets import load_dataset
+    from hone.training.datasets import load_dataset
 
     return load_dataset("digits")
 

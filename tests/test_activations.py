@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import keras
 
-from training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
+from hone.training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
 from conftest import gradient
 
 X = np.linspace(-1.0, 2.0, 301).astype("float32")

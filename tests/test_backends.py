@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from host.cli import main
-from training.backend import BackendError, select_backend
+from hone.host.cli import main
+from hone.training.backend import BackendError, select_backend
 
-HONE = [sys.executable, "-m", "host.cli"]
+HONE = [sys.executable, "-m", "hone"]
 
 
 def other_backend():
@@ -63,15 +63,15 @@ def test_keras_backend_variable_is_checked(tmp_path):
 # trainer keeps its state off the model between steps), and every engine must end in the same place.
 SHARPEN_SCRIPT = r"""
 import json, sys
-from training.backend import select_backend
+from hone.training.backend import select_backend
 backend, devices = sys.argv[1], int(sys.argv[2])
 select_backend(backend, cpu_devices=devices if devices > 1 else None)
 import keras
-from training.config import TrainConfig
-from training.datasets import load_dataset
-from training.distribute import placement
-from training.sharpeners import SimpleSharpener
-from training.train import compiled_model
+from hone.training.config import TrainConfig
+from hone.training.datasets import load_dataset
+from hone.training.distribute import placement
+from hone.training.sharpeners import SimpleSharpener
+from hone.training.train import compiled_model
 
 class Probe(keras.callbacks.Callback):
     # the sharpness the model's variables hold after each epoch (what the next step computes with)
@@ -118,14 +118,14 @@ def test_sharpening_reaches_the_model_on_every_engine(tmp_path, backend, devices
     (["patience=0"], "adaptive", r"--vary patience=0: `patience` must be >= 1"),
 ])
 def test_sweep_space_errors_name_the_setting(specs, sharpener, message):
-    from training.sweep import SweepError, parse_space
+    from hone.training.sweep import SweepError, parse_space
 
     with pytest.raises(SweepError, match=message):
         parse_space(specs, sharpener)
 
 
 def test_sweep_space_parses_types_and_defaults():
-    from training.sweep import DEFAULT_SPACE, grid_size, parse_space
+    from hone.training.sweep import DEFAULT_SPACE, grid_size, parse_space
 
     space = parse_space(["rate=0.1,0.25", "finetune-epochs=0,5"], "adaptive")
     assert space == {"rate": (0.1, 0.25), "finetune_epochs": (0, 5)}
@@ -137,7 +137,7 @@ def test_validation_split_is_stratified_and_disjoint(digits):
     import dataclasses
 
     import numpy as np
-    from training.sweep import validation_split
+    from hone.training.sweep import validation_split
 
     # every image made unique (its index), so where each one went can be checked
     ids = np.arange(len(digits.x_train), dtype="float32")
@@ -152,8 +152,8 @@ def test_validation_split_is_stratified_and_disjoint(digits):
 
 
 def test_a_sweep_folder_resumes_only_the_same_sweep(tmp_path):
-    from training.config import TrainConfig
-    from training.sweep import SweepError, run_sweep
+    from hone.training.config import TrainConfig
+    from hone.training.sweep import SweepError, run_sweep
 
     base = TrainConfig(dataset="digits", sharpener="adaptive")
     (tmp_path / "space.json").write_text(json.dumps({"search": "grid", "space": {"rate": [0.1, 0.2]},

@@ -8,20 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-from boards import fit
-from boards.pll import ecp5_pll, ice40_pll, plan_clock
-from boards.targets import BOARDS, BoardError, get_board
-from rtl import protocol
-from rtl.board import loader_cycles
-from rtl.cycles import RESULT_GAP, inference_cycles
-from rtl.plan import CorePlan
-from training.cli import network_test_images
-from training.integer import IntegerNetwork
-from training.netfile import read_network
+from hone.boards import fit
+from hone.boards.pll import ecp5_pll, ice40_pll, plan_clock
+from hone.boards.targets import BOARDS, BoardError, get_board
+from hone.rtl import protocol
+from hone.rtl.board import loader_cycles
+from hone.rtl.cycles import RESULT_GAP, inference_cycles
+from hone.rtl.plan import CorePlan
+from hone.training.cli import network_test_images
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import read_network
 
 FASHION = "tests/data/fashion-dense-4bit.hone"
 DIGITS = "tests/data/digits-dense-4bit.hone"
-HONE = [sys.executable, "-m", "host.cli"]
+HONE = [sys.executable, "-m", "hone"]
 
 
 def hone(*args):

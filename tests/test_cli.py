@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from host.cli import main
+from hone.host.cli import main
 
-HONE = [sys.executable, "-m", "host.cli"]
+HONE = [sys.executable, "-m", "hone"]
 
 
 def run(*args, env=None):

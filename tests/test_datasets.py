@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from training.datasets import DatasetError, load_dataset
+from hone.training.datasets import DatasetError, load_dataset
 
 
 def test_digits_split_shapes_and_range(digits):

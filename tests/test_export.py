@@ -10,12 +10,12 @@ import pytest
 import keras
 from hypothesis import given, settings, strategies as st
 
-from training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
-from training.export import ExportError, evaluate_export, export_network
-from training.integer import IntegerNetwork
-from training.models import build_model
-from training.netfile import read_network, write_network
-from training.train import output_spikes
+from hone.training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
+from hone.training.export import ExportError, evaluate_export, export_network
+from hone.training.integer import IntegerNetwork
+from hone.training.models import build_model
+from hone.training.netfile import read_network, write_network
+from hone.training.train import output_spikes
 
 
 def on_8bit_grid(x):
@@ -142,7 +142,7 @@ def test_weight_bits_out_of_range(trained, bits):
 # -- the CLI --------------------------------------------------------------------------------------
 
 def hone(*args):
-    return subprocess.run([sys.executable, "-m", "host.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "hone", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
 
 

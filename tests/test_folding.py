@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import keras
 
-from training.activations import SpikingBReLU
-from training.folding import FoldingError, fold_batch_norm
-from training.models import build_model
+from hone.training.activations import SpikingBReLU
+from hone.training.folding import FoldingError, fold_batch_norm
+from hone.training.models import build_model
 
 
 def pre_activations(model, names, x):

@@ -10,14 +10,14 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtl import protocol
-from rtl.board import BoardTop
-from rtl.protocol import END, ESC, ErrorCode, Frame, FrameType
-from rtl.uart import divisor_for
-from sim.bridge import garbage_stream
-from sim.networks import random_dense_network
-from training.integer import IntegerNetwork
-from training.netfile import write_network
+from hone.rtl import protocol
+from hone.rtl.board import BoardTop
+from hone.rtl.protocol import END, ESC, ErrorCode, Frame, FrameType
+from hone.rtl.uart import divisor_for
+from hone.sim.bridge import garbage_stream
+from hone.sim.networks import random_dense_network
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import write_network
 
 FASHION = "tests/data/fashion-dense-4bit.hone"
 
@@ -174,7 +174,7 @@ def test_board_answers_info_load_infer_and_garbage(small_net):
     pixel_clocks = []
     frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock, pixel_clocks=pixel_clocks))
     assert all(isinstance(f, Frame) for f in frames), frames
-    # the loader hands the core one pixel per clock (rtl.board.loader_cycles)
+    # the loader hands the core one pixel per clock (hone.rtl.board.loader_cycles)
     assert len(pixel_clocks) == 3 * 16
     for image in range(3):
         clocks = pixel_clocks[16 * image:16 * image + 16]
@@ -236,7 +236,7 @@ def test_board_survives_a_line_held_low(small_net):
 
 @pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 150)])
 def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulator, count):
-    from sim.board import run_bridge
+    from hone.sim.board import run_bridge
 
     _, path = small_net
     summary = run_bridge(path, testcase="garbage_is_answered", simulator=simulator, lanes=4, clock_hz=12_000_000,
@@ -253,7 +253,7 @@ def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulato
 
 @pytest.mark.parametrize("faults", [0.0, 0.02])
 def test_board_infers_every_image_exactly_once(small_net, builds, faults):
-    from host.board import Board
+    from hone.host.board import Board
 
     network, path = small_net
     images = np.random.default_rng(5).integers(0, 8, size=(60 if faults else 120, 16))
@@ -274,7 +274,7 @@ def test_board_infers_every_image_exactly_once(small_net, builds, faults):
 
 
 def test_board_refuses_another_network(small_net, builds):
-    from host.board import Board, LinkError
+    from hone.host.board import Board, LinkError
 
     _, path = small_net
     other = random_dense_network(np.random.default_rng(9), input_shape=(4, 4, 1), input_bits=3, widths=(12,),
@@ -287,7 +287,7 @@ def test_board_refuses_another_network(small_net, builds):
 
 
 def test_board_open_errors(tmp_path):
-    from host.board import Board, LinkError
+    from hone.host.board import Board, LinkError
 
     with pytest.raises(LinkError, match=r"^cannot open serial port '/dev/ttyNOPE9': "):
         Board.open("/dev/ttyNOPE9")
@@ -298,7 +298,7 @@ def test_board_open_errors(tmp_path):
 
 
 def test_hone_infer_cli(capsys):
-    from host.cli import main
+    from hone.host.cli import main
 
     assert main(["infer", FASHION, "--sim", "--images", "6", "--json"]) == 0
     out = capsys.readouterr().out
@@ -310,7 +310,7 @@ def test_hone_infer_cli(capsys):
 
 
 def test_hone_infer_errors(capsys):
-    from host.cli import main
+    from hone.host.cli import main
 
     assert main(["infer", FASHION, "--images", "2"]) == 1
     assert "give either --port PORT (a board) or --sim (a simulated board)" in capsys.readouterr().err

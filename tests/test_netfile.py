@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from training.integer import IntegerNetwork
-from training.netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, NetworkFileError,
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, NetworkFileError,
                               OutputCode, accumulator_bits, read_network, write_network)
-from training.nhot import nhot_key
+from hone.training.nhot import nhot_key
 
 
 def random_network(rng, *, input_bits=3, weight_bits=4, conv=True):
@@ -62,7 +62,7 @@ def edit(path, change):
 
 
 def rehash(document):
-    from training.netfile import canonical_hash
+    from hone.training.netfile import canonical_hash
     document["sha256"] = canonical_hash(document["network"])
 
 
@@ -187,7 +187,7 @@ def test_input_quantization_rounds_half_up():
 
 
 def test_hone_info_describes_a_valid_file(tmp_path, network, capsys):
-    from host.cli import main
+    from hone.host.cli import main
     path = tmp_path / "net.hone"
     write_network(path, network, meta={"dataset": "synthetic"})
     assert main(["info", str(path), "--json"]) == 0
@@ -201,7 +201,7 @@ def test_hone_info_describes_a_valid_file(tmp_path, network, capsys):
 
 
 def test_hone_info_reports_a_bad_file_in_one_line(tmp_path, network, capsys):
-    from host.cli import main
+    from hone.host.cli import main
     path = tmp_path / "net.hone"
     write_network(path, network)
     edit(path, lambda d: d.update(version=2))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import keras
 
-from training.decode import SoftmaxDecode
-from training.nhot import decode_spikes, nhot_key
+from hone.training.decode import SoftmaxDecode
+from hone.training.nhot import decode_spikes, nhot_key
 
 
 def test_key_has_n_disjoint_units_per_class_and_is_seeded():

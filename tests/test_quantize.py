@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from training.quantize import quantize_neurons
+from hone.training.quantize import quantize_neurons
 
 
 def fires(w, t, x):

@@ -8,14 +8,14 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from host.cli import main
-from rtl.core import NetworkCore
-from rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
-from rtl.neuron import NeuronArray
-from rtl.plan import CorePlan, PlanError
-from sim.networks import random_dense_network
-from training.integer import IntegerNetwork
-from training.netfile import ConvLayer, MaxPoolLayer, Network, write_network
+from hone.host.cli import main
+from hone.rtl.core import NetworkCore
+from hone.rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
+from hone.rtl.neuron import NeuronArray
+from hone.rtl.plan import CorePlan, PlanError
+from hone.sim.networks import random_dense_network
+from hone.training.integer import IntegerNetwork
+from hone.training.netfile import ConvLayer, MaxPoolLayer, Network, write_network
 
 
 def run_core(core, pixels, *, result_stall=()):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import keras
 
-from training.activations import SpikingBReLU
-from training.sharpeners import AdaptiveSchedule, AdaptiveSharpener, SimpleSharpener, sharpness_of
+from hone.training.activations import SpikingBReLU
+from hone.training.sharpeners import AdaptiveSchedule, AdaptiveSharpener, SimpleSharpener, sharpness_of
 
 
 def schedule(**kwargs):
@@ -142,10 +142,10 @@ def test_sharpness_rises_a_little_every_batch():
 
 
 def test_epochs_too_long_to_plan_sharpen_step_by_step_the_same_way(monkeypatch):
-    import training.sharpeners
+    import hone.training.sharpeners
 
     planned = fit(tiny_model(), SimpleSharpener(start_epoch=1, steps=2), epochs=20).history
-    monkeypatch.setattr(training.sharpeners, "PLAN_STEPS", STEPS_PER_EPOCH)  # too short for an epoch
+    monkeypatch.setattr(hone.training.sharpeners, "PLAN_STEPS", STEPS_PER_EPOCH)  # too short for an epoch
     model = tiny_model()
     sharpener = SimpleSharpener(start_epoch=1, steps=2)
     stepped = fit(model, sharpener, epochs=20).history

@@ -1,6 +1,6 @@
 """The regression of record: cocotb on Icarus and Verilator, every layer's spikes against the reference.
 
-Each test goes through :func:`sim.runner.simulate`, which builds with ``cocotb_tools.runner`` and runs
+Each test goes through :func:`hone.sim.runner.simulate`, which builds with ``cocotb_tools.runner`` and runs
 the testbench in ``sim/testbench.py`` (driver, monitors, ``IntegerNetwork``, in-order checker).
 """
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from host.cli import main
-from sim.networks import random_dense_network
-from sim.runner import SIMULATORS, simulate
-from training.datasets import load_dataset
-from training.netfile import read_network, write_network
+from hone.host.cli import main
+from hone.sim.networks import random_dense_network
+from hone.sim.runner import SIMULATORS, simulate
+from hone.training.datasets import load_dataset
+from hone.training.netfile import read_network, write_network
 
 FASHION = pathlib.Path(__file__).parent / "data" / "fashion-dense-4bit.hone"
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import keras
 
-from training.activations import spiking_layers
-from training.nhot import decode_spikes
-from training.train import output_spikes
+from hone.training.activations import spiking_layers
+from hone.training.nhot import decode_spikes
+from hone.training.train import output_spikes
 
 pytestmark = pytest.mark.slow
 
 
 def train_digits(out, *extra):
     result = subprocess.run(
-        [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--arch", "dense",
+        [sys.executable, "-m", "hone", "train", "--dataset", "digits", "--arch", "dense",
          "--nhot", "4", "--epochs", "80", "--seed", "0", "--out", str(out), "--json", *extra],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,7 +78,7 @@ def test_history_and_plot(digits_run):
 
 def test_model_loads_in_a_fresh_interpreter_with_plain_load_model(digits_run):
     out, _ = digits_run
-    code = ("import sys, keras, training.layers; m = keras.saving.load_model(sys.argv[1]); "
+    code = ("import sys, keras, hone.training.layers; m = keras.saving.load_model(sys.argv[1]); "
             "print(type(m.layers[-1]).__name__, m.count_params())")
     result = subprocess.run([sys.executable, "-c", code, str(out / "model.keras")],
                             capture_output=True, text=True, timeout=300)
@@ -96,7 +96,7 @@ def test_backends_reach_the_same_sharpened_accuracy(digits_runs):
 
 
 def export_with(backend, model, output):
-    result = subprocess.run([sys.executable, "-m", "host.cli", "export", str(model), "--weight-bits", "4",
+    result = subprocess.run([sys.executable, "-m", "hone", "export", str(model), "--weight-bits", "4",
                              "-o", str(output), "--backend", backend, "--json"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,7 +132,7 @@ def test_two_jax_processes_train_one_model(tmp_path):
     out = tmp_path / "run"
     ports = f"localhost:{free_port()},localhost:{free_port()}"
     workers = [subprocess.Popen(
-        [sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--epochs", "80", "--backend", "jax",
+        [sys.executable, "-m", "hone", "train", "--dataset", "digits", "--epochs", "80", "--backend", "jax",
          "--finetune-epochs", "4", "--data-parallel", "--out", str(out), "--json"],
         env=dict(os.environ, KERAS_DISTRIBUTION_JOB_ADDRESSES=ports, KERAS_DISTRIBUTION_NUM_PROCESSES="2",
                  KERAS_DISTRIBUTION_PROCESS_ID=str(index)),
@@ -157,7 +157,7 @@ def test_tensorflow_multi_worker_is_refused_with_the_reason(tmp_path):
     import os
 
     config = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
-    result = subprocess.run([sys.executable, "-m", "host.cli", "train", "--dataset", "digits", "--data-parallel",
+    result = subprocess.run([sys.executable, "-m", "hone", "train", "--dataset", "digits", "--data-parallel",
                              "--backend", "tensorflow", "--out", str(tmp_path / "run")],
                             env=dict(os.environ, TF_CONFIG=json.dumps(config)), capture_output=True, text=True,
                             timeout=300)
@@ -179,7 +179,7 @@ def test_distributed_sweep_writes_a_table_and_a_plot(tmp_path):
     import os
 
     out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "host.cli", "sweep", "--dataset", "digits", "--backend", "jax",
+    command = [sys.executable, "-m", "hone", "sweep", "--dataset", "digits", "--backend", "jax",
                "--vary", "rate=0.25,0.5", "--min-init-epochs", "3", "--epochs", "40", "--finetune-epochs", "3",
                "--out", str(out), "--json"]
     env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(free_port()))
@@ -213,7 +213,7 @@ def test_distributed_sweep_writes_a_table_and_a_plot(tmp_path):
 def test_flow_writes_a_report(tmp_path):
     out = tmp_path / "flow"
     result = subprocess.run(
-        [sys.executable, "-m", "host.cli", "flow", "--dataset", "digits", "--epochs", "80",
+        [sys.executable, "-m", "hone", "flow", "--dataset", "digits", "--epochs", "80",
          "--out", str(out), "--json"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -223,7 +223,7 @@ def test_flow_writes_a_report(tmp_path):
     assert f"{100 * report['train']['sharpened_accuracy']:.2f}%" in markdown
     assert (out / "train" / "model.keras").exists() and (out / "train" / "sharpening.png").exists()
     # the flow exports the sharpened net to a 4-bit network file and reports every stage
-    from training.netfile import read_network
+    from hone.training.netfile import read_network
     network, _ = read_network(out / "net.hone")
     assert network.weight_bits == 4 and network.sha256 == report["export"]["sha256"]
     accuracy = report["export"]["accuracy"]

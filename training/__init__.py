@@ -2,7 +2,7 @@
 
 The package itself imports nothing heavy, so the hardware side can use its Keras-free modules (and the
 ``hone`` command starts fast). Names below load their module on first use. To load a saved model with
-plain ``keras.saving.load_model(path)``, ``import training.layers`` first: it registers hone's layers.
+plain ``keras.saving.load_model(path)``, ``import hone.training.layers`` first: it registers hone's layers.
 """
 
 import importlib

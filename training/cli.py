@@ -1,5 +1,5 @@
 """The training side of the ``hone`` command line: ``train``, ``sweep``, ``export``, ``info`` (see
-:mod:`host.cli`).
+:mod:`hone.host.cli`).
 
 Subcommands import their heavy dependencies (TensorFlow, Keras) only when they run, so ``hone --help``
 is instant. User errors (bad arguments, a missing data set, an incomplete sharpening) print one
@@ -30,8 +30,8 @@ def network_test_images(network_path, images=None, dataset=None):
 
     Returns ``(network, pixels, labels, dataset)``; bad files, data sets or counts raise ``UserError``.
     """
-    from training.datasets import DatasetError, load_dataset
-    from training.netfile import NetworkFileError, read_network
+    from hone.training.datasets import DatasetError, load_dataset
+    from hone.training.netfile import NetworkFileError, read_network
 
     try:
         network, meta = read_network(network_path)

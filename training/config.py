@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
-    distribution: str = "none"        # "data-parallel": every device (see training.distribute)
+    distribution: str = "none"        # "data-parallel": every device (see hone.training.distribute)
     # AdaptiveSharpener
     min_init_epochs: int = 6
     rate: float = 0.25

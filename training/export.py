@@ -139,7 +139,7 @@ def _folded_layers(model):
 
 
 def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_unsharp=False):
-    """Quantize a sharpened Keras model into a :class:`~training.netfile.Network`.
+    """Quantize a sharpened Keras model into a :class:`~hone.training.netfile.Network`.
 
     Returns ``(network, float_layers)``; the float layers (folded, unquantized) are what
     :func:`evaluate_export` compares against.

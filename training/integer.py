@@ -23,10 +23,10 @@ def conv_patches(x, kh, kw, padding):
 
 
 class IntegerNetwork:
-    """Run a :class:`~training.netfile.Network` in integer arithmetic.
+    """Run a :class:`~hone.training.netfile.Network` in integer arithmetic.
 
     Args:
-        network: A validated :class:`~training.netfile.Network`.
+        network: A validated :class:`~hone.training.netfile.Network`.
         chunk: Images per vectorized pass (memory bound for conv layers). Defaults to `500`.
 
     Example:

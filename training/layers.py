@@ -1,6 +1,6 @@
 """hone's custom Keras layers, in one import.
 
-``import training.layers`` registers every layer a hone model can contain, so a saved ``model.keras``
+``import hone.training.layers`` registers every layer a hone model can contain, so a saved ``model.keras``
 loads with plain ``keras.saving.load_model(path)`` (no ``custom_objects``). The modules that build or
 train models import it themselves.
 """

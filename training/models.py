@@ -1,7 +1,7 @@
 """The two architectures hone trains: ``dense`` (an MLP) and ``conv`` (conv-pool-conv-pool-dense).
 
 Every hidden and output unit is a spiking activation; the output layer has ``classes x nhot`` units
-read by a frozen N-hot key (:class:`~training.nhot.SoftmaxDecode`). Max-pooling comes *after* the
+read by a frozen N-hot key (:class:`~hone.training.nhot.SoftmaxDecode`). Max-pooling comes *after* the
 spiking activation, so in hardware it is an OR of binary spikes. With ``batch_norm=True`` each
 Dense/Conv2D is followed by a BatchNormalization (folded away before export) and has no bias.
 """
@@ -56,7 +56,7 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         augment: Random horizontal flips and shifts of up to 2 pixels, in training only (identity at
             inference; the export skips them). Only for data whose mirror images keep their class.
             Defaults to `False`.
-        gradient: Backward pass of the spiking layers (see :class:`~training.activations.Spiking`).
+        gradient: Backward pass of the spiking layers (see :class:`~hone.training.activations.Spiking`).
             Defaults to `"straight-through"`.
         decode_scale: Softmax scale of :class:`SoftmaxDecode` (training dynamics only; the decoded
             class does not depend on it). Defaults to `1.0`.

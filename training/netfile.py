@@ -136,7 +136,7 @@ class MaxPoolLayer:
 
 @dataclasses.dataclass(frozen=True)
 class OutputCode:
-    """The N-hot key of the last layer and its tie-break (see :mod:`training.nhot`)."""
+    """The N-hot key of the last layer and its tie-break (see :mod:`hone.training.nhot`)."""
 
     key: np.ndarray          # (classes, width) 0/1
     tie_break: str = "lowest-index"

@@ -11,7 +11,7 @@ Tie-break: among classes with equal votes the **lowest class index wins** (a str
 from class 0 upwards). This includes the all-silent output, which decodes to class 0.
 
 This module is numpy only, so the hardware side can use it; the Keras layer that trains through the
-key is :class:`training.decode.SoftmaxDecode`.
+key is :class:`hone.training.decode.SoftmaxDecode`.
 """
 
 import numpy as np

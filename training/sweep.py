@@ -1,7 +1,7 @@
 """Sharpener hyperparameter sweeps, run by KerasTuner: the engine behind ``hone sweep``.
 
-Each trial is a whole :func:`~training.train.train` run (sharpened until every layer is a step) with
-some :class:`~training.config.TrainConfig` fields set from the trial's hyperparameters. The objective
+Each trial is a whole :func:`~hone.training.train.train` run (sharpened until every layer is a step) with
+some :class:`~hone.training.config.TrainConfig` fields set from the trial's hyperparameters. The objective
 is the *sharpened* (hard-step) accuracy on a validation split held out of the training set, so the
 test set stays untouched by the search; the table reports both.
 

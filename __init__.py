@@ -1,0 +1,1 @@
+"""hone: Whetstone-sharpened binary spiking networks, from Keras to an FPGA."""
