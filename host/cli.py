@@ -10,6 +10,7 @@ import argparse
 import json
 import pathlib
 import sys
+import warnings
 
 from hone.boards.targets import BOARDS
 from hone.rtl import cli as rtl_cli
@@ -113,7 +114,16 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """hone's own warnings are one ``hone: warning: ...`` line; others keep Python's format."""
+    if category.__module__.startswith("hone."):
+        print(f"hone: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv=None):
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

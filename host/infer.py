@@ -131,6 +131,7 @@ def cmd_infer(args):
 
 def add_commands(commands):
     from hone.sim.cli import add_board_arguments
+    from hone.training.datasets import dataset_argument
 
     infer = commands.add_parser(
         "infer", help="run test images on a board over serial and check them",
@@ -142,7 +143,7 @@ def add_commands(commands):
     where.add_argument("--sim", action="store_true", help="start a simulated board and use it")
     infer.add_argument("--baud", type=int, default=115200, help="line rate (default: 115200)")
     infer.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
-    infer.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+    infer.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                        help="test images (default: the one named in the network file)")
     infer.add_argument("--chunk", type=int, metavar="BYTES",
                        help="image bytes per frame (default: adaptive, from the whole image down)")

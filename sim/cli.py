@@ -71,6 +71,8 @@ def cmd_sim(args):
 
 
 def add_commands(commands):
+    from hone.training.datasets import dataset_argument
+
     from .runner import SIMULATORS
 
     sim = commands.add_parser(
@@ -81,7 +83,7 @@ def add_commands(commands):
     sim.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
     sim.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     sim.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
-    sim.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+    sim.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                      help="test images (default: the one named in the network file)")
     sim.add_argument("--backpressure", type=float, default=0.0, metavar="P",
                      help="chance per cycle that the result stream is not ready (default: 0)")

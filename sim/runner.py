@@ -14,7 +14,7 @@ import numpy as np
 from hone.rtl.cycles import RESULT_GAP
 from hone.rtl.plan import CorePlan
 from hone.rtl.verilog import TOP, write_verilog
-from hone.training.netfile import read_network
+from hone.training.netfile import Network, read_network, write_network
 
 __all__ = ["SIMULATORS", "SimulationError", "build_design", "simulate", "tool_path"]
 
@@ -155,29 +155,60 @@ def _tail(path, lines=15):
         return "(no log)"
 
 
-def simulate(network_path, pixels, *, simulator="verilator", lanes=8, build_root="runs/sim", backpressure=0.0,
+def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="runs/sim", backpressure=0.0,
              gap=0, seed=0, waves=False, progress=True):
-    """Stream integer ``pixels`` (``(n, ...)``) through the RTL of ``network_path`` under cocotb.
+    """Stream integer ``pixels`` through the RTL of ``network`` under cocotb; check every spike.
+
+    The generated core (``hone.rtl.core.NetworkCore``) runs on Icarus or Verilator; the testbench
+    compares every layer's spikes, the class and the cycle count of each image with
+    :class:`~hone.training.integer.IntegerNetwork` and the cycle model (``hone.rtl.cycles``).
 
     Args:
-        simulator: ``"icarus"`` or ``"verilator"``.
-        lanes: Neuron units ``P`` of the generated core.
-        build_root: Folder for Verilog and simulator builds (reused across runs of the same network).
-        backpressure: Chance that the result stream's ready is low in a cycle.
+        network: A :class:`~hone.training.netfile.Network` or the path of a network file. A
+            ``Network`` is written to ``build_root`` first (the testbench reads the file).
+        pixels: ``(n, *network.input.shape)`` or ``(n, network.input.size)`` integers in
+            ``0 .. 2**network.input.bits - 1``, e.g. ``network.input.quantize(images)``.
+        simulator: ``"icarus"`` or ``"verilator"``. Defaults to `"verilator"`.
+        lanes: Neuron units ``P`` of the generated core. Defaults to `8`.
+        build_root: Folder for Verilog and simulator builds (reused across runs of the same network
+            and lanes). Defaults to `"runs/sim"`.
+        backpressure: Chance in [0, 1) that the result stream's ready is low in a cycle.
         gap: Up to this many idle cycles between images (random), else back to back.
         waves: Dump waves (Verilator: VCD, Icarus: FST); use for a handful of images.
         progress: Show a progress bar on stderr.
 
     Returns:
-        A report dict: agreement per layer, class agreement, cycles against the model and the bound,
-        simulated time and wall time, the first mismatches.
+        A report dict: ``labels`` (the RTL's class per image), ``equal`` (every layer, class and cycle
+        count matched), agreement per layer, class agreement, cycles (mean, max) against the model and
+        the bound, images/s at ``clock_hz``, simulated and wall time, the first mismatches.
+
+    Raises:
+        ValueError: bad ``simulator``, ``lanes`` or ``pixels`` (shape, range, none at all).
+        NetworkFileError: ``network`` is a path to an invalid network file.
+        SimulationError: the simulator failed to build or run (the message holds its log's tail).
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    network, _ = read_network(network_path)
-    pixels = np.asarray(pixels, dtype=np.int64).reshape(len(pixels), -1)
-    if len(pixels) == 0:
-        raise ValueError("no images to simulate")
+    if isinstance(network, Network):
+        network_path = pathlib.Path(build_root).resolve() / f"{network.sha256[:16]}.hone"
+        if not network_path.exists():
+            network_path.parent.mkdir(parents=True, exist_ok=True)
+            write_network(network_path, network)
+    else:
+        network_path = network
+        network, _ = read_network(network_path)
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 0 or len(pixels) == 0:
+        raise ValueError("no images to simulate: 'pixels' is empty")
+    if pixels.size != len(pixels) * network.input.size:
+        raise ValueError(f"'pixels' has shape {pixels.shape}, but the network takes images of "
+                         f"{network.input.shape} ({network.input.size} pixels each)")
+    top = 2 ** network.input.bits - 1
+    if not np.issubdtype(pixels.dtype, np.integer) or pixels.min() < 0 or pixels.max() > top:
+        raise ValueError(f"'pixels' must be integers in 0..{top} ({network.input.bits}-bit input; "
+                         f"network.input.quantize(images) gives them), got {pixels.dtype} in "
+                         f"{pixels.min()}..{pixels.max()}")
+    pixels = pixels.astype(np.int64).reshape(len(pixels), -1)
     plan = CorePlan(network, lanes=lanes)
     started = time.perf_counter()
     runner, build_dir, verilog = _build(network, network_path, simulator=simulator, lanes=lanes,

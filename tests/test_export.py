@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ import keras
 from hypothesis import given, settings, strategies as st
 
 from hone.training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
+from hone.training.decode import SoftmaxDecode
 from hone.training.export import ExportError, evaluate_export, export_network
 from hone.training.integer import IntegerNetwork
 from hone.training.models import build_model
 from hone.training.netfile import read_network, write_network
+from hone.training.nhot import nhot_key
 from hone.training.train import output_spikes
 
 
@@ -195,3 +198,307 @@ def test_augmentation_layers_are_training_only_and_skipped_by_export(digits):
     np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))  # inference: identity
     network, _ = export_network(model, weight_bits=8, input_bits=8)
     assert [layer.name for layer in network.layers] == ["dense_0", "dense_out"]
+
+
+# -- the graph: the exporter follows the wiring Keras traced, not model.layers --------------------
+
+KEY = nhot_key(3, 2)  # 3 classes, 6 output units
+REFUSED = r"the network file is a chain: "
+SUPPORTED = (r"hone exports Dense, Conv2D, spiking activations, MaxPooling2D, Flatten, Dropout, "
+             r"BatchNormalization, RandomFlip, RandomTranslation and SoftmaxDecode$")
+
+
+def spike(name=None):
+    return SpikingBReLU(sharpness=1.0, name=name)
+
+
+def head(x, name="out"):
+    """Dense -> spikes -> SoftmaxDecode on a flat tensor: the tail every test model shares."""
+    return SoftmaxDecode(KEY, name="decode")(spike(f"spike_{name}")(keras.layers.Dense(6, name=name)(x)))
+
+
+def export(model, bits=4):
+    return export_network(model, weight_bits=bits, input_bits=8)
+
+
+def assert_same_network(network, expected):
+    assert network.input == expected.input and network.weight_bits == expected.weight_bits
+    np.testing.assert_array_equal(network.output.key, expected.output.key)
+    assert [(layer.kind, layer.name) for layer in network.layers] == \
+           [(layer.kind, layer.name) for layer in expected.layers]
+    for layer, other in zip(network.layers, expected.layers):
+        if layer.kind != "maxpool2d":
+            np.testing.assert_array_equal(layer.weights, other.weights, err_msg=layer.name)
+            np.testing.assert_array_equal(layer.thresholds, other.thresholds, err_msg=layer.name)
+
+
+def test_a_shared_layer_is_refused_not_exported_once():
+    x = keras.Input((6,), name="x")
+    shared = keras.layers.Dense(6, name="d1")
+    y = spike("s2")(shared(spike("s1")(shared(x))))
+    model = keras.Model(x, SoftmaxDecode(KEY)(y))
+    assert [layer.name for layer in model.layers].count("d1") == 1  # what the old list walk saw
+    with pytest.raises(ExportError, match=r"^layer 'd1' \(Dense\) is applied 2 times \(shared weights\); the "
+                                          r"network file holds each layer once: give each application its "
+                                          r"own layer$"):
+        export(model)
+
+
+def test_an_unbuilt_sequential_is_refused_with_how_to_build_it():
+    model = keras.Sequential([keras.layers.Dense(6, name="d"), spike("s"), SoftmaxDecode(KEY)], name="unbuilt")
+    with pytest.raises(ExportError, match=r"^the Sequential model 'unbuilt' is not built: it has no input "
+                                          r"shape\. Start it with keras\.Input\(shape=\.\.\.\) or call "
+                                          r"model\.build\(\(None, \.\.\.\)\) before exporting$"):
+        export(model)
+    model.build((None, 6))  # what the message says
+    network, _ = export(model)
+    assert network.input.shape == (1, 6, 1) and [layer.name for layer in network.layers] == ["d"]
+
+
+def test_a_branch_is_refused():
+    x = keras.Input((6,), name="x")
+    a = spike("sa")(keras.layers.Dense(6, name="da")(x))
+    b = spike("sb")(keras.layers.Dense(6, name="db")(x))
+    model = keras.Model(x, SoftmaxDecode(KEY)(keras.layers.Add(name="add")([a, b])))
+    with pytest.raises(ExportError, match=r"^the model input 'x' feeds 2 layers \('da', 'db'\); " + REFUSED +
+                                          r"each layer's output must go to exactly one layer, the last to "
+                                          r"the output$"):
+        export(model)
+
+
+def test_a_branch_after_a_layer_names_that_layer():
+    x = keras.Input((6,), name="x")
+    a = spike("sa")(keras.layers.Dense(6, name="da")(x))
+    b = keras.layers.Dense(6, name="db")(a)
+    model = keras.Model(x, head(keras.layers.Add(name="add")([a, b])))  # a residual connection
+    with pytest.raises(ExportError, match=r"^layer 'sa' \(SpikingBReLU\) feeds 2 layers \('add', 'db'\); "):
+        export(model)
+
+
+@pytest.mark.parametrize("merge", [keras.layers.Add, keras.layers.Concatenate])
+def test_a_merge_is_refused(merge):
+    x = keras.Input((6,), name="x")
+    a = spike("sa")(keras.layers.Dense(3, name="da")(x))
+    layer = merge(name="merge")
+    model = keras.Model(x, head(layer([a, a])))
+    with pytest.raises(ExportError, match=rf"^layer 'merge' \({type(layer).__name__}\) merges 2 inputs; "
+                                          + REFUSED + r"each layer takes only the output of the layer "
+                                                      r"before it$"):
+        export(model)
+
+
+def test_two_inputs_or_two_outputs_are_refused():
+    x1, x2 = keras.Input((6,), name="x1"), keras.Input((6,), name="x2")
+    model = keras.Model([x1, x2], head(keras.layers.Add()([x1, x2])))
+    with pytest.raises(ExportError, match=r"^the model has 2 inputs \('x1', 'x2'\); the network file takes "
+                                          r"one input image$"):
+        export(model)
+    x = keras.Input((6,), name="x")
+    hidden = spike("s")(keras.layers.Dense(6, name="d")(x))
+    model = keras.Model(x, [head(hidden), hidden])
+    with pytest.raises(ExportError, match=r"^the model has 2 outputs \(from 'decode', 's'\); the network file "
+                                          r"has one output, the class its SoftmaxDecode key decodes$"):
+        export(model)
+
+
+class Twice(keras.layers.Layer):
+    """A custom layer: the exporter cannot know what it computes."""
+
+    def call(self, inputs):
+        return 2.0 * inputs
+
+
+class ScaledDense(keras.layers.Dense):
+    """A Dense subclass whose call() differs: a subclass is not a Dense to the exporter."""
+
+    def call(self, inputs):
+        return 2.0 * super().call(inputs)
+
+
+@pytest.mark.parametrize("make, described", [
+    (lambda: keras.layers.LayerNormalization(name="odd"), r"'odd' \(LayerNormalization\)"),
+    (lambda: keras.layers.Lambda(lambda t: t, name="odd"), r"'odd' \(Lambda\)"),
+    (lambda: Twice(name="odd"), r"'odd' \(Twice\)"),
+    (lambda: ScaledDense(6, name="odd"), r"'odd' \(ScaledDense\)"),
+    (lambda: keras.layers.Activation("relu", name="odd"), r"'odd' \(Activation\)"),
+])
+def test_unknown_layer_types_are_refused_by_name(make, described):
+    x = keras.Input((6,), name="x")
+    model = keras.Model(x, head(make()(spike("s")(keras.layers.Dense(6, name="d")(x)))))
+    with pytest.raises(ExportError, match=rf"^unsupported layer {described}: " + SUPPORTED):
+        export(model)
+
+
+def test_a_keras_ops_call_is_refused_not_dropped():
+    x = keras.Input((6,), name="x")
+    hidden = keras.layers.Dense(6, name="d")(x)
+    model = keras.Model(x, head(spike("s")(keras.ops.multiply(hidden, 2.0))))
+    assert all(layer.name != "multiply" for layer in model.layers)  # model.layers does not list it
+    with pytest.raises(ExportError, match=r"^unsupported operation 'multiply' \(Multiply\), a keras\.ops call: "
+                                          + SUPPORTED):
+        export(model)
+
+
+def test_a_subclassed_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(6)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+    message = (r"is a subclassed Model: its call\(\) wires the layers in Python, which hone cannot read; "
+               r"build it as a Sequential or functional model$")
+    with pytest.raises(ExportError, match=r"^the model 'net' \(Net\) " + message):
+        export(Net(name="net"))
+    x = keras.Input((6,), name="x")
+    with pytest.raises(ExportError, match=r"^the nested model 'net' \(Net\) " + message):
+        export(keras.Model(x, head(spike("s")(Net(name="net")(x)))))
+
+
+def test_dense_and_decode_need_a_flat_input():
+    x = keras.Input((4, 4, 1), name="x")
+    hidden = spike("s")(keras.layers.Dense(6, name="d")(x))  # Dense on each pixel, not on the image
+    model = keras.Model(x, SoftmaxDecode(KEY)(keras.layers.Flatten()(hidden)))
+    with pytest.raises(ExportError, match=r"^layer 'd' \(Dense\) takes input of shape \(None, 4, 4, 1\); Keras "
+                                          r"applies it along the last axis only, the network file to a flat "
+                                          r"vector: put a Flatten before it$"):
+        export(model)
+    model = keras.Model(x, SoftmaxDecode(KEY, name="decode")(spike("s")(keras.layers.Conv2D(6, 3, name="c")(x))))
+    with pytest.raises(ExportError, match=r"^layer 'decode' \(SoftmaxDecode\) takes input of shape "
+                                          r"\(None, 2, 2, 6\); "):
+        export(model)
+
+
+def conv_net(flatten):
+    keras.utils.set_random_seed(4)
+    return keras.Sequential([keras.Input((4, 4, 1), name="x"), keras.layers.Conv2D(3, 3, name="c"), spike("sc"),
+                             flatten, keras.layers.Dense(6, name="out"), spike("so"), SoftmaxDecode(KEY)])
+
+
+def test_a_flat_reshape_is_a_flatten_and_any_other_reshape_is_refused():
+    expected, _ = export(conv_net(keras.layers.Flatten()), bits=16)
+    network, _ = export(conv_net(keras.layers.Reshape((12,))), bits=16)
+    assert_same_network(network, expected)
+    network, _ = export(conv_net(keras.layers.Reshape((-1,))), bits=16)
+    assert_same_network(network, expected)
+    with pytest.raises(ExportError, match=r"^layer 'r' \(Reshape\) reshapes to \(2, 2, 3\); the network file "
+                                          r"has no reshape: hone accepts only a Reshape to a flat vector, "
+                                          r"which is a Flatten$"):
+        export(keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(3, 3, name="c"), spike("sc"),
+                                 keras.layers.Reshape((2, 2, 3), name="r"), keras.layers.Flatten(),
+                                 keras.layers.Dense(6, name="out"), spike("so"), SoftmaxDecode(KEY)]))
+
+
+def randomize_batch_norm(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.2, 3, n), rng.normal(size=n), rng.normal(size=n),
+                               rng.uniform(0.1, 4, n)])
+
+
+def nested_chain(kind):
+    """A hidden block (Dense, BN, spikes) as a nested model of ``kind``, the head around it."""
+    keras.utils.set_random_seed(5)
+    layers = [keras.layers.Dense(8, use_bias=False, name="hidden"), keras.layers.BatchNormalization(name="bn"),
+              spike("spike_hidden")]
+    if kind == "sequential":
+        inner = keras.Sequential([keras.Input((12,), name="inner_x"), *layers], name="block")
+        model = keras.Sequential([keras.Input((12,), name="x"), inner, keras.layers.Dense(6, name="out"),
+                                  spike("spike_out"), SoftmaxDecode(KEY, name="decode")])
+    else:
+        inner_x = keras.Input((12,), name="inner_x")
+        y = inner_x
+        for layer in layers:
+            y = layer(y)
+        inner = keras.Model(inner_x, y, name="block")
+        x = keras.Input((12,), name="x")
+        model = keras.Model(x, head(inner(x)))
+    randomize_batch_norm(inner, 5)
+    return model, inner
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_a_nested_chain_is_flattened_and_exports_as_the_flat_model(kind):
+    model, inner = nested_chain(kind)
+    flat = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, use_bias=False, name="hidden"),
+                             keras.layers.BatchNormalization(name="bn"), spike("spike_hidden"),
+                             keras.layers.Dense(6, name="out"), spike("spike_out"), SoftmaxDecode(KEY)])
+    for layer in flat.layers:
+        source = inner if layer.name in ("hidden", "bn") else model
+        if layer.weights and layer.name != "spike_hidden":
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    x = np.random.default_rng(5).uniform(size=(64, 12)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), flat.predict(x, verbose=0))
+    network, floats = export(model, bits=8)
+    expected, expected_floats = export(flat, bits=8)
+    assert_same_network(network, expected)
+    assert [layer.name for layer in network.layers] == ["hidden", "out"]  # BN folded inside the nested model
+    np.testing.assert_array_equal(floats[0].weights, expected_floats[0].weights)
+    assert len(inner.get_layer("hidden")._inbound_nodes) == 1  # the user's layers were copied, not called
+
+
+def test_a_nested_model_that_is_not_a_chain_is_refused_with_its_name():
+    inner_x = keras.Input((6,), name="inner_x")
+    inner = keras.Model(inner_x, keras.layers.LayerNormalization(name="ln")(inner_x), name="block")
+    x = keras.Input((6,), name="x")
+    with pytest.raises(ExportError, match=r"^in nested model 'block': unsupported layer 'ln' "
+                                          r"\(LayerNormalization\): " + SUPPORTED):
+        export(keras.Model(x, head(inner(x))))
+
+
+def test_a_nested_model_applied_twice_or_sharing_a_layer_is_refused():
+    shared = keras.layers.Dense(6, name="d")
+    inner = keras.Sequential([keras.Input((6,)), shared, spike("s")], name="block")
+    x = keras.Input((6,), name="x")
+    with pytest.raises(ExportError, match=r"^layer 'block' \(Sequential\) is applied 2 times \(shared weights\)"):
+        export(keras.Model(x, head(inner(inner(x)))))
+    with pytest.raises(ExportError, match=r"^layer 'd' \(Dense\) is applied 2 times \(shared weights\)"):
+        export(keras.Model(x, SoftmaxDecode(KEY)(spike("s2")(shared(inner(x))))))
+
+
+def test_layers_of_the_same_name_inside_and_outside_a_nested_model_are_refused():
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="out"), spike("inner_s")],
+                             name="block")
+    x = keras.Input((6,), name="x")
+    with pytest.raises(ExportError, match=r"^2 layers are named 'out' once the nested models are flattened; "
+                                          r"the network file names each layer once: rename them$"):
+        export(keras.Model(x, head(inner(x), name="out")))
+
+
+def test_a_flat_input_exports_as_a_one_row_image():
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(12, name="hidden"), spike(),
+                              keras.layers.Dense(6, name="out"), spike(), SoftmaxDecode(KEY)])
+    network, _ = export_network(model, weight_bits=16, input_bits=1)
+    assert network.input.shape == (1, 64, 1)
+    x = np.random.default_rng(6).integers(0, 2, size=(300, 64)).astype("float32")
+    spikes = IntegerNetwork(network).run(network.input.quantize(x.reshape(-1, 1, 64, 1))).spikes[-1]
+    assert np.mean(output_spikes(model, x).astype(np.uint8) == spikes.reshape(len(x), -1)) > 0.999
+
+
+def test_cli_export_refuses_a_shared_layer_and_an_unbuilt_sequential(tmp_path):
+    x = keras.Input((6,), name="x")
+    shared = keras.layers.Dense(6, name="d1")
+    model = keras.Model(x, SoftmaxDecode(KEY)(spike("s2")(shared(spike("s1")(shared(x))))))
+    model.save(tmp_path / "shared.keras")
+    unbuilt = keras.Sequential([keras.layers.Dense(6), spike(), SoftmaxDecode(KEY)], name="unbuilt")
+    with warnings.catch_warnings():  # Keras warns that an unbuilt model has no weights yet: that is the point
+        warnings.simplefilter("ignore")
+        unbuilt.save(tmp_path / "unbuilt.keras")
+    for name, message in [
+        ("shared", "layer 'd1' (Dense) is applied 2 times (shared weights); the network file holds each layer "
+                   "once: give each application its own layer"),
+        ("unbuilt", "the Sequential model 'unbuilt' is not built: it has no input shape. Start it with "
+                    "keras.Input(shape=...) or call model.build((None, ...)) before exporting"),
+    ]:
+        result = hone("export", tmp_path / f"{name}.keras", "--weight-bits", 4, "-o", tmp_path / f"{name}.hone",
+                      "--dataset", "digits")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("hone: error:")]
+        assert errors == [f"hone: error: {message}"], result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1] == errors[0]  # TensorFlow's start-up lines may come first
+        assert not (tmp_path / f"{name}.hone").exists()

@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -103,7 +104,8 @@ def fit(model, sharpener, epochs):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(STEPS_PER_EPOCH * 4, 6)).astype("float32")
     y = rng.random((len(x), 2)).astype("float32")
-    return model.fit(x, y, batch_size=4, epochs=epochs, callbacks=[sharpener], verbose=0)
+    return model.fit(x, y, batch_size=4, epochs=epochs, callbacks=sharpener if isinstance(sharpener, list) else [sharpener],
+                     verbose=0)
 
 
 def test_simple_sharpener_bottom_up_follows_the_schedule_exactly():
@@ -199,3 +201,45 @@ def test_a_model_without_spiking_layers_is_refused():
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match=r"^the model has no spiking layers to sharpen"):
         fit(model, SimpleSharpener(), epochs=1)
+
+
+# -- a schedule that cannot finish says so before the first epoch ----------------------------------
+
+@pytest.mark.parametrize("make, needed, outcome", [
+    # 3 layers, one epoch each after epoch 0, 2 settling epochs between layers, 3 fine-tuning: 10
+    (lambda: SimpleSharpener(start_epoch=0, steps=1, settle_epochs=2, finetune_epochs=3), 10,
+     "fine-tuning will be cut short"),
+    (lambda: SimpleSharpener(), 22, "the model will not be fully sharp"),   # the class defaults: 10 + 3 x 4
+    # 10 epochs before it may start, then 3 x (0.75 / 0.25 + 0.25 / 0.126) epochs
+    (lambda: AdaptiveSharpener(), 25, "the model will not be fully sharp"),
+])
+def test_a_schedule_that_cannot_finish_warns_when_training_starts(make, needed, outcome):
+    from hone.training.sharpeners import SharpeningWarning
+
+    warned_before_epoch_0 = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            warned_before_epoch_0.append(sum(w.category is SharpeningWarning for w in record))
+
+    with pytest.warns(SharpeningWarning) as record:
+        fit(tiny_model(), [make(), Probe()], epochs=needed - 1)
+    assert warned_before_epoch_0[0] == 1
+    message = next(str(w.message) for w in record if w.category is SharpeningWarning)
+    assert re.fullmatch(rf"\w+Sharpener cannot finish in {needed - 1} epochs: sharpening 3 layer\(s\) "
+                        rf"bottom-up takes at least {needed} \(.*\), so {outcome}\. Train for more epochs "
+                        r"or sharpen sooner and faster", message)
+
+
+def test_the_epoch_bound_is_tight_for_the_simple_sharpener():
+    import warnings
+
+    sharpener = SimpleSharpener(start_epoch=0, steps=1, settle_epochs=2, finetune_epochs=3)
+    model = tiny_model()
+    from hone.training.sharpeners import SharpeningWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpeningWarning)  # none at exactly the bound
+        fit(model, sharpener, epochs=10)
+    assert sharpness_of(model) == {"s0": 1.0, "s1": 1.0, "s2": 1.0}
+    assert sharpener.sharp_epoch == 7

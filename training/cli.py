@@ -35,18 +35,28 @@ def network_test_images(network_path, images=None, dataset=None):
 
     try:
         network, meta = read_network(network_path)
-        dataset = dataset or meta.get("dataset") or "fashion-mnist"
-        data = load_dataset(dataset, binarize=network.input.bits == 1)
-    except (NetworkFileError, DatasetError) as error:
+    except NetworkFileError as error:
         raise UserError(str(error)) from None
-    if tuple(data.input_shape) != tuple(network.input.shape):
-        raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but {network_path} takes "
-                        f"{tuple(network.input.shape)}; pass the right one with --dataset")
+    recorded = dataset is None and meta.get("dataset")
+    dataset = dataset or meta.get("dataset") or "fashion-mnist"
+    try:
+        data = load_dataset(dataset, binarize=network.input.bits == 1)
+    except DatasetError as error:
+        hint = f" (the data set {network_path} names; pass another with --dataset)" if recorded else ""
+        raise UserError(f"{error}{hint}") from None
+    # A flat sample (F,) is the network input (1, F, 1); a network whose first layer is dense reads any
+    # sample of its input's size, flattened in (height, width, channel) order as Keras' Flatten does.
+    shape, wanted = tuple(data.input_shape), tuple(network.input.shape)
+    as_input = (1, shape[0], 1) if len(shape) == 1 else shape
+    if as_input != wanted and not (network.layers[0].kind == "dense" and np.prod(shape) == np.prod(wanted)):
+        raise UserError(f"dataset {dataset!r} has {shape} images but {network_path} takes "
+                        f"{wanted}; pass the right one with --dataset")
     if images is None:
         images = len(data.x_test)
     if images < 1 or images > len(data.x_test):
         raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
-    return network, network.input.quantize(data.x_test[:images]), data.y_test[:images], dataset
+    pixels = data.x_test[:images].reshape((images,) + wanted)
+    return network, network.input.quantize(pixels), data.y_test[:images], dataset
 
 
 def _quiet_tensorflow():
@@ -83,8 +93,13 @@ def use_backend(name=None, cpu_devices=None):
 
 
 def add_train_arguments(parser, defaults):
+    from .datasets import dataset_argument
+
     group = parser.add_argument_group("data and architecture")
-    group.add_argument("--dataset", choices=("fashion-mnist", "digits"), default=defaults.dataset)
+    group.add_argument("--dataset", type=dataset_argument, default=defaults.dataset, metavar="NAME|FILE.npz",
+                       help="fashion-mnist, digits, mnist, fashion_mnist, cifar10, cifar100 (from the Keras "
+                            "cache, never downloaded) or an .npz file with x_train, y_train, x_test, y_test "
+                            "(default: %(default)s)")
     group.add_argument("--binarize", action="store_true", default=defaults.binarize,
                        help="binary input: pixel >= 0.5 (the cheapest hardware path)")
     group.add_argument("--arch", choices=("dense", "conv"), default=defaults.arch)
@@ -239,33 +254,47 @@ def cmd_sweep(args):
 
 
 def format_export(report, out):
-    acc = report["accuracy"]
     lines = [
         f"network file            {out} (sha256 {report['sha256'][:16]}...)",
         f"weights                 {report['weight_bits']}-bit, {report['scaling']} scale; "
         f"input {report['input_bits']}-bit",
-        f"test images             {report['images']} ({report['dataset']})",
-        "",
-        f"{'stage':<26}accuracy",
-        f"{'keras sharpened (steps)':<26}{100 * acc['keras_sharpened']:.2f}%",
-        f"{'float folded':<26}{100 * acc['float_folded']:.2f}%",
-        f"{'integer':<26}{100 * acc['integer']:.2f}%",
-        "",
-        f"class agreement keras/integer  {100 * report['class_agreement_keras_integer']:.2f}% "
-        f"({report['disagreements']} differ, {report['disagreements_near_threshold']} of them with a neuron "
-        f"at its threshold)",
-        "",
-        f"{'layer':<20}{'spike rate':>12}{'accumulator bits':>18}",
     ]
-    for name, rate in report["spike_rate"].items():
-        bits = report["accumulator_bits"].get(name, "-")
-        lines.append(f"{name:<20}{rate:>12.3f}{bits:>18}")
+    if "accuracy" not in report:
+        lines.append(f"test images             none: {report['evaluation']}")
+    else:
+        acc, sources = report["accuracy"], report["disagreement_sources"]
+        lines += [
+            f"test images             {report['images']} ({report['dataset']})",
+            "",
+            f"{'stage':<34}accuracy",
+            f"{'keras sharpened (steps)':<34}{100 * acc['keras_sharpened']:.2f}%",
+            f"{'keras on the quantized pixels':<34}{100 * acc['keras_quantized_pixels']:.2f}%",
+            f"{'float folded':<34}{100 * acc['float_folded']:.2f}%",
+            f"{'integer':<34}{100 * acc['integer']:.2f}%",
+            "",
+            f"class agreement keras/integer  {100 * report['class_agreement_keras_integer']:.2f}% "
+            f"({report['disagreements']} differ, {report['disagreements_near_threshold']} of them with a "
+            f"neuron at its threshold)",
+            f"  from pixel quantization      {sources['pixel_quantization']} (keras on raw vs quantized "
+            f"{report['input_bits']}-bit pixels)",
+            f"  from weight quantization     {sources['weight_quantization']} (keras on quantized pixels vs "
+            f"integer; {sources['weight_quantization_near_threshold']} at a threshold)",
+        ]
+    lines += ["", f"{'layer':<20}{'spike rate':>12}{'accumulator bits':>18}"]
+    for name, kind in report["layers"].items():
+        rate = report.get("spike_rate", {}).get(name)
+        rate = "-" if rate is None else f"{rate:.3f}"
+        lines.append(f"{name:<20}{rate:>12}{report['accumulator_bits'].get(name, '-'):>18}")
     return "\n".join(lines)
 
 
 def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
                  dataset=None, backend=None):
-    """Export a run's model to a network file and its report (``output`` + ``.json``); the report."""
+    """Export a run's model to a network file and its report (``output`` + ``.json``); the report.
+
+    The accuracy table is measured on ``dataset`` (default: the one the run folder records); with
+    neither, the export is written unevaluated and the report says so.
+    """
     use_backend(backend)
     import keras
     from . import layers  # noqa: F401  (registers hone's layers)
@@ -285,19 +314,31 @@ def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=
     try:
         network, floats = export_network(model, weight_bits=weight_bits, input_bits=input_bits,
                                          per_neuron=not per_layer, allow_unsharp=allow_unsharp)
-        data = load_dataset(dataset, binarize=binarized)
+        data = None if dataset is None else load_dataset(dataset, binarize=binarized)
     except (ExportError, DatasetError) as error:
         raise UserError(str(error)) from None
-    if tuple(data.input_shape) != network.input.shape:
-        raise UserError(f"dataset {dataset!r} has {data.input_shape} images but the model takes "
-                        f"{network.input.shape}; pass the dataset it was trained on with --dataset")
-    report = evaluate_export(model, network, floats, data.x_test, data.y_test)
-    report.update({"dataset": dataset, "scaling": "per-layer" if per_layer else "per-neuron",
-                   "model": str(model_path)})
+    report = {"dataset": dataset, "scaling": "per-layer" if per_layer else "per-neuron",
+              "model": str(model_path), "weight_bits": network.weight_bits, "input_bits": network.input.bits}
+    if data is None:
+        report["evaluation"] = ("skipped: no test data (the run folder records no data set); pass "
+                                "--dataset to measure accuracy and agreement")
+    else:
+        model_shape = tuple(int(d) for d in model.input_shape[1:])
+        if int(np.prod(data.input_shape)) != network.input.size:
+            raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but the model takes "
+                            f"{model_shape}; pass the data set it was trained on with --dataset")
+        x_test = data.x_test.reshape((len(data.x_test),) + model_shape)
+        try:
+            report.update(evaluate_export(model, network, floats, x_test, data.y_test))
+        except ValueError as error:
+            raise UserError(f"dataset {dataset!r}: {error}") from None
+    report["layers"] = {layer.name: layer.kind for layer in network.layers}
+    report["accumulator_bits"] = network.accumulator_bits()
     output.parent.mkdir(parents=True, exist_ok=True)
-    report["sha256"] = write_network(output, network, meta={
-        "source": str(model_path), "dataset": dataset, "scaling": report["scaling"],
-        "accuracy": report["accuracy"]})
+    meta = {"source": str(model_path), "scaling": report["scaling"]}
+    if data is not None:
+        meta.update(dataset=dataset, accuracy=report["accuracy"])
+    report["sha256"] = write_network(output, network, meta=meta)
     output.with_name(output.name + ".json").write_text(json.dumps(report, indent=1))
     return report
 
@@ -351,6 +392,7 @@ def cmd_info(args):
 def add_commands(commands):
     """Register ``train``, ``sweep``, ``export`` and ``info`` on the ``hone`` subparsers."""
     from .config import TrainConfig
+    from .datasets import dataset_argument
 
     defaults = TrainConfig()
     train = commands.add_parser("train", help="train and sharpen a network",
@@ -392,7 +434,7 @@ def add_commands(commands):
     export.add_argument("--per-layer", action="store_true", help="one weight scale per layer, not per neuron")
     export.add_argument("--allow-unsharp", action="store_true",
                         help="export a model whose spiking layers are not all fully sharp")
-    export.add_argument("--dataset", choices=("fashion-mnist", "digits"),
+    export.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                         help="test data for the accuracy table (default: from the run folder)")
     add_backend_argument(export)
     export.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")

@@ -1,18 +1,28 @@
 """Export a sharpened Keras model to a network file: fold BN, walk the layers, quantize per neuron.
 
+The exporter follows the graph Keras traced, not ``model.layers`` (which lists each layer once, whatever
+the wiring, and leaves out ``keras.ops`` calls): the network file is a chain, so the model must be one
+too. One input, one output, every layer applied once to the output of the layer before it; a nested
+Sequential or functional model that is itself such a chain is flattened into it. Branches, merges,
+shared layers, unbuilt Sequentials, subclassed models and layer types the file cannot hold are refused
+with :class:`ExportError`, naming the layer.
+
 Each Dense/Conv2D followed by a spiking activation becomes one integer neuron layer: it fires iff
 ``a . x >= T`` with ``a`` the folded weights and ``T = threshold - bias``; the first layer's inputs
 are K-bit integers ``q`` standing for ``q / (2**K - 1)``, so its ``a`` absorbs that factor. Flatten
-(channel-last, row-major), Dropout and folded BN placeholders vanish; MaxPooling2D after a spiking
-layer is an OR of spikes; ``SoftmaxDecode`` gives the N-hot key.
+(channel-last, row-major; a Reshape to a flat vector is the same), Dropout, RandomFlip, RandomTranslation
+and folded BN placeholders vanish; MaxPooling2D after a spiking layer is an OR of spikes;
+``SoftmaxDecode`` gives the N-hot key.
 """
 
+import collections
 import dataclasses
 import json
 import pathlib
 
 import numpy as np
 import keras
+from keras.src.models.functional import Functional  # no public name; stable through Keras 3
 
 from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm
@@ -24,8 +34,14 @@ from .sharpeners import sharpness_of
 
 __all__ = ["ExportError", "FloatLayer", "run_settings", "export_network", "evaluate_export"]
 
+# Exact types, not isinstance: a subclass may override call(), so only these classes are known to compute
+# what the file holds. Spiking layers are the exception: hone's base class fixes the sharp step.
 _SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm,
             keras.layers.RandomFlip, keras.layers.RandomTranslation)  # identities at inference
+_SUPPORTED = _SKIPPED + (keras.layers.Dense, keras.layers.Conv2D, keras.layers.MaxPooling2D,
+                         keras.layers.BatchNormalization, keras.layers.Reshape, hone_layers.SoftmaxDecode)
+_SUPPORTED_TEXT = ("hone exports Dense, Conv2D, spiking activations, MaxPooling2D, Flatten, Dropout, "
+                   "BatchNormalization, RandomFlip, RandomTranslation and SoftmaxDecode")
 
 
 class ExportError(ValueError):
@@ -47,8 +63,10 @@ def run_settings(model_path, *, dataset=None, input_bits=None):
     """``(dataset, input_bits, binarized)`` for exporting a run's model.
 
     Unset values come from the run folder's ``history.json`` (the data the model was trained on):
-    input bits 1 for a model trained on binarized pixels, else 8; Fashion-MNIST when nothing is
-    recorded. Test images are binarized only for 1-bit input to a model trained on binary pixels.
+    input bits 1 for a model trained on binarized pixels, else 8. ``dataset`` is None when neither
+    the caller nor the run folder names one (a model trained outside ``hone train``): then there is
+    nothing to evaluate on. Test images are binarized only for 1-bit input to a model trained on
+    binary pixels.
     """
     recorded_dataset, recorded_binary = None, False
     try:
@@ -57,7 +75,7 @@ def run_settings(model_path, *, dataset=None, input_bits=None):
     except (OSError, ValueError, KeyError, TypeError):
         pass
     input_bits = input_bits or (1 if recorded_binary else 8)
-    return dataset or recorded_dataset or "fashion-mnist", input_bits, input_bits == 1 and recorded_binary
+    return dataset or recorded_dataset, input_bits, input_bits == 1 and recorded_binary
 
 
 def _check_sharp(model, allow_unsharp):
@@ -73,18 +91,171 @@ def _check_sharp(model, allow_unsharp):
                           f"--allow-unsharp to export it as if it were sharp")
 
 
-def _folded_layers(model):
-    """Walk the folded model into float neuron layers, max-pools and the key."""
+def _describe(operation):
+    return f"{operation.name!r} ({type(operation).__name__})"
+
+
+def _shared(layer, times):
+    return ExportError(f"layer {_describe(layer)} is applied {times} times (shared weights); the network file "
+                       f"holds each layer once: give each application its own layer")
+
+
+def _graph(model):
+    """The functional graph Keras traced for ``model``: its own, or the one a built Sequential wraps.
+
+    Raises:
+        ExportError: for a Sequential without a graph (never built, so Keras does not know its input
+            shape) or a subclassed Model (its ``call`` wires the layers in Python, which hone cannot read).
+    """
+    if isinstance(model, keras.Sequential):
+        if model._functional is None:  # what Keras itself tests; semi-private, stable through Keras 3
+            if not model.built:
+                raise ExportError(f"the Sequential model {model.name!r} is not built: it has no input shape. "
+                                  f"Start it with keras.Input(shape=...) or call model.build((None, ...)) "
+                                  f"before exporting")
+            raise ExportError(f"the Sequential model {model.name!r} has no layer graph: Keras could not trace "
+                              f"its layers from its input shape; start it with keras.Input(shape=...)")
+        return model._functional
+    if isinstance(model, Functional):
+        return model
+    raise _subclassed(f"the model {_describe(model)}")
+
+
+def _subclassed(what):
+    return ExportError(f"{what} is a subclassed Model: its call() wires the layers in Python, which hone "
+                       f"cannot read; build it as a Sequential or functional model")
+
+
+def _check_supported(layer, node):
+    """Refuse a layer the network file cannot hold, whatever its place in the chain.
+
+    Raises:
+        ExportError: for a ``keras.ops`` call, a layer type outside hone's set (subclasses included: they
+            may compute something else), a Reshape to anything but a flat vector, or a Dense or
+            SoftmaxDecode on a tensor that is not flat (Keras applies them along the last axis only).
+    """
+    name = _describe(layer)
+    if not isinstance(layer, keras.layers.Layer):
+        raise ExportError(f"unsupported operation {name}, a keras.ops call: {_SUPPORTED_TEXT}")
+    if type(layer) not in _SUPPORTED and not isinstance(layer, hone_layers.Spiking):
+        raise ExportError(f"unsupported layer {name}: {_SUPPORTED_TEXT}")
+    shape = tuple(node.input_tensors[0].shape)
+    if isinstance(layer, keras.layers.Reshape) and len(layer.target_shape) != 1:
+        raise ExportError(f"layer {name} reshapes to {tuple(layer.target_shape)}; the network file has no "
+                          f"reshape: hone accepts only a Reshape to a flat vector, which is a Flatten")
+    if isinstance(layer, (keras.layers.Dense, hone_layers.SoftmaxDecode)) and len(shape) != 2:
+        raise ExportError(f"layer {name} takes input of shape {shape}; Keras applies it along the last "
+                          f"axis only, the network file to a flat vector: put a Flatten before it")
+
+
+def _layer_chain(model):
+    """The layers of ``model`` from its input to its output, nested models flattened, InputLayers left out.
+
+    Follows the graph Keras traced, not ``model.layers``: that list holds each layer once whatever the
+    wiring, so a shared layer or a branch would be exported as something else. From the one input, each
+    tensor must go to exactly one layer, which takes only that tensor, is applied once and is a type the
+    network file holds; a nested Sequential or functional model must be such a chain itself.
+
+    Returns:
+        ``(layers, nested)``: the layers in order, and whether a nested model was flattened into them.
+
+    Raises:
+        ExportError: for any model the network file cannot represent; the message names the layer.
+    """
+    graph = _graph(model)
+    if len(graph.inputs) != 1:
+        names = ", ".join(repr(tensor.name) for tensor in graph.inputs)
+        raise ExportError(f"the model has {len(graph.inputs)} inputs ({names}); the network file takes "
+                          f"one input image")
+    if len(graph.outputs) != 1:
+        names = ", ".join(repr(tensor._keras_history.operation.name) for tensor in graph.outputs)
+        raise ExportError(f"the model has {len(graph.outputs)} outputs (from {names}); the network file has "
+                          f"one output, the class its SoftmaxDecode key decodes")
+    by_depth = graph._nodes_by_depth  # what folding.py reads too; the input's node is the deepest
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    applied = collections.Counter(id(node.operation) for node in nodes)
+    for node in nodes:
+        if applied[id(node.operation)] > 1:
+            raise _shared(node.operation, applied[id(node.operation)])
+    consumers = collections.defaultdict(dict)  # id(tensor) -> {id(node): node}, in graph order
+    for node in nodes:
+        for tensor in node.input_tensors:
+            consumers[id(tensor)][id(node)] = node
+    tensor, output = graph.inputs[0], graph.outputs[0]
+    source = f"the model input {tensor.name!r}"
+    layers, nested, visited = [], False, {id(node) for node in nodes if node.is_input}
+    while tensor is not output:
+        users = list(consumers[id(tensor)].values())
+        if len(users) != 1:
+            names = ", ".join(sorted(repr(node.operation.name) for node in users))
+            raise ExportError(f"{source} feeds {len(users)} layers ({names}); the network file is a chain: "
+                              f"each layer's output must go to exactly one layer, the last to the output")
+        node = users[0]
+        layer, name = node.operation, _describe(node.operation)
+        if len(node.input_tensors) != 1:
+            raise ExportError(f"layer {name} merges {len(node.input_tensors)} inputs; the network file is a "
+                              f"chain: each layer takes only the output of the layer before it")
+        if len(node.outputs) != 1:
+            raise ExportError(f"layer {name} returns {len(node.outputs)} tensors; the network file is a "
+                              f"chain: each layer gives one output to the layer after it")
+        if isinstance(layer, keras.Model):
+            if not isinstance(layer, (keras.Sequential, Functional)):
+                raise _subclassed(f"the nested model {name}")
+            try:
+                layers.extend(_layer_chain(layer)[0])
+            except ExportError as error:
+                raise ExportError(f"in nested model {layer.name!r}: {error}") from None
+            nested = True
+        else:
+            _check_supported(layer, node)
+            layers.append(layer)
+        visited.add(id(node))
+        tensor, source = node.outputs[0], f"layer {name}"
+    for node in nodes:  # unreachable for one input and one output; kept so nothing is dropped silently
+        if id(node) not in visited:
+            raise ExportError(f"layer {_describe(node.operation)} is not on the chain from the model's "
+                              f"input to its output")
+    applied = collections.Counter(map(id, layers))  # a layer both inside and outside a nested model
+    named = collections.Counter(layer.name for layer in layers)
+    for layer in layers:
+        if applied[id(layer)] > 1:
+            raise _shared(layer, applied[id(layer)])
+        if named[layer.name] > 1:
+            raise ExportError(f"{named[layer.name]} layers are named {layer.name!r} once the nested models are "
+                              f"flattened; the network file names each layer once: rename them")
+    return layers, nested
+
+
+def _flat_copy(model, layers):
+    """A Sequential of copies of ``layers``, weights included: a model with nested models, flattened.
+
+    Copies, so the user's layers gain no call node; :func:`fold_batch_norm` then sees one flat model and
+    folds a BatchNormalization that sat inside a nested model too.
+    """
+    copies = [type(layer).from_config(layer.get_config()) for layer in layers]
+    flat = keras.Sequential([keras.Input(shape=model.input_shape[1:])] + copies, name=model.name)
+    for layer, copy in zip(layers, copies):
+        if layer.weights:
+            copy.set_weights(layer.get_weights())
+    return flat
+
+
+def _folded_layers(model, chain):
+    """Fold the model's BN and walk its chain into float neuron layers, max-pools and the key.
+
+    ``chain`` is :func:`_layer_chain` of ``model``: a model with nested models is flattened first.
+    """
+    layers, nested = chain
     try:
-        folded = fold_batch_norm(model)
+        folded = fold_batch_norm(_flat_copy(model, layers) if nested else model)
     except FoldingError as error:
         raise ExportError(str(error)) from None
     items, pending, key = [], None, None
-    for layer in folded.layers:
-        name = f"{layer.name!r} ({type(layer).__name__})"
+    for layer in _layer_chain(folded)[0]:
+        name = _describe(layer)
         if key is not None:
             raise ExportError(f"layer {name} follows SoftmaxDecode; the decode must be the last layer")
-        if isinstance(layer, _SKIPPED):
+        if type(layer) in _SKIPPED or isinstance(layer, keras.layers.Reshape):  # a flat Reshape: a Flatten
             continue
         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
             if pending is not None:
@@ -143,14 +314,30 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
 
     Returns ``(network, float_layers)``; the float layers (folded, unquantized) are what
     :func:`evaluate_export` compares against.
+
+    The model must be a chain (one input, one output, each layer applied once to the output of the
+    layer before it); nested Sequential or functional chains are flattened into it. A flat input such
+    as ``(64,)`` becomes a ``(1, 64, 1)`` image.
+
+    Raises:
+        ExportError: for bits outside 1..16, a model the network file cannot represent (branches,
+            merges, shared layers, several inputs or outputs, an unbuilt Sequential, a subclassed
+            model, an unsupported layer or activation), or one not fully sharp. The message is one
+            line naming the layer and what was expected.
+
+    Example:
+
+    >>> network, floats = export_network(keras.saving.load_model("run/model.keras"), weight_bits=4,
+    ...                                  input_bits=8)
     """
     weight_bits, input_bits = int(weight_bits), int(input_bits)
     if not 1 <= weight_bits <= 16:
         raise ExportError(f"--weight-bits must be in 1..16, got {weight_bits}")
     if not 1 <= input_bits <= 16:
         raise ExportError(f"--input-bits must be in 1..16, got {input_bits}")
+    chain = _layer_chain(model)  # first: refuse what the file cannot hold before reading any layer
     _check_sharp(model, allow_unsharp)
-    items, key = _folded_layers(model)
+    items, key = _folded_layers(model, chain)
     input_max = 2 ** input_bits - 1
     layers, floats = [], []
     for index, item in enumerate(items):
@@ -208,24 +395,49 @@ def _float_forward(network, floats, x, chunk=500):
 
 
 def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
-    """The per-stage accuracy table of an export on images ``x`` (floats in [0, 1]) and labels ``y``.
+    """The per-stage accuracy table of an export, on images ``x`` with labels ``y``.
 
-    Stages: the Keras model with exact steps, the folded float network, the integer network. Also the
-    class agreement Keras vs integer, how many disagreements have a neuron within ``tie_margin`` of its
-    threshold in the float network (relative to ``sum |a_i x_i| + |T|``, the scale of float rounding:
-    Keras sums in float32, so such a neuron's side of the threshold is a rounding accident), and the
-    spike rate of every layer.
+    Stages: the Keras model with exact steps on the raw pixels, the same on the pixels the network
+    file delivers (each quantized to ``network.input.bits`` and back), the folded float network and
+    the integer network. The Keras/integer class disagreements are split by source: pixel quantization
+    (Keras on raw against Keras on quantized pixels) and weight quantization (Keras on quantized pixels
+    against the integer network). A disagreement is a tie when a neuron of the float network lies
+    within ``tie_margin`` of its threshold, relative to ``sum |a_i x_i| + |T|``, the scale of float
+    rounding: Keras sums in float32, so such a neuron's side of the threshold is a rounding accident.
+    Also the spike rate of every layer and each layer's accumulator width.
+
+    Args:
+        model: The sharpened Keras model that ``network`` was exported from.
+        network: Its :class:`~hone.training.netfile.Network`; ``floats`` the float layers that
+            :func:`export_network` returned with it.
+        x: ``(n, *model.input_shape[1:])`` floats in [0, 1] (any shape holding ``n`` images of
+            ``network.input.size`` pixels).
+        y: ``(n,)`` integer class labels.
+        tie_margin: Relative margin that counts as "at the threshold". Defaults to `1e-5`.
+
+    Returns:
+        A dict of plain numbers (JSON-ready).
+
+    Raises:
+        ValueError: ``x`` holds pixels outside [0, 1], or ``x`` and ``y`` differ in length.
     """
     from .train import hard_classes
 
-    y = np.asarray(y)
-    keras_classes = hard_classes(model, x)
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
     q = network.input.quantize(x.reshape((len(x),) + network.input.shape))
+    requantized = (q / (2 ** network.input.bits - 1)).astype(np.float32).reshape(x.shape)
+    keras_classes = hard_classes(model, x)
+    keras_quantized = hard_classes(model, requantized)
     integer = IntegerNetwork(network).run(q)
     float_input = q.astype(np.float64)  # the float network sees exactly what the integer one sees
     float_spikes, margins = _float_forward(network, floats, float_input)
     float_classes = decode_spikes(float_spikes[-1], network.output.key)
     disagree = keras_classes != integer.classes
+    by_pixels = keras_classes != keras_quantized
+    by_weights = keras_quantized != integer.classes
+    tie = margins < tie_margin
     names = [layer.name for layer in network.layers]
     return {
         "images": int(len(y)),
@@ -233,12 +445,18 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
         "input_bits": network.input.bits,
         "accuracy": {
             "keras_sharpened": float(np.mean(keras_classes == y)),
+            "keras_quantized_pixels": float(np.mean(keras_quantized == y)),
             "float_folded": float(np.mean(float_classes == y)),
             "integer": float(np.mean(integer.classes == y)),
         },
         "class_agreement_keras_integer": float(np.mean(~disagree)),
         "disagreements": int(disagree.sum()),
-        "disagreements_near_threshold": int((disagree & (margins < tie_margin)).sum()),
+        "disagreements_near_threshold": int((disagree & tie).sum()),
+        "disagreement_sources": {
+            "pixel_quantization": int(by_pixels.sum()),
+            "weight_quantization": int(by_weights.sum()),
+            "weight_quantization_near_threshold": int((by_weights & tie).sum()),
+        },
         "spike_rate": dict(zip(names, integer.spike_rates())),
         "accumulator_bits": network.accumulator_bits(),
     }

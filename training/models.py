@@ -40,7 +40,8 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
 
     Args:
         arch: `"dense"` or `"conv"`.
-        input_shape: Shape of one image, e.g. `(28, 28, 1)`.
+        input_shape: Shape of one image, e.g. `(28, 28, 1)`, or `(features,)` for flat input (dense
+            only; no Flatten layer then).
         classes: Number of classes.
         nhot: Output units per class. Defaults to `4`.
         output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
@@ -71,7 +72,12 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
     widths = _positive_ints("widths", widths if widths is not None
                             else DEFAULT_DENSE_WIDTHS if is_dense else DEFAULT_CONV["widths"])
 
-    layers = [keras.Input(shape=tuple(input_shape), name="image")]
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 and (not is_dense or augment):
+        what = "`augment`" if is_dense else "`arch='conv'` (train flat data with arch 'dense')"
+        raise ValueError(f"{what} needs image input (height, width, channels). Received: "
+                         f"input_shape={input_shape}")
+    layers = [keras.Input(shape=input_shape, name="image")]
     if augment:
         layers.append(keras.layers.RandomFlip("horizontal", name="augment_flip"))
         layers.append(keras.layers.RandomTranslation(2 / input_shape[0], 2 / input_shape[1],
@@ -106,7 +112,8 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
             height, width = height // 2, width // 2
             block("conv", index, lambda **kw: keras.layers.Conv2D(count, kernel, padding=padding, **kw))
             layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{index}"))
-    layers.append(keras.layers.Flatten(name="flatten"))
+    if len(input_shape) > 1:
+        layers.append(keras.layers.Flatten(name="flatten"))
     for index, units in enumerate(widths):
         block("dense", index, lambda **kw: keras.layers.Dense(units, **kw))
     block("dense", "out", lambda **kw: keras.layers.Dense(key.shape[1], **kw))

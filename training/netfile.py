@@ -77,8 +77,17 @@ class InputSpec:
         return int(np.prod(self.shape))
 
     def quantize(self, images):
-        """Integer pixels ``q`` for float images in [0, 1] (any leading batch shape)."""
+        """Integer pixels ``q`` (int64, ``0 .. 2**bits - 1``) for float images in [0, 1], any shape.
+
+        Raises:
+            ValueError: a pixel outside [0, 1] or NaN (scale uint8 images by 1/255 first).
+        """
         images = np.asarray(images, dtype=np.float64)
+        if images.size and not (np.all(images >= 0.0) and np.all(images <= 1.0)):
+            low, high = np.nanmin(images), np.nanmax(images)
+            nan = " and NaN" if np.isnan(images).any() else ""
+            raise ValueError(f"pixels must be floats in [0, 1] (scale 8-bit images by 1/255), got values "
+                             f"in {low:g}..{high:g}{nan}")
         return np.floor(images * (2 ** self.bits - 1) + 0.5).astype(np.int64)
 
 

@@ -14,12 +14,18 @@ epoch logs (``sharpness/<layer>``), so it shows in Keras' progress bar and in ``
 """
 
 import math
+import warnings
 
 import keras
 
 from .activations import PLAN_STEPS, spiking_layers
 
-__all__ = ["Sharpener", "SimpleSharpener", "AdaptiveSchedule", "AdaptiveSharpener", "sharpness_of"]
+__all__ = ["Sharpener", "SimpleSharpener", "AdaptiveSchedule", "AdaptiveSharpener", "SharpeningWarning",
+           "sharpness_of"]
+
+
+class SharpeningWarning(UserWarning):
+    """The sharpening schedule cannot finish in the epochs ``fit`` was given."""
 
 
 def sharpness_of(model):
@@ -86,6 +92,44 @@ class Sharpener(keras.callbacks.Callback):
         self._planned = False
         self.sharp_epoch = None if not self.fully_sharp else 0
         self.reset()
+        epochs = self.params.get("epochs") if self.params else None
+        if epochs is not None and not self.fully_sharp:
+            needed = self.minimum_epochs()
+            if needed > epochs:
+                outcome = ("the model will not be fully sharp" if needed - self.finetune_epochs > epochs
+                           else "fine-tuning will be cut short")
+                warnings.warn(
+                    f"{type(self).__name__} cannot finish in {epochs} epochs: sharpening "
+                    f"{len(self.layers)} layer(s) {'bottom-up' if self.bottom_up else 'together'} takes at "
+                    f"least {needed} ({self.describe_minimum()}), so {outcome}. Train for more epochs "
+                    f"or sharpen sooner and faster", SharpeningWarning, stacklevel=2)
+
+    def minimum_epochs(self):
+        """The fewest epochs in which the schedule can sharpen every layer and fine-tune (a lower bound:
+        the schedule may need more, never less). Counts from the sharpness the layers have now."""
+        return math.ceil(self._start_epochs() + self._sharpening_epochs() + self._settling_epochs()
+                         + self.finetune_epochs - 1e-9)
+
+    def describe_minimum(self):
+        return (f"{self._start_epochs()} before it starts, {self._sharpening_epochs():g} sharpening, "
+                f"{self._settling_epochs()} settling, {self.finetune_epochs} fine-tuning")
+
+    def _sharpening_epochs(self):
+        if not self.bottom_up:
+            return self.ramp_epochs(min(self._values))
+        return sum(self.ramp_epochs(value) for value in self._values if value < 1.0)
+
+    def _settling_epochs(self):
+        left = sum(1 for value in self._values if value < 1.0)
+        return self.settle_epochs * max(left - 1, 0) if self.bottom_up else 0
+
+    def _start_epochs(self):
+        """Epochs of plain training before the schedule can start sharpening."""
+        return 0
+
+    def ramp_epochs(self, sharpness):
+        """Fewest epochs to take one layer from ``sharpness`` to 1."""
+        raise NotImplementedError
 
     def reset(self):
         """Reset schedule state; called at the start of every ``fit``."""
@@ -222,6 +266,12 @@ class SimpleSharpener(Sharpener):
             return 0.0
         return 1.0 / (self.steps * self.epochs_per_step)
 
+    def _start_epochs(self):
+        return self.start_epoch
+
+    def ramp_epochs(self, sharpness):
+        return (1.0 - sharpness) * self.steps * self.epochs_per_step
+
 
 class AdaptiveSchedule:
     """Whetstone's loss-driven sharpening state machine, independent of Keras.
@@ -328,6 +378,13 @@ class AdaptiveSharpener(Sharpener):
         else:
             level = min(self._values)
         return self.cz_rate if level >= self.critical else self.rate
+
+    def _start_epochs(self):
+        return max(self.schedule.min_init_epochs, self.schedule.patience)
+
+    def ramp_epochs(self, sharpness):
+        below = max(self.critical - sharpness, 0.0)
+        return below / self.rate + (1.0 - max(sharpness, self.critical)) / self.cz_rate
 
     def step(self):
         rate_before = self._epoch_rate
