@@ -259,7 +259,7 @@ class BoardTop(wiring.Component):
                     m.next = "IDLE"
 
         # -- output spikes from the trace
-        last_layer = len(plan.layers) - 1
+        last_layer = plan.trace_layers[-1][-1]      # the output layer: dense, one spike per transfer
         spikes = Signal(outputs)
         m.d.comb += core.trace.ready.eq(1)
         with m.If(core.trace.valid & (core.trace.payload.layer == last_layer)):

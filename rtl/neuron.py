@@ -6,7 +6,7 @@ from amaranth import C, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["NeuronArray"]
+__all__ = ["NeuronArray", "weighted"]
 
 
 def _positive(name, value, minimum=1):
@@ -17,6 +17,16 @@ def _positive(name, value, minimum=1):
     if value < minimum:
         raise ValueError(f"{name!r} must be at least {minimum}, not {value!r}")
     return value
+
+
+def weighted(weight, value, value_bits):
+    """``weight * value`` for a ``value_bits``-bit unsigned ``value``, as a balanced tree of shifted,
+    gated weights: plain adders that synthesis keeps in the fabric (a ``*`` would claim one DSP block
+    per lane). It is what the value's bit-planes would add one by one."""
+    terms = [Mux(value[k], weight << k, 0) for k in range(value_bits)]
+    while len(terms) > 1:
+        terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + terms[len(terms) & ~1:]
+    return terms[0]
 
 
 class NeuronArray(wiring.Component):
@@ -73,14 +83,6 @@ class NeuronArray(wiring.Component):
     def lanes(self):
         return self._lanes
 
-    def _product(self, weight):
-        """``weight * value`` as a balanced tree of shifted, gated weights: plain adders that
-        synthesis keeps in the fabric (a ``*`` would claim one DSP block per lane)."""
-        terms = [Mux(self.value[k], weight << k, 0) for k in range(self._value_bits)]
-        while len(terms) > 1:
-            terms = [a + b for a, b in zip(terms[0::2], terms[1::2])] + terms[len(terms) & ~1:]
-        return terms[0]
-
     def elaborate(self, platform):
         m = Module()
         for lane in range(self._lanes):
@@ -91,6 +93,6 @@ class NeuronArray(wiring.Component):
             with m.If(self.clear):
                 m.d.sync += accumulator.eq(0)
             with m.Elif(self.add):
-                m.d.sync += accumulator.eq(accumulator + self._product(weight))
+                m.d.sync += accumulator.eq(accumulator + weighted(weight, self.value, self._value_bits))
             m.d.comb += self.fire[lane].eq(accumulator >= self.thresholds[lane])
         return m

@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["CorePlan", "LayerPlan", "PlanError"]
+__all__ = ["CorePlan", "ConvPlan", "LayerPlan", "PlanError"]
 
 
 class PlanError(ValueError):
@@ -44,10 +44,14 @@ class LayerPlan:
     reaches, so they never fire.
     """
 
+    kind = "dense"
+    pool = None
+
     def __init__(self, index, layer, *, lanes, weight_bits, accumulator_bits):
         self.index = index
         self.name = layer.name
         self.outputs, self.inputs = (int(n) for n in layer.weights.shape)
+        self.emits = self.outputs
         self.lanes = lanes
         self.groups = math.ceil(self.outputs / lanes)
         padded = self.groups * lanes
@@ -67,13 +71,89 @@ class LayerPlan:
         self.threshold_words = _pack(thresholds.reshape(self.groups, lanes), accumulator_bits)
 
 
+class ConvPlan:
+    """One conv2d layer (stride 1), and the max-pool that may follow it, on ``lanes`` neuron units.
+
+    Lanes work over filters: filter ``g * lanes + j`` runs on lane ``j`` during group ``g``, for every
+    output position at once, through a per-position accumulator memory (``H' * W'`` words of
+    ``lanes * A`` bits). Weight ROM word ``g * kh * kw * C + (i * kw + j) * C + c`` holds the ``lanes``
+    weights of kernel offset ``(i, j)`` and input channel ``c``; threshold ROM word ``g`` the group's
+    thresholds. An input event ``(y, x, c)`` reaches the outputs ``(y + top - i, x + left - j)`` for the
+    offsets ``(i, j)`` that land inside the output map (:meth:`reach`), ``top, left`` being the
+    'same' padding of docs/network-file.md (0 for 'valid').
+
+    A following maxpool2d ``(ph, pw)`` is an OR folded into the walk that compares the positions: its
+    pooled unit ``(y // ph, x // pw, f)`` is listed once, when its window's last position is compared;
+    positions past the last whole window are compared (they are spikes of the conv layer) but pool
+    into nothing.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, index, layer, input_shape, *, lanes, weight_bits, accumulator_bits, pool=None):
+        self.index = index
+        self.name = layer.name
+        self.filters, self.kh, self.kw, self.channels = (int(n) for n in layer.weights.shape)
+        self.in_height, self.in_width, _ = (int(n) for n in input_shape)
+        self.out_height, self.out_width, _ = layer.output_shape(tuple(input_shape))
+        if layer.padding == "same":
+            self.top, self.left = (self.kh - 1) // 2, (self.kw - 1) // 2
+        else:
+            self.top = self.left = 0
+        self.positions = self.out_height * self.out_width
+        self.outputs = self.positions * self.filters          # units of the conv layer's spike map
+        self.inputs = self.in_height * self.in_width * self.channels
+        self.lanes = lanes
+        self.groups = math.ceil(self.filters / lanes)
+        self.taps = self.kh * self.kw * self.channels           # weight ROM words per group
+        self.pool = None if pool is None else tuple(int(n) for n in pool.pool)
+        if self.pool is None:
+            self.emit_height, self.emit_width = self.out_height, self.out_width
+        else:
+            self.emit_height = self.out_height // self.pool[0]
+            self.emit_width = self.out_width // self.pool[1]
+        self.emits = self.emit_height * self.emit_width * self.filters   # units the next layer reads
+        padded = self.groups * lanes
+        weights = np.zeros((padded, self.kh, self.kw, self.channels), dtype=np.int64)
+        weights[:self.filters] = layer.weights
+        if weight_bits == 1:
+            weights[self.filters:] = 1
+        thresholds = np.full(padded, 2 ** (accumulator_bits - 1) - 1, dtype=np.int64)
+        thresholds[:self.filters] = layer.thresholds
+        self.weights, self.thresholds = weights, thresholds
+        by_word = weights.reshape(self.groups, lanes, self.taps).transpose(0, 2, 1)
+        if weight_bits == 1:
+            by_word = (by_word < 0).astype(np.int64)
+        self.weight_words = _pack(by_word.reshape(-1, lanes), weight_bits)
+        self.threshold_words = _pack(thresholds.reshape(self.groups, lanes), accumulator_bits)
+
+    def offsets(self, y, x):
+        """``(i_lo, i_hi, j_lo, j_hi)``: the kernel offsets by which input ``(y, x)`` reaches an output."""
+        return (max(0, y + self.top - self.out_height + 1), min(self.kh - 1, y + self.top),
+                max(0, x + self.left - self.out_width + 1), min(self.kw - 1, x + self.left))
+
+    def reach(self):
+        """``(H, W)`` array: output positions each input position reaches."""
+        counts = np.zeros((self.in_height, self.in_width), dtype=np.int64)
+        for y in range(self.in_height):
+            for x in range(self.in_width):
+                i_lo, i_hi, j_lo, j_hi = self.offsets(y, x)
+                counts[y, x] = (i_hi - i_lo + 1) * (j_hi - j_lo + 1)
+        return counts
+
+
 class CorePlan:
     """Geometry of the whole core for ``network`` on ``lanes`` neuron units.
+
+    The core runs *neuron layers* (dense and conv2d) in order; a maxpool2d is folded into the conv2d
+    before it. :attr:`layers` are the neuron layers (:class:`LayerPlan` or :class:`ConvPlan`);
+    :attr:`trace_layers` maps each to the network layers whose spikes the trace reports
+    (``[conv, pool]`` or ``[layer]``).
 
     Parameters
     ----------
     network : hone.training.netfile.Network
-        A validated network (dense layers only, for now).
+        A validated network: dense, conv2d and maxpool2d layers.
     lanes : int
         Neuron units ``P`` working in parallel.
 
@@ -82,7 +162,8 @@ class CorePlan:
     TypeError
         If ``lanes`` is not an integer.
     PlanError
-        If ``lanes`` is not positive, or the network holds a layer kind the core does not run.
+        If ``lanes`` is not positive, or the network has a layer order the core does not run
+        (a maxpool2d that does not follow a conv2d, a conv2d after a dense layer).
     """
 
     def __init__(self, network, *, lanes):
@@ -92,11 +173,6 @@ class CorePlan:
             raise TypeError(f"'lanes' must be a positive integer, not {lanes!r}") from None
         if lanes < 1:
             raise PlanError(f"'lanes' must be a positive integer, not {lanes!r}")
-        for layer in network.layers:
-            if layer.kind != "dense":
-                raise PlanError(
-                    f"layer {layer.name!r} is {layer.kind}: the neuron array runs dense layers only "
-                    f"(docs/rtl.md says how conv2d/maxpool2d fit the sequencer)")
         self.network = network
         self.lanes = lanes
         self.input_size = network.input.size
@@ -106,9 +182,35 @@ class CorePlan:
         # one accumulator width for every layer (the array is shared); >= 2 so that padded lanes'
         # threshold (2**(A-1) - 1) is above their sum of 0
         self.accumulator_bits = max(2, *widths.values())
-        self.layers = [LayerPlan(index, layer, lanes=lanes, weight_bits=self.weight_bits,
-                                 accumulator_bits=self.accumulator_bits)
-                       for index, layer in enumerate(network.layers)]
+        shapes = [tuple(network.input.shape)] + network.shapes()
+        self.layers, self.trace_layers = [], []
+        layers = list(network.layers)
+        position = 0
+        while position < len(layers):
+            layer = layers[position]
+            options = dict(lanes=lanes, weight_bits=self.weight_bits, accumulator_bits=self.accumulator_bits)
+            if layer.kind == "maxpool2d":
+                raise PlanError(f"layer {layer.name!r} is maxpool2d after "
+                                + (f"{layers[position - 1].kind} {layers[position - 1].name!r}" if position
+                                   else "the input")
+                                + ": the core pools the spikes of a conv2d layer only (an OR folded into "
+                                  "its output)")
+            if layer.kind == "conv2d":
+                if self.layers and self.layers[-1].kind == "dense":
+                    raise PlanError(f"layer {layer.name!r} is conv2d after a dense layer: the core runs "
+                                    f"conv2d layers before dense ones")
+                pool = layers[position + 1] if (position + 1 < len(layers)
+                                                and layers[position + 1].kind == "maxpool2d") else None
+                plan = ConvPlan(len(self.layers), layer, shapes[position], pool=pool, **options)
+                self.trace_layers.append([position] + ([position + 1] if pool else []))
+                position += 2 if pool else 1
+            elif layer.kind == "dense":
+                plan = LayerPlan(len(self.layers), layer, **options)
+                self.trace_layers.append([position])
+                position += 1
+            else:
+                raise PlanError(f"layer {layer.name!r} is {layer.kind}, which the core does not run")
+            self.layers.append(plan)
         key = network.output.key
         self.classes = int(key.shape[0])
         # output unit -> class, or `classes` for a unit that belongs to none
@@ -123,25 +225,48 @@ class CorePlan:
     def sha256(self):
         return self.network.sha256
 
+    @property
+    def has_conv(self):
+        return any(layer.kind == "conv2d" for layer in self.layers)
+
+    def trace_widths(self):
+        """Units of every network layer, in the network's order (what the trace reports)."""
+        return [int(np.prod(shape)) for shape in self.network.shapes()]
+
     def list_depths(self):
-        """Entries of each layer's input event list (list 0 holds pixels, list l spikes of layer l-1)."""
-        return [self.input_size] + [layer.outputs for layer in self.layers[:-1]]
+        """Entries of each layer's input event list (list 0 holds pixels, list l the units of layer
+        l-1 after its pool)."""
+        return [self.input_size] + [layer.emits for layer in self.layers[:-1]]
 
     def worst_cycles(self):
-        """Cycles of an inference in which every pixel and every neuron is active."""
-        events = [self.input_size] + [layer.outputs for layer in self.layers[:-1]]
-        return len(self.layers) + sum(plan.groups * (count + 4) + plan.outputs
-                                      for plan, count in zip(self.layers, events))
+        """Cycles of an inference in which every pixel and every neuron is active (an upper bound)."""
+        total = 0
+        for plan, count in zip(self.layers, self.list_depths()):
+            if plan.kind == "dense":
+                total += 1 + plan.groups * (count + 4) + plan.outputs
+            else:
+                total += 1 + plan.groups * (6 + int(plan.reach().sum()) * plan.channels + plan.positions) \
+                    + plan.emits
+        return total
+
+    def accumulator_words(self):
+        """Words of the per-position accumulator memory (0 without conv layers)."""
+        return max([layer.positions for layer in self.layers if layer.kind == "conv2d"], default=0)
 
     def describe(self):
         """Plain figures of the mapping, for reports."""
+        layers = []
+        for p in self.layers:
+            entry = {"name": p.name, "kind": p.kind, "inputs": p.inputs, "outputs": p.outputs,
+                     "groups": p.groups, "weight_rom_bits": len(p.weight_words) * self.lanes * self.weight_bits}
+            if p.kind == "conv2d":
+                entry.update(kernel=[p.kh, p.kw], positions=p.positions, pool=p.pool and list(p.pool))
+            layers.append(entry)
         return {
             "lanes": self.lanes, "input_size": self.input_size, "input_bits": self.input_bits,
             "weight_bits": self.weight_bits, "accumulator_bits": self.accumulator_bits,
-            "classes": self.classes, "nhot": self.nhot,
-            "layers": [{"name": p.name, "inputs": p.inputs, "outputs": p.outputs, "groups": p.groups,
-                        "weight_rom_bits": p.groups * p.inputs * self.lanes * self.weight_bits}
-                       for p in self.layers],
-            "rom_bits": sum(p.groups * (p.inputs * self.weight_bits + self.accumulator_bits) * self.lanes
-                            for p in self.layers),
+            "classes": self.classes, "nhot": self.nhot, "layers": layers,
+            "rom_bits": sum((len(p.weight_words) * self.weight_bits + p.groups * self.accumulator_bits)
+                            * self.lanes for p in self.layers),
+            "accumulator_memory_bits": self.accumulator_words() * self.lanes * self.accumulator_bits,
         }

@@ -16,6 +16,7 @@ import numpy as np
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
+from hone.rtl.core import trace_units
 from hone.rtl.cycles import cycle_bound, inference_cycles
 from hone.rtl.plan import CorePlan
 from hone.training.integer import IntegerNetwork
@@ -96,7 +97,7 @@ class Checker:
         self.reference = IntegerNetwork(network).run(pixels)
         self.expected_cycles = inference_cycles(plan, pixels, self.reference.spikes)
         self.bound = cycle_bound(plan, pixels, self.reference.spikes)
-        self.widths = [layer.outputs for layer in plan.layers]
+        self.widths = plan.trace_widths()
         self.result_fields = description["result"]
         self.trace_fields = description["trace_fields"]
         self.beats = []
@@ -105,7 +106,9 @@ class Checker:
         self.done = Event()
 
     def on_trace(self, word):
-        self.beats.append((_field(word, self.trace_fields["layer"]), _field(word, self.trace_fields["neuron"])))
+        layer = _field(word, self.trace_fields["layer"])
+        for neuron in trace_units(_field(word, self.trace_fields["neuron"]), _field(word, self.trace_fields["mask"])):
+            self.beats.append((layer, neuron))
 
     def on_result(self, word):
         index = len(self.images)

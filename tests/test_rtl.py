@@ -9,13 +9,13 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hone.host.cli import main
-from hone.rtl.core import NetworkCore
+from hone.rtl.core import NetworkCore, trace_units
 from hone.rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
 from hone.rtl.neuron import NeuronArray
 from hone.rtl.plan import CorePlan, PlanError
 from hone.sim.networks import random_dense_network
 from hone.training.integer import IntegerNetwork
-from hone.training.netfile import ConvLayer, MaxPoolLayer, Network, write_network
+from hone.training.netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, write_network
 
 
 def run_core(core, pixels, *, result_stall=()):
@@ -36,7 +36,7 @@ def run_core(core, pixels, *, result_stall=()):
                 *_, trace_valid, trace, result_valid, result = await ctx.tick().sample(
                     core.trace.valid, core.trace.payload, core.result.valid, core.result.payload)
                 if trace_valid:
-                    beats.append((trace.layer, trace.neuron))
+                    beats.extend((trace.layer, unit) for unit in trace_units(trace.neuron, trace.mask))
                 if result_valid and stall:           # hold ready low for a few cycles, then take it
                     await ctx.tick().repeat(3)
                     ctx.set(core.result.ready, 1)
@@ -81,7 +81,7 @@ def run_core_streaming(core, pixels):
             *_, trace_valid, trace, result_valid, result = await ctx.tick().sample(
                 core.trace.valid, core.trace.payload, core.result.valid, core.result.payload)
             if trace_valid:
-                beats.append((trace.layer, trace.neuron))
+                beats.extend((trace.layer, unit) for unit in trace_units(trace.neuron, trace.mask))
             if result_valid:
                 outputs.append((result.label, result.cycles))
                 finished.append(clock[0])
@@ -191,11 +191,17 @@ def test_plan_refuses_bad_lanes_and_layers_it_cannot_run():
         CorePlan(network, lanes=0)
     with pytest.raises(TypeError, match=r"^'lanes' must be a positive integer, not 2\.5$"):
         CorePlan(network, lanes=2.5)
-    conv = Network(network.input, (ConvLayer("c0", np.ones((2, 3, 3, 1), dtype=np.int64), np.zeros(2, dtype=np.int64),
-                                             "same"), MaxPoolLayer("p0", (2, 2))) + network.layers[-1:],
-                   network.output, network.weight_bits)
-    with pytest.raises(PlanError, match=r"^layer 'c0' is conv2d: the neuron array runs dense layers only"):
-        CorePlan(conv, lanes=4)
+    spec = InputSpec((4, 4, 1), 1)
+    conv = ConvLayer("c0", np.ones((2, 3, 3, 1), dtype=np.int64), np.zeros(2, dtype=np.int64), "same")
+    dense = DenseLayer("out", np.ones((6, 2), dtype=np.int64), np.zeros(6, dtype=np.int64))
+    for layers, message in [
+        ((MaxPoolLayer("p0", (2, 2)), conv, MaxPoolLayer("p1", (2, 2)), dense), "after the input"),
+        ((conv, MaxPoolLayer("p0", (2, 2)), MaxPoolLayer("p1", (2, 2)), dense), "after maxpool2d 'p0'"),
+    ]:
+        pooled = Network(spec, layers, network.output, network.weight_bits)
+        with pytest.raises(PlanError, match=rf"^layer '\w+' is maxpool2d {message}: the core pools the spikes "
+                                            r"of a conv2d layer only \(an OR folded into its output\)$"):
+            CorePlan(pooled, lanes=4)
 
 
 def test_weight_rom_words_hold_one_group_per_input():
