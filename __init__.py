@@ -20,8 +20,8 @@ Pixels enter as floats in [0, 1]; the network file quantizes them to K-bit integ
 (:meth:`InputSpec.quantize`), which is what :class:`IntegerNetwork`, :func:`simulate` and
 :class:`Board` take.
 
-A model saved with ``model.save()`` loads with plain ``keras.saving.load_model(path)`` once
-``import hone.training.layers`` (or any Keras name of this module) has registered hone's layers.
+A model saved with ``model.save()`` loads with :func:`load_model` (or plain
+``keras.saving.load_model(path)`` once ``import hone.training.layers`` has registered hone's layers).
 """
 
 import importlib
@@ -33,6 +33,7 @@ _EXPORTS = {
     "Spiking": "training.activations", "SpikingBReLU": "training.activations",
     "SpikingSigmoid": "training.activations", "spiking_layers": "training.activations",
     "Sharpener": "training.sharpeners", "SimpleSharpener": "training.sharpeners",
+    "SharpeningWarning": "training.sharpeners", "load_model": "training.layers",
     "AdaptiveSharpener": "training.sharpeners", "sharpness_of": "training.sharpeners",
     "nhot_key": "training.nhot", "decode_spikes": "training.nhot", "SoftmaxDecode": "training.decode",
     "fold_batch_norm": "training.folding", "FoldingError": "training.folding",
@@ -45,7 +46,7 @@ _EXPORTS = {
     "InputSpec": "training.netfile", "NetworkFileError": "training.netfile",
     "IntegerNetwork": "training.integer",
     # hardware
-    "simulate": "sim.runner", "SimulationError": "sim.runner",
+    "simulate": "sim.runner", "SimulationError": "sim.runner", "PlanError": "rtl.plan",
     "Board": "host.board", "LinkError": "host.board",
 }
 
@@ -67,4 +68,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(__all__) | {"__version__"})

@@ -107,15 +107,18 @@ def estimate(network, board, *, lanes, clock_hz=None, baud=115200, slots=4):
             rom_bits += width * depth
     plan = top.core.plan
     base, per_bit, per_product_bit = LOGIC_MODEL[board.family]
-    K, B = plan.input_bits, plan.weight_bits
-    luts = int(base + lanes * (per_bit * (B + plan.accumulator_bits) + per_product_bit * K * (K + B)))
+    K, B, A = plan.input_bits, plan.weight_bits, plan.accumulator_bits
+    per_lane = per_bit * (B + A) + per_product_bit * K * (K + B)
+    if plan.has_conv:   # a second lane datapath (adders into the accumulator memory), its forwarding
+        per_lane += per_bit * (B + 3 * A) + per_product_bit * K * (K + B)   # muxes and compares
+    luts = int(base + lanes * per_lane)
     return FitReport(board.name, lanes, memories, sum(m[3] for m in memories), board.bram_blocks,
                      rom_bits, luts, board.luts)
 
 
 def lane_candidates(network):
     """Powers of two up to the widest layer (more lanes than neurons only idle)."""
-    widest = max(int(layer.weights.shape[0]) for layer in network.layers)
+    widest = max(int(layer.weights.shape[0]) for layer in network.layers if layer.kind != "maxpool2d")
     return [1 << k for k in range(max(1, widest - 1).bit_length() + 1)]
 
 
@@ -128,7 +131,7 @@ def _advice(network, board, report):
     elif report.lanes > 1:
         lines.append(f"fewer lanes do not help: even 1 lane needs "
                      f"{estimate(network, board, lanes=1).bram_blocks} blocks")
-    weights = sum(int(layer.weights.size) for layer in network.layers)
+    weights = sum(int(layer.weights.size) for layer in network.layers if layer.kind != "maxpool2d")
     room = board.bram_bits * 3 // 4       # what is left beside event lists, image slots, padding
     bits = room // weights
     if network.weight_bits > 1 and bits >= 1:

@@ -121,7 +121,7 @@ class Checker:
                 continue
             spikes[layer][neuron] = 1
         self.beats = []
-        equal = [bool(order_ok and np.array_equal(rtl, ref[index]))
+        equal = [bool(order_ok and np.array_equal(rtl, ref[index].reshape(-1)))
                  for rtl, ref in zip(spikes, self.reference.spikes)]
         expected_label = int(self.reference.classes[index])
         expected_cycles = int(self.expected_cycles[index])
@@ -129,7 +129,7 @@ class Checker:
             if not same and len(self.mismatches) < 20:
                 self.mismatches.append(
                     f"layer {layer} spikes differ at image {index}: rtl={np.flatnonzero(rtl).tolist()} "
-                    f"ref={np.flatnonzero(ref[index]).tolist()}")
+                    f"ref={np.flatnonzero(ref[index].reshape(-1)).tolist()}")
         if label != expected_label and len(self.mismatches) < 20:
             self.mismatches.append(f"class differs at image {index}: rtl={label} ref={expected_label}")
         if cycles != expected_cycles and len(self.mismatches) < 20:

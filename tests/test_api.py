@@ -186,8 +186,9 @@ def test_export_without_data_writes_the_file_and_says_it_did_not_evaluate(flat_m
     out = tmp_path / "net.hone"
     result = hone_cli("export", path, "--weight-bits", 4, "-o", out, "--json")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.search(r"^test images +none: skipped: no test data \(the run folder records no data set\); "
-                     r"pass --dataset to measure accuracy and agreement$", result.stdout, re.M), result.stdout
+    assert re.search(r"^test images +none: skipped: no test data \(no --dataset, and no history\.json of a "
+                     r"hone train run beside the model\); pass --dataset to measure accuracy and agreement$",
+                     result.stdout, re.M), result.stdout
     report = json.loads(result.stdout.splitlines()[-1])
     assert "accuracy" not in report and report["dataset"] is None
     network, meta = hone.read_network(out)

@@ -119,7 +119,7 @@ def test_unsharp_model_is_refused_with_each_layers_sharpness(digits):
     model.get_layer("spike_dense_out").set_sharpness(0.5)
     with pytest.raises(ExportError, match=r"^the model is not fully sharp \(spike_dense_0=1\.000, "
                                           r"spike_dense_out=0\.500\); every spiking layer must have sharpness "
-                                          r"1\.0 .* or pass --allow-unsharp"):
+                                          r"1\.0 .* or pass allow_unsharp=True \(--allow-unsharp\)"):
         export_network(model, weight_bits=4, input_bits=8)
     network, _ = export_network(model, weight_bits=4, input_bits=8, allow_unsharp=True)
     assert len(network.layers) == 2
@@ -138,7 +138,7 @@ def test_unsupported_layers_are_named():
 
 @pytest.mark.parametrize("bits", [0, 17])
 def test_weight_bits_out_of_range(trained, bits):
-    with pytest.raises(ExportError, match=rf"^--weight-bits must be in 1\.\.16, got {bits}$"):
+    with pytest.raises(ExportError, match=rf"^weight_bits \(--weight-bits\) must be in 1\.\.16, got {bits}$"):
         export_network(trained, weight_bits=bits, input_bits=8)
 
 
@@ -170,7 +170,7 @@ def test_cli_export_writes_file_and_report(saved, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--weight-bits", "0"], r"hone: error: --weight-bits must be in 1\.\.16, got 0"),
+    (["--weight-bits", "0"], r"hone: error: weight_bits \(--weight-bits\) must be in 1\.\.16, got 0"),
     (["--weight-bits", "4", "--dataset", "fashion-mnist"],
      r"hone: error: dataset 'fashion-mnist' has \(28, 28, 1\) images but the model takes \(8, 8, 1\)"),
 ])

@@ -209,7 +209,7 @@ def test_a_model_without_spiking_layers_is_refused():
     # 3 layers, one epoch each after epoch 0, 2 settling epochs between layers, 3 fine-tuning: 10
     (lambda: SimpleSharpener(start_epoch=0, steps=1, settle_epochs=2, finetune_epochs=3), 10,
      "fine-tuning will be cut short"),
-    (lambda: SimpleSharpener(), 22, "the model will not be fully sharp"),   # the class defaults: 10 + 3 x 4
+    (lambda: SimpleSharpener(), 12, "the model will not be fully sharp"),   # the class defaults: 6 + 3 x 2
     # 10 epochs before it may start, then 3 x (0.75 / 0.25 + 0.25 / 0.126) epochs
     (lambda: AdaptiveSharpener(), 25, "the model will not be fully sharp"),
 ])

@@ -38,7 +38,10 @@ def network_test_images(network_path, images=None, dataset=None):
     except NetworkFileError as error:
         raise UserError(str(error)) from None
     recorded = dataset is None and meta.get("dataset")
-    dataset = dataset or meta.get("dataset") or "fashion-mnist"
+    dataset = dataset or meta.get("dataset")
+    if dataset is None:
+        raise UserError(f"{network_path} names no data set (it was exported without one): pass the test "
+                        f"images with --dataset")
     try:
         data = load_dataset(dataset, binarize=network.input.bits == 1)
     except DatasetError as error:
@@ -320,8 +323,8 @@ def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=
     report = {"dataset": dataset, "scaling": "per-layer" if per_layer else "per-neuron",
               "model": str(model_path), "weight_bits": network.weight_bits, "input_bits": network.input.bits}
     if data is None:
-        report["evaluation"] = ("skipped: no test data (the run folder records no data set); pass "
-                                "--dataset to measure accuracy and agreement")
+        report["evaluation"] = ("skipped: no test data (no --dataset, and no history.json of a hone train "
+                                "run beside the model); pass --dataset to measure accuracy and agreement")
     else:
         model_shape = tuple(int(d) for d in model.input_shape[1:])
         if int(np.prod(data.input_shape)) != network.input.size:

@@ -88,7 +88,7 @@ def _check_sharp(model, allow_unsharp):
         listing = ", ".join(f"{name}={value:.3f}" for name, value in levels.items())
         raise ExportError(f"the model is not fully sharp ({listing}); every spiking layer must have "
                           f"sharpness 1.0 to become integer neurons. Train longer, or pass "
-                          f"--allow-unsharp to export it as if it were sharp")
+                          f"allow_unsharp=True (--allow-unsharp) to export it as if it were sharp")
 
 
 def _describe(operation):
@@ -182,7 +182,8 @@ def _layer_chain(model):
         for tensor in node.input_tensors:
             consumers[id(tensor)][id(node)] = node
     tensor, output = graph.inputs[0], graph.outputs[0]
-    source = f"the model input {tensor.name!r}"
+    history = getattr(tensor, "_keras_history", None)
+    source = f"the model input {getattr(getattr(history, 'operation', None), 'name', tensor.name)!r}"
     layers, nested, visited = [], False, {id(node) for node in nodes if node.is_input}
     while tensor is not output:
         users = list(consumers[id(tensor)].values())
@@ -332,9 +333,9 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
     """
     weight_bits, input_bits = int(weight_bits), int(input_bits)
     if not 1 <= weight_bits <= 16:
-        raise ExportError(f"--weight-bits must be in 1..16, got {weight_bits}")
+        raise ExportError(f"weight_bits (--weight-bits) must be in 1..16, got {weight_bits}")
     if not 1 <= input_bits <= 16:
-        raise ExportError(f"--input-bits must be in 1..16, got {input_bits}")
+        raise ExportError(f"input_bits (--input-bits) must be in 1..16, got {input_bits}")
     chain = _layer_chain(model)  # first: refuse what the file cannot hold before reading any layer
     _check_sharp(model, allow_unsharp)
     items, key = _folded_layers(model, chain)

@@ -9,4 +9,16 @@ from .activations import Spiking, SpikingBReLU, SpikingSigmoid
 from .folding import FoldedBatchNorm
 from .decode import SoftmaxDecode
 
-__all__ = ["Spiking", "SpikingBReLU", "SpikingSigmoid", "FoldedBatchNorm", "SoftmaxDecode"]
+__all__ = ["Spiking", "SpikingBReLU", "SpikingSigmoid", "FoldedBatchNorm", "SoftmaxDecode", "load_model"]
+
+
+def load_model(path):
+    """A saved ``.keras`` model with hone's layers (models saved before the package was named
+    ``hone`` included): :func:`keras.saving.load_model` once the layers are registered.
+
+    Raises:
+        ValueError, OSError: what Keras raises for a missing or unreadable file.
+    """
+    import keras
+
+    return keras.saving.load_model(path)

@@ -35,7 +35,7 @@ def _positive_ints(name, values):
 
 def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
                 kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
-                decode_scale=1.0, gradient="straight-through", augment=False, name=None):
+                decode_scale=0.25, gradient="straight-through", augment=False, name=None):
     """Build an untrained Whetstone model.
 
     Args:
@@ -60,7 +60,7 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         gradient: Backward pass of the spiking layers (see :class:`~hone.training.activations.Spiking`).
             Defaults to `"straight-through"`.
         decode_scale: Softmax scale of :class:`SoftmaxDecode` (training dynamics only; the decoded
-            class does not depend on it). Defaults to `1.0`.
+            class does not depend on it). Defaults to `0.25`, as ``hone train``.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")

@@ -245,8 +245,9 @@ class SimpleSharpener(Sharpener):
     ``epochs_per_step`` epochs each, spread evenly over the batches.
 
     Args:
-        start_epoch: First epoch (0-based) that sharpens. Defaults to `10`.
-        steps: Steps per layer; sharpness reaches ``k / steps`` at the end of step ``k``. Defaults to `4`.
+        start_epoch: First epoch (0-based) that sharpens. Defaults to `6`, as ``hone train``.
+        steps: Steps per layer; sharpness reaches ``k / steps`` at the end of step ``k``. Defaults to
+            `2`, as ``hone train``.
         epochs_per_step: Epochs per step. Defaults to `1`.
         **kwargs: :class:`Sharpener` arguments (`bottom_up`, `settle_epochs`, `finetune_epochs`).
 
@@ -255,7 +256,7 @@ class SimpleSharpener(Sharpener):
     >>> model.fit(x, y, epochs=40, callbacks=[SimpleSharpener(start_epoch=5, steps=4)])
     """
 
-    def __init__(self, start_epoch=10, steps=4, epochs_per_step=1, **kwargs):
+    def __init__(self, start_epoch=6, steps=2, epochs_per_step=1, **kwargs):
         super().__init__(**kwargs)
         self.start_epoch = _count("start_epoch", start_epoch)
         self.steps = _count("steps", steps, minimum=1)
