@@ -193,6 +193,9 @@ class NetworkCore(wiring.Component):
         weights = Signal(P * B)
         thresholds = Signal(P * A)
         is_conv = Signal()
+        # lanes past the last neuron (or filter) of the last group never fire: their weights are
+        # padding (for 1-bit weights not even zero), so their fire bits are masked off
+        real_lanes = Signal(P)
         trace_layer = Signal(_bits_for(len(plan.network.layers) - 1))     # of this layer's own spikes
         with m.Switch(layer):
             for plan_layer, read, w_read, t_read, layer_count in zip(
@@ -208,6 +211,10 @@ class NetworkCore(wiring.Component):
                         weights.eq(w_read.data),
                         thresholds.eq(t_read.data),
                         is_conv.eq(plan_layer.kind == "conv2d"),
+                        real_lanes.eq(Mux(group == plan_layer.groups - 1,
+                                          (1 << (plan_layer.filters if plan_layer.kind == "conv2d"
+                                                 else plan_layer.outputs) - (plan_layer.groups - 1) * P) - 1,
+                                          (1 << P) - 1)),
                         trace_layer.eq(plan.trace_layers[plan_layer.index][0]),
                     ]
         # the event list's output is registered before it addresses the weight ROM (a block RAM's
@@ -241,7 +248,7 @@ class NetworkCore(wiring.Component):
         # -- the conv datapath: per-position accumulators in a memory, read-modify-written
         if convs:
             conv = self._conv_datapath(m, plan, convs, list_reads, weight_reads, layer, weight_base,
-                                       thresholds, neuron_base)
+                                       thresholds, neuron_base, real_lanes)
         else:
             conv = None
 
@@ -357,9 +364,11 @@ class NetworkCore(wiring.Component):
                 m.next = "COMPARE"
 
             with m.State("COMPARE"):
-                m.d.sync += [cycles.eq(cycles + 1), pending.eq(neurons.fire)]
+                fired = Signal(P)
+                m.d.comb += fired.eq(neurons.fire & real_lanes)
+                m.d.sync += [cycles.eq(cycles + 1), pending.eq(fired)]
                 m.d.comb += neurons.clear.eq(1)
-                with m.If(neurons.fire == 0):
+                with m.If(fired == 0):
                     finish_group()
                 with m.Else():
                     m.next = "EMIT"
@@ -409,7 +418,7 @@ class NetworkCore(wiring.Component):
         return m
 
     def _conv_datapath(self, m, plan, convs, list_reads, weight_reads, layer, weight_base, thresholds,
-                       neuron_base):
+                       neuron_base, real_lanes):
         """Signals of the conv path: the event being spread over its kernel offsets, the
         read-modify-write pipeline into the accumulator memory, and the position walk."""
         P, K, B, A = plan.lanes, plan.input_bits, plan.weight_bits, plan.accumulator_bits
@@ -532,8 +541,9 @@ class NetworkCore(wiring.Component):
         pool_unit = Signal(range(max_units + 1))      # pooled unit of (py, px, g * P)
         fire = Signal(P)
         for lane_index in range(P):
-            m.d.comb += fire[lane_index].eq(acc_read.data[lane_index * A:(lane_index + 1) * A].as_signed()
-                                            >= thresholds[lane_index * A:(lane_index + 1) * A].as_signed())
+            m.d.comb += fire[lane_index].eq(real_lanes[lane_index]
+                                            & (acc_read.data[lane_index * A:(lane_index + 1) * A].as_signed()
+                                               >= thresholds[lane_index * A:(lane_index + 1) * A].as_signed()))
         # the emission the walk hands to CEMIT: its lanes, unit base and position
         emit_unit = Signal.like(walk_unit)
         emit_y, emit_x = Signal.like(oy), Signal.like(ox)
@@ -585,29 +595,45 @@ class NetworkCore(wiring.Component):
         with m.State("WALK"):            # compare and clear one position; OR it into its pool window
             m.d.sync += cycles.eq(cycles + 1)
             walk, fire = c["walk"], c["fire"]
-            m.d.comb += c["acc_read_addr"].eq(walk)
+            emit = Signal(P)
+            at_end = Signal()
+            with m.Switch(layer):
+                for plan_layer in layers:
+                    if plan_layer.kind != "conv2d":
+                        continue
+                    with m.Case(plan_layer.index):
+                        m.d.comb += at_end.eq((c["oy"] == plan_layer.out_height - 1)
+                                              & (c["ox"] == plan_layer.out_width - 1))
+            # the next position is read whatever this one does (its address must not wait for the
+            # compare: a block RAM's output, the compare and the address would not fit one cycle);
+            # a stalled trace re-reads this one in WSTALL
+            m.d.comb += c["acc_read_addr"].eq(Mux(at_end, 0, walk + 1))
             accepted = Signal()
             with m.If(fire != 0):
                 trace_beat(trace_layer, c["walk_base"], fire, accepted)
             with m.Else():
                 m.d.comb += accepted.eq(1)
             with m.If(accepted):
-                m.d.comb += [c["acc_write_addr"].eq(walk), c["acc_write_data"].eq(0), c["acc_write_en"].eq(1),
-                             c["acc_read_addr"].eq(walk + 1)]
+                m.d.comb += [c["acc_write_addr"].eq(walk), c["acc_write_data"].eq(0), c["acc_write_en"].eq(1)]
                 m.d.sync += walk.eq(walk + 1)
-                emit = Signal(P)
-                at_end = Signal()
                 with m.Switch(layer):
                     for plan_layer in layers:
                         if plan_layer.kind != "conv2d":
                             continue
                         with m.Case(plan_layer.index):
-                            self._walk_step(m, plan_layer, c, fire, emit, at_end, neuron_base)
+                            self._walk_step(m, plan_layer, c, fire, emit, neuron_base)
                 with m.If(emit != 0):
                     m.d.sync += [pending.eq(emit), c["walk_done"].eq(at_end)]
                     m.next = "CEMIT"
                 with m.Elif(at_end):
                     finish_group()
+            with m.Else():
+                m.next = "WSTALL"
+
+        with m.State("WSTALL"):          # the trace was not ready: read the position again
+            m.d.sync += cycles.eq(cycles + 1)
+            m.d.comb += c["acc_read_addr"].eq(c["walk"])
+            m.next = "WALK"
 
         with m.State("CEMIT"):           # list one spike (after the pool) per cycle
             m.d.sync += cycles.eq(cycles + 1)
@@ -640,12 +666,11 @@ class NetworkCore(wiring.Component):
                     with m.Else():
                         m.next = "WALK"
 
-    def _walk_step(self, m, plan_layer, c, fire, emit, at_end, neuron_base):
+    def _walk_step(self, m, plan_layer, c, fire, emit, neuron_base):
         """Advance the walk of ``plan_layer`` past the current position; what it lists goes to ``emit``."""
         oy, ox, walk_unit, pool_unit = c["oy"], c["ox"], c["walk_unit"], c["pool_unit"]
         F = plan_layer.filters
         first_position, base = c["first_position"], c["walk_base"]
-        m.d.comb += at_end.eq((oy == plan_layer.out_height - 1) & (ox == plan_layer.out_width - 1))
         m.d.sync += walk_unit.eq(base + F)
         with m.If(ox == plan_layer.out_width - 1):
             m.d.sync += [ox.eq(0), oy.eq(oy + 1)]

@@ -1,6 +1,7 @@
 """``hone sim``: test images through the RTL under cocotb, checked spike for spike."""
 
 import json
+import operator
 import pathlib
 
 from hone.rtl.cli import lanes_argument
@@ -10,18 +11,28 @@ __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
 
 def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
-            backpressure=0.0, vcd=False, progress=True):
-    """Simulate the first ``images`` test images; the report of :func:`hone.sim.runner.simulate` + accuracy."""
+            backpressure=0.0, vcd=False, progress=True, jobs=1):
+    """Simulate the first ``images`` test images; the report of :func:`hone.sim.runner.simulate` + accuracy.
+
+    ``jobs`` simulator processes share the images (one build; see ``simulate``); the report also
+    says how many ran (``jobs``, at most one per image).
+    """
     import numpy as np
 
     from hone.rtl.plan import PlanError
 
     from .runner import SimulationError, simulate
 
+    try:
+        valid = not isinstance(jobs, bool) and operator.index(jobs) >= 1
+    except TypeError:
+        valid = False
+    if not valid:
+        raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
     network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
-                          backpressure=backpressure, progress=progress)
+                          backpressure=backpressure, progress=progress, jobs=jobs)
         if vcd:
             report["waves"] = simulate(network_path, pixels[:1], simulator=simulator, lanes=lanes,
                                        build_root=build_root, waves=True, progress=False)["waves"]
@@ -29,6 +40,7 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
         raise UserError(str(error)) from None
     labels = np.asarray(report.pop("labels"))
     report["dataset"] = dataset
+    report["jobs"] = min(jobs, len(labels))
     report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
     return report
 
@@ -49,7 +61,8 @@ def format_sim(report):
         f"at {report['clock_hz'] / 1e6:.0f} MHz               {report['images_per_s_at_clock']:.0f} images/s "
         f"(back to back: loading one pixel per cycle overlaps the image ahead)",
         f"wall                    {report['sim_seconds_wall']:.1f} s simulating "
-        f"({report['sim_images_per_s_wall']:.1f} images/s), {report['build_seconds']:.1f} s building",
+        f"({report['sim_images_per_s_wall']:.1f} images/s{_processes(report)}), "
+        f"{report['build_seconds']:.1f} s building",
     ]
     if "waves" in report:
         lines.append(f"waves (first image)     {report['waves']}")
@@ -58,10 +71,15 @@ def format_sim(report):
     return "\n".join(lines)
 
 
+def _processes(report):
+    jobs = report.get("jobs", 1)
+    return f", {jobs} simulator processes" if jobs > 1 else ""
+
+
 def cmd_sim(args):
     report = run_sim(args.network, images=args.images, simulator=args.simulator, lanes=args.lanes,
                      dataset=args.dataset, build_root=args.build_dir, backpressure=args.backpressure,
-                     vcd=args.vcd, progress=not args.json)
+                     vcd=args.vcd, progress=not args.json, jobs=args.jobs)
     print(format_sim(report))
     if args.json:
         print(json.dumps(report))
@@ -88,6 +106,9 @@ def add_commands(commands):
     sim.add_argument("--backpressure", type=float, default=0.0, metavar="P",
                      help="chance per cycle that the result stream is not ready (default: 0)")
     sim.add_argument("--vcd", action="store_true", help="also dump waves of the first image")
+    sim.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="simulator processes at once, each on a contiguous share of the images; one build "
+                          "(default: 1)")
     sim.add_argument("--build-dir", type=pathlib.Path, default=pathlib.Path("runs/sim"), metavar="DIR",
                      help="Verilog and simulator builds, reused per network and lanes (default: runs/sim)")
     sim.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")

@@ -1,8 +1,12 @@
 """Run images through the RTL under cocotb (Icarus or Verilator) and collect the checker's verdict."""
 
+import concurrent.futures
+import copy
 import json
+import operator
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -156,7 +160,7 @@ def _tail(path, lines=15):
 
 
 def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="runs/sim", backpressure=0.0,
-             gap=0, seed=0, waves=False, progress=True):
+             gap=0, seed=0, waves=False, progress=True, jobs=1):
     """Stream integer ``pixels`` through the RTL of ``network`` under cocotb; check every spike.
 
     The generated core (``hone.rtl.core.NetworkCore``) runs on Icarus or Verilator; the testbench
@@ -174,21 +178,31 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
             and lanes). Defaults to `"runs/sim"`.
         backpressure: Chance in [0, 1) that the result stream's ready is low in a cycle.
         gap: Up to this many idle cycles between images (random), else back to back.
-        waves: Dump waves (Verilator: VCD, Icarus: FST); use for a handful of images.
+        seed: Seed of the back-pressure and gap draws (shard ``k`` uses ``seed + k``).
+        waves: Dump waves (Verilator: VCD, Icarus: FST); use for a handful of images. Runs one
+            simulator process whatever ``jobs`` says, so the waves are one file.
         progress: Show a progress bar on stderr.
+        jobs: Simulator processes run at once. The design is built once; the images are cut into
+            ``jobs`` contiguous shards (at most one per image), each run by its own simulator in
+            its own folder under ``run_dir``, and the results are merged in image order. Defaults
+            to `1`.
 
     Returns:
         A report dict: ``labels`` (the RTL's class per image), ``equal`` (every layer, class and cycle
         count matched), agreement per layer, class agreement, cycles (mean, max) against the model and
-        the bound, images/s at ``clock_hz``, simulated and wall time, the first mismatches.
+        the bound, images/s at ``clock_hz``, simulated time (summed over shards) and wall time (of the
+        whole run, all shards), the first mismatches (global image indices).
 
     Raises:
-        ValueError: bad ``simulator``, ``lanes`` or ``pixels`` (shape, range, none at all).
+        TypeError: ``jobs`` is not an integer.
+        ValueError: bad ``simulator``, ``lanes``, ``jobs`` or ``pixels`` (shape, range, none at all).
         NetworkFileError: ``network`` is a path to an invalid network file.
-        SimulationError: the simulator failed to build or run (the message holds its log's tail).
+        SimulationError: the simulator failed to build or run (the message names the shard and holds
+            its log's tail).
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    jobs = _check_jobs(jobs)
     if isinstance(network, Network):
         network_path = pathlib.Path(build_root).resolve() / f"{network.sha256[:16]}.hone"
         if not network_path.exists():
@@ -215,51 +229,121 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
                                         build_root=build_root, waves=waves)
     build_seconds = time.perf_counter() - started
 
-    test_dir = pathlib.Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
-    np.save(test_dir / "pixels.npy", pixels)
-    config = {"network": str(pathlib.Path(network_path).resolve()), "lanes": lanes,
-              "description": str(verilog.with_name(verilog.name + ".json")),
-              "pixels": str(test_dir / "pixels.npy"), "results": str(test_dir / "results.json"),
-              "progress": str(test_dir / "progress"), "backpressure": backpressure, "gap": gap,
-              "seed": seed}
-    (test_dir / "config.json").write_text(json.dumps(config))
-    log = test_dir / "sim.log"
+    jobs = 1 if waves else min(jobs, len(pixels))
+    run_dir = pathlib.Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    cuts = [len(pixels) * k // jobs for k in range(jobs + 1)]   # contiguous, sizes differ by one at most
+    shards = [_Shard(index, start, stop, run_dir if jobs == 1 else run_dir / f"shard-{index}")
+              for index, (start, stop) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    for shard in shards:
+        shard.test_dir.mkdir(parents=True, exist_ok=True)
+        np.save(shard.test_dir / "pixels.npy", pixels[shard.start:shard.stop])
+        config = {"network": str(pathlib.Path(network_path).resolve()), "lanes": lanes,
+                  "description": str(verilog.with_name(verilog.name + ".json")),
+                  "pixels": str(shard.test_dir / "pixels.npy"), "results": str(shard.results),
+                  "progress": str(shard.progress), "backpressure": backpressure, "gap": gap,
+                  "seed": seed + shard.index}
+        (shard.test_dir / "config.json").write_text(json.dumps(config))
     stop = threading.Event()
-    watcher = threading.Thread(target=_show_progress, args=(test_dir / "progress", len(pixels), stop),
+    watcher = threading.Thread(target=_show_progress, args=([s.progress for s in shards], len(pixels), stop),
                                daemon=True) if progress else None
     if watcher:
         watcher.start()
     started = time.perf_counter()
-    env = {"HONE_SIM_CONFIG": str(test_dir / "config.json")}
+
+    def run(shard):
+        _run_shard(copy.copy(runner), shard, build_dir=build_dir, simulator=simulator, waves=waves, seed=seed)
+
     try:
-        runner.test(test_module="hone.sim.testbench", hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir, test_dir=test_dir,
-                    extra_env=env, waves=waves, log_file=log, seed=seed,
-                    plusargs=[f"+dumpfile_path={test_dir / (TOP + '.fst')}"] if waves and simulator == "icarus" else [])
-    except (RuntimeError, SystemExit):
-        pass   # a failed check still writes results.json; a crash does not (handled below)
+        if jobs == 1:
+            run(shards[0])
+        else:
+            # each shard is its own simulator process (runner.test waits on it in a thread); the runner
+            # keeps per-call state, so every thread gets its own shallow copy of the built runner
+            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="hone-sim") as pool:
+                for future in [pool.submit(run, shard) for shard in shards]:
+                    future.result()
     finally:
         stop.set()
         if watcher:
             watcher.join()
     wall = time.perf_counter() - started
-    results_path = test_dir / "results.json"
-    if not results_path.exists():
-        raise SimulationError(f"{simulator} run ended without results; see {log}:\n{_tail(log)}")
-    results = json.loads(results_path.read_text())
+    failed = [shard for shard in shards if not shard.results.exists()]
+    if failed:
+        shard = failed[0]
+        log = shard.test_dir / "sim.log"
+        if jobs == 1:
+            raise SimulationError(f"{simulator} run ended without results; see {log}:\n{_tail(log)}")
+        others = (f" ({len(failed) - 1} other shard{'s' if len(failed) > 2 else ''} failed too)"
+                  if len(failed) > 1 else "")
+        raise SimulationError(f"{simulator} shard {shard.index} of {jobs} (images {shard.start}..{shard.stop - 1}) "
+                              f"ended without results{others}; see {log}:\n{_tail(log)}")
+    results = _merge([(shard.start, json.loads(shard.results.read_text())) for shard in shards])
     return _report(plan, pixels, results, simulator=simulator, wall=wall, build=build_seconds,
-                   test_dir=test_dir, waves=waves)
+                   test_dir=run_dir, waves=waves)
 
 
-def _show_progress(path, total, stop):
+def _check_jobs(jobs):
+    try:
+        if isinstance(jobs, bool):
+            raise TypeError
+        jobs = operator.index(jobs)
+    except TypeError:
+        raise TypeError(f"'jobs' must be a positive integer, not {jobs!r}") from None
+    if jobs < 1:
+        raise ValueError(f"'jobs' must be a positive integer, not {jobs!r}")
+    return jobs
+
+
+class _Shard:
+    """Images ``start .. stop - 1`` of a run, simulated by one process in ``test_dir``."""
+
+    def __init__(self, index, start, stop, test_dir):
+        self.index, self.start, self.stop, self.test_dir = index, start, stop, test_dir
+        self.results = test_dir / "results.json"
+        self.progress = test_dir / "progress"
+
+
+def _run_shard(runner, shard, *, build_dir, simulator, waves, seed):
+    env = {"HONE_SIM_CONFIG": str(shard.test_dir / "config.json")}
+    try:
+        runner.test(test_module="hone.sim.testbench", hdl_toplevel=TESTBENCH_TOP, build_dir=build_dir,
+                    test_dir=shard.test_dir, extra_env=env, waves=waves, log_file=shard.test_dir / "sim.log",
+                    seed=seed + shard.index,
+                    plusargs=([f"+dumpfile_path={shard.test_dir / (TOP + '.fst')}"]
+                              if waves and simulator == "icarus" else []))
+    except (RuntimeError, SystemExit):
+        pass   # a failed check still writes results.json; a crash does not (the caller checks)
+
+
+_IMAGE_INDEX = re.compile(r"\bimage (\d+)")
+MAX_MISMATCHES = 20   # what the testbench keeps per run
+
+
+def _merge(shards):
+    """One testbench result from ``(first image, results)`` per shard, in image order."""
+    if len(shards) == 1:
+        return shards[0][1]
+    images, mismatches = [], []
+    for start, results in shards:
+        images += results["images"]
+        mismatches += [_IMAGE_INDEX.sub(lambda m: f"image {int(m.group(1)) + start}", text, count=1)
+                       for text in results["mismatches"]]
+    return {"images": images, "mismatches": mismatches[:MAX_MISMATCHES],
+            "sim_ns": sum(results["sim_ns"] for _, results in shards), "clock_ns": shards[0][1]["clock_ns"]}
+
+
+def _show_progress(paths, total, stop):
     from tqdm import tqdm
 
     with tqdm(total=total, unit="img", file=sys.stderr, desc="simulating", leave=False) as bar:
+        done = [0] * len(paths)   # images each shard has checked, as it last wrote them
         while not stop.wait(0.5):
-            try:
-                done = int(path.read_text() or 0)
-            except (OSError, ValueError):
-                continue
-            bar.update(done - bar.n)
+            for index, path in enumerate(paths):
+                try:
+                    done[index] = max(done[index], int(path.read_text()))
+                except (OSError, ValueError):
+                    continue   # not written yet, or caught mid-write
+            bar.update(sum(done) - bar.n)
 
 
 def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
@@ -276,7 +360,7 @@ def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
     per_image = np.maximum(cycles + RESULT_GAP, plan.input_size)
     report = {
         "simulator": simulator, "lanes": plan.lanes, "images": len(pixels), "images_checked": n,
-        "layer_agreement": {layer.name: int(layers_equal[:, i].sum()) for i, layer in enumerate(plan.layers)},
+        "layer_agreement": {layer.name: int(layers_equal[:, i].sum()) for i, layer in enumerate(plan.network.layers)},
         "all_layers_equal": int(layers_equal.all(axis=1).sum()),
         "class_agreement": int((labels == expected).sum()),
         "cycles_equal_model": int((cycles == model).sum()),
