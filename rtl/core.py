@@ -169,7 +169,8 @@ class NetworkCore(wiring.Component):
         issued_value = Signal(K)
         staged = Signal()                     # ... and a cycle later they are in registers, then added
         staged_value = Signal(K)
-        staged_weights = Signal(P * B)
+        # no reset: with one, Yosys' ECP5 flow gave these bits two drivers for the conv default's ROMs
+        staged_weights = Signal(P * B, reset_less=True)
         votes = [Signal(range(plan.nhot + 1), name=f"votes_{cls}") for cls in range(plan.classes)]
         best = Signal(range(max(plan.classes, 2)))
         best_votes = Signal(range(plan.nhot + 1))
@@ -201,14 +202,14 @@ class NetworkCore(wiring.Component):
             for plan_layer, read, w_read, t_read, layer_count in zip(
                     layers, list_reads, weight_reads, threshold_reads, counts):
                 with m.Case(plan_layer.index):
-                    if plan_layer.kind == "dense":
+                    if plan_layer.kind == "dense":   # (a conv layer's weights go to its own pipeline)
                         m.d.comb += event_index.eq(read.data.index)
                         m.d.comb += event_bits.eq(read.data.bits if plan_layer.index == 0 else 1)
+                        m.d.comb += weights.eq(w_read.data)
                     m.d.comb += [
                         count.eq(layer_count),
                         last_group.eq(group == plan_layer.groups - 1),
                         fan_in.eq(len(plan_layer.weight_words) // plan_layer.groups),
-                        weights.eq(w_read.data),
                         thresholds.eq(t_read.data),
                         is_conv.eq(plan_layer.kind == "conv2d"),
                         real_lanes.eq(Mux(group == plan_layer.groups - 1,
@@ -476,7 +477,8 @@ class NetworkCore(wiring.Component):
             stages[name] = (Signal(name=f"{name}_valid"), Signal(address, name=f"{name}_acc"))
         s1_value, s2_value = Signal(K), Signal(K)
         s1_weight = Signal.like(weight_base)
-        s3_weights, s3_value = Signal(P * B), Signal(K)
+        s3_weights = Signal(P * B, reset_less=True)
+        s3_value = Signal(K)
         s4_sum, s5_sum = Signal(P * A), Signal(P * A)
         issue = Signal()
         m.d.sync += [
@@ -622,13 +624,19 @@ class NetworkCore(wiring.Component):
                             continue
                         with m.Case(plan_layer.index):
                             self._walk_step(m, plan_layer, c, fire, emit, neuron_base)
+                # the compare decides only the next state: what the group's end sets up (addresses of
+                # the next group or layer) waits for WEND
                 with m.If(emit != 0):
                     m.d.sync += [pending.eq(emit), c["walk_done"].eq(at_end)]
                     m.next = "CEMIT"
                 with m.Elif(at_end):
-                    finish_group()
+                    m.next = "WEND"
             with m.Else():
                 m.next = "WSTALL"
+
+        with m.State("WEND"):            # the group's walk is over
+            m.d.sync += cycles.eq(cycles + 1)
+            finish_group()
 
         with m.State("WSTALL"):          # the trace was not ready: read the position again
             m.d.sync += cycles.eq(cycles + 1)
@@ -661,10 +669,9 @@ class NetworkCore(wiring.Component):
             with m.If(accepted):
                 m.d.sync += pending.eq(pending_after)
                 with m.If(pending_after == 0):
+                    m.next = "WALK"
                     with m.If(c["walk_done"]):
-                        finish_group()
-                    with m.Else():
-                        m.next = "WALK"
+                        m.next = "WEND"
 
     def _walk_step(self, m, plan_layer, c, fire, emit, neuron_base):
         """Advance the walk of ``plan_layer`` past the current position; what it lists goes to ``emit``."""

@@ -10,11 +10,11 @@ the pool; the output layer: its spikes, which vote), the sequencer spends
 * dense: ``1 + G (E + 4) + S`` (``1 + G + S`` when ``E = 0``): per group ``E`` cycles issuing events,
   3 while the last one goes through the pipeline (event list register -> weight ROM -> weight
   register -> lanes) and 1 to compare; then 1 cycle per spike to list it (or count its vote);
-* conv2d: ``1 + G (R + 6) + G H' W' + S`` (``1 + G H' W' + S`` when ``E = 0``), where ``R`` is the sum,
+* conv2d: ``1 + G (R + 6) + G (H' W' + 1) + S`` (``1 + G (H' W' + 1) + S`` when ``E = 0``), where ``R`` is the sum,
   over the events, of the output positions each reaches (:meth:`~hone.rtl.plan.ConvPlan.reach`): per
   group 1 cycle to load the first event, one cycle per (event, reached position), 5 while the last
   read-modify-write of the accumulator memory drains; then one cycle per output position to compare
-  (and clear) it, OR-ing its spikes into the pool window, and 1 cycle per listed spike.
+  (and clear) it, OR-ing its spikes into the pool window, 1 to end the walk, and 1 cycle per listed spike.
 
 so ``cycles = sum_l ...`` against the lower bound ``sum_l G * E`` (dense) and ``sum_l G * R`` (conv):
 no design with ``P`` units that touches each (active input, reached output) pair once can do better.
@@ -69,7 +69,7 @@ def inference_cycles(plan, pixels, spikes):
         else:
             reached = _reached(layer, activity)
             total += 1 + np.where(e > 0, layer.groups * (reached + 1 + CONV_DRAIN), 0) \
-                + layer.groups * layer.positions + listed
+                + layer.groups * (layer.positions + 1) + listed
     return total
 
 

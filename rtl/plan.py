@@ -245,7 +245,7 @@ class CorePlan:
             if plan.kind == "dense":
                 total += 1 + plan.groups * (count + 4) + plan.outputs
             else:
-                total += 1 + plan.groups * (6 + int(plan.reach().sum()) * plan.channels + plan.positions) \
+                total += 1 + plan.groups * (7 + int(plan.reach().sum()) * plan.channels + plan.positions) \
                     + plan.emits
         return total
 

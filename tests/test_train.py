@@ -248,3 +248,28 @@ def test_flow_writes_a_report(tmp_path):
     assert (out / "bitstream" / "hone.bit").stat().st_size == built["bitstream_bytes"] > 100_000
     assert built["inference"]["accuracy"] == pytest.approx(accuracy["integer"])
     assert "## Bitstream for ulx3s-85f" in markdown and (out / "bitstream" / "build.png").exists()
+
+
+@pytest.mark.slow
+def test_flow_runs_a_conv_network_end_to_end(tmp_path):
+    """``hone flow --arch conv``: a small conv-pool-conv-pool-dense net on digits, through the RTL and
+    the simulated board spike for spike (the bitstream of the conv default is bench/boards.py's)."""
+    out = tmp_path / "flow"
+    result = subprocess.run(
+        [sys.executable, "-m", "hone", "flow", "--arch", "conv", "--dataset", "digits", "--filters", "4,8",
+         "--kernel", "3", "--padding", "same", "--widths", "16", "--epochs", "80", "--sim-images", "20",
+         "--board-images", "8", "--lanes", "4", "--board", "none", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["train"]["arch"] == "conv" and report["train"]["fully_sharp"] is True
+    from hone.training.netfile import read_network
+    network, _ = read_network(out / "net.hone")
+    assert [layer.kind for layer in network.layers] == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "dense",
+                                                       "dense"]
+    simulated = report["sim"]
+    assert simulated["equal"] is True and simulated["all_layers_equal"] == 20
+    assert list(simulated["layer_agreement"]) == [layer.name for layer in network.layers]
+    board = report["board"]
+    assert board["equal"] is True and board["results"] == board["images"] == 8
+    assert report["bitstream"] is None
