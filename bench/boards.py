@@ -22,14 +22,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 from hone.boards.cli import build_bitstream
 
 NETWORKS = {"fashion": ROOT / "tests/data/fashion-dense-4bit.hone",
+            "fashion-conv": ROOT / "tests/data/fashion-conv-4bit.hone",
             "digits": ROOT / "tests/data/digits-dense-4bit.hone"}
-DEFAULT = "icebreaker:digits:auto:12,ulx3s-85f:digits:16:50,ulx3s-85f:fashion:32:40,ulx3s-85f:fashion:64:40"
+DEFAULT = ("icebreaker:digits:auto:12,ulx3s-85f:digits:16:50,ulx3s-85f:fashion:32:40,ulx3s-85f:fashion:64:40,"
+           "ulx3s-85f:fashion-conv:32:40")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=DEFAULT,
-                        help="comma-separated BOARD:NETWORK:LANES|auto:MHZ (NETWORK: fashion, digits or a path)")
+                        help="comma-separated BOARD:NETWORK:LANES|auto:MHZ (NETWORK: fashion, fashion-conv, digits "
+                             "or a path)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/boards")
     args = parser.parse_args()
 
