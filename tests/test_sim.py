@@ -19,6 +19,7 @@ from hone.training.datasets import load_dataset
 from hone.training.netfile import read_network, write_network
 
 FASHION = pathlib.Path(__file__).parent / "data" / "fashion-dense-4bit.hone"
+FASHION_CONV = pathlib.Path(__file__).parent / "data" / "fashion-conv-4bit.hone"
 
 
 def assert_equal(report):
@@ -93,6 +94,20 @@ def test_trained_fashion_network_runner(simulator, images, lanes, tmp_path):
                       backpressure=0.2, progress=False)
     assert_equal(report)
     assert report["cycles_over_bound"] <= 1.2
+
+
+@pytest.mark.parametrize("simulator, images, jobs", [("icarus", 6, 1), ("verilator", 30, 2)])
+def test_trained_conv_network_runner(simulator, images, jobs, tmp_path):
+    """The conv default (32c5-p2-64c5-p2-256-40, 4-bit weights, 8-bit pixels) on real test images:
+    every conv, pool and dense layer spike for spike (bench: all 10,000, see README)."""
+    network, _ = read_network(FASHION_CONV)
+    data = load_dataset("fashion-mnist")
+    pixels = network.input.quantize(data.x_test[:images])
+    report = simulate(FASHION_CONV, pixels, simulator=simulator, lanes=32, build_root=tmp_path,
+                      backpressure=0.2, progress=False, jobs=jobs)
+    assert_equal(report)
+    assert list(report["layer_agreement"]) == ["conv_0", "pool_0", "conv_1", "pool_1", "dense_0", "dense_out"]
+    assert report["cycles_over_bound"] <= 1.3
 
 
 def test_hone_sim_reports_agreement_and_figures(tmp_path, capsys):
