@@ -29,6 +29,9 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
         valid = False
     if not valid:
         raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
+    if not 0.0 <= backpressure < 1.0:   # (NaN fails too)
+        raise UserError(f"--backpressure must be a chance in [0, 1) that the result stream is not ready "
+                        f"in a cycle, got {backpressure} (at 1 no result is ever taken)")
     network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,

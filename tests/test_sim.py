@@ -285,3 +285,16 @@ def test_hone_sim_bad_jobs_is_one_error_line(jobs, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"hone: error: --jobs must be a positive integer, got {jobs}"]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1", "nan"])
+def test_backpressure_outside_0_1_is_refused_before_anything_runs(value, tmp_path, capsys):
+    assert main(["sim", str(FASHION), "--images", "2", "--simulator", "icarus", "--backpressure", value,
+                 "--build-dir", str(tmp_path)]) == 1
+    assert re.fullmatch(r"hone: error: --backpressure must be a chance in \[0, 1\) that the result stream is "
+                        r"not ready in a cycle, got \S+ \(at 1 no result is ever taken\)\n",
+                        capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())    # nothing was built
+    with pytest.raises(ValueError, match=r"^'backpressure' must be a chance in \[0, 1\), not 1\.0: "):
+        simulate(FASHION, np.zeros((1, 784), np.int64), simulator="icarus", build_root=tmp_path,
+                 backpressure=1.0)
