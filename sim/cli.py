@@ -1,7 +1,6 @@
 """``hone sim``: test images through the RTL under cocotb, checked spike for spike."""
 
 import json
-import operator
 import pathlib
 
 from hone.rtl.cli import lanes_argument
@@ -21,17 +20,17 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
 
     from hone.rtl.plan import PlanError
 
-    from .runner import SimulationError, simulate
+    from .runner import SimulationError, _check_backpressure, _check_jobs, simulate
 
+    try:   # before the data set loads; the same checks as simulate's, in the command's words
+        _check_jobs(jobs)
+    except (TypeError, ValueError):
+        raise UserError(f"--jobs must be a positive integer, got {jobs!r}") from None
     try:
-        valid = not isinstance(jobs, bool) and operator.index(jobs) >= 1
-    except TypeError:
-        valid = False
-    if not valid:
-        raise UserError(f"--jobs must be a positive integer, got {jobs!r}")
-    if not 0.0 <= backpressure < 1.0:   # (NaN fails too)
+        _check_backpressure(backpressure)
+    except ValueError:
         raise UserError(f"--backpressure must be a chance in [0, 1) that the result stream is not ready "
-                        f"in a cycle, got {backpressure} (at 1 no result is ever taken)")
+                        f"in a cycle, got {backpressure} (at 1 no result is ever taken)") from None
     network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,

@@ -203,9 +203,7 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
     if simulator not in SIMULATORS:
         raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     jobs = _check_jobs(jobs)
-    if not 0.0 <= float(backpressure) < 1.0:
-        raise ValueError(f"'backpressure' must be a chance in [0, 1), not {backpressure!r}: at 1 no result "
-                         f"is ever taken and the simulation would never end")
+    _check_backpressure(backpressure)
     if isinstance(network, Network):
         network_path = pathlib.Path(build_root).resolve() / f"{network.sha256[:16]}.hone"
         if not network_path.exists():
@@ -295,6 +293,12 @@ def _check_jobs(jobs):
     if jobs < 1:
         raise ValueError(f"'jobs' must be a positive integer, not {jobs!r}")
     return jobs
+
+
+def _check_backpressure(backpressure):
+    if not 0.0 <= float(backpressure) < 1.0:   # (NaN fails too)
+        raise ValueError(f"'backpressure' must be a chance in [0, 1), not {backpressure!r}: at 1 no result "
+                         f"is ever taken and the simulation would never end")
 
 
 class _Shard:
