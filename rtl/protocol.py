@@ -22,7 +22,7 @@ from amaranth.lib import crc
 
 __all__ = [
     "VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD",
-    "CHUNK_HEADER", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
+    "CHUNK_HEADER", "MAX_INPUT_BITS", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
     "FrameParser", "encode_frame", "slip_encode", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
     "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
     "unpack_image", "image_bytes", "line_rate",
@@ -35,6 +35,7 @@ HEADER_BYTES = 5          # seq (u16), type, length (u16)
 CRC_BYTES = 4
 FRAME_OVERHEAD = 2 + HEADER_BYTES + CRC_BYTES   # two ENDs, header, CRC: the bytes of an empty frame
 CHUNK_HEADER = 3          # LOAD / INFER payload: slot u8, offset u16, then the data
+MAX_INPUT_BITS = 16       # pixels of 1..16 bits travel packed (pack_image)
 
 CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
 
@@ -276,15 +277,18 @@ def image_bytes(inputs, bits):
 
 
 def pack_image(pixels, bits):
-    """``bits``-bit pixels as a little-endian bit stream: pixel ``p`` at bits ``p*bits ..``."""
+    """``bits``-bit pixels (1..16) as a little-endian bit stream: pixel ``p`` at bits ``p*bits ..``
+    (8-bit pixels are one byte each, 16-bit ones two bytes, low byte first)."""
     pixels = np.asarray(pixels, dtype=np.int64).reshape(-1)
-    if not 1 <= bits <= 8:
-        raise ProtocolError(f"input bits must be 1..8, got {bits}")
+    if not 1 <= bits <= MAX_INPUT_BITS:
+        raise ProtocolError(f"input bits must be 1..{MAX_INPUT_BITS}, got {bits}")
     if pixels.size and (pixels.min() < 0 or pixels.max() >= 1 << bits):
         raise ProtocolError(f"pixels must be 0..{(1 << bits) - 1} for {bits}-bit input, got "
                             f"{pixels.min()}..{pixels.max()}")
     if bits == 8:
         return pixels.astype(np.uint8).tobytes()
+    if bits == 16:
+        return pixels.astype("<u2").tobytes()
     planes = ((pixels[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
     return np.packbits(planes, bitorder="little").tobytes()
 

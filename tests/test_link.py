@@ -93,7 +93,7 @@ def test_bad_frames_get_the_board_error_codes():
     assert parser.feed(bytes([END, END, END])) == []
 
 
-@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("bits", range(1, 17))
 def test_images_pack_and_unpack(bits):
     pixels = np.random.default_rng(bits).integers(0, 1 << bits, size=37)
     data = protocol.pack_image(pixels, bits)
@@ -104,6 +104,8 @@ def test_images_pack_and_unpack(bits):
 def test_protocol_errors_name_the_value():
     with pytest.raises(protocol.ProtocolError, match=r"^pixels must be 0\.\.7 for 3-bit input, got 0\.\.9$"):
         protocol.pack_image([0, 9], 3)
+    with pytest.raises(protocol.ProtocolError, match=r"^input bits must be 1\.\.16, got 17$"):
+        protocol.pack_image([0, 1], 17)
     with pytest.raises(protocol.ProtocolError, match=r"^seq must be 0\.\.65535, got 70000$"):
         protocol.frame_bytes(70000, FrameType.INFO)
     with pytest.raises(protocol.ProtocolError, match=r"^INFO payload has 3 bytes, expected \d+$"):
@@ -191,6 +193,32 @@ def test_board_answers_info_load_infer_and_garbage(small_net):
         np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
     errors = {f.seq: ErrorCode(f.payload[0]) for f in frames if f.type == FrameType.ERROR}
     assert errors == {0x3412: ErrorCode.LENGTH, 30: ErrorCode.TYPE, 31: ErrorCode.ADDRESS, 32: ErrorCode.ADDRESS}
+
+
+@pytest.mark.parametrize("bits", [9, 12, 16])
+def test_board_runs_wide_input_equal_to_the_integer_network(bits):
+    """9..16-bit pixels travel packed (two bytes or less per pixel) and the loader unpacks them."""
+    rng = np.random.default_rng(bits)
+    network = random_dense_network(rng, input_shape=(3, 5, 1), input_bits=bits, widths=(10,), classes=3, nhot=2)
+    clock = 1_000_000
+    top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
+    images = rng.integers(0, 1 << bits, size=(4, 15))
+    images[0, :] = (1 << bits) - 1                       # every pixel at full scale
+    images[1, ::2] = 0
+    reference = IntegerNetwork(network).run(images)
+    stream = []
+    for i, image in enumerate(images):
+        data = protocol.pack_image(image, bits)
+        assert len(data) == (15 * bits + 7) // 8
+        stream.append(protocol.encode_frame(10 + i, FrameType.LOAD, protocol.chunk_payload(i % 2, 0, data[:5])))
+        stream.append(protocol.encode_frame(20 + i, FrameType.INFER, protocol.chunk_payload(i % 2, 5, data[5:])))
+    frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock))
+    results = [f for f in frames if isinstance(f, Frame) and f.type == FrameType.RESULT]
+    assert [f.seq for f in results] == [20, 21, 22, 23], frames
+    for index, frame in enumerate(results):
+        result = protocol.parse_result(frame.payload, network.layers[-1].outputs)
+        assert result.label == reference.classes[index], f"image {index}: board {result.label}, reference {reference.classes[index]}"
+        np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
 
 
 def test_board_survives_a_line_held_low(small_net):
