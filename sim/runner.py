@@ -191,7 +191,10 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
         A report dict: ``labels`` (the RTL's class per image), ``equal`` (every layer, class and cycle
         count matched), agreement per layer, class agreement, cycles (mean, max) against the model and
         the bound, images/s at ``clock_hz``, simulated time (summed over shards) and wall time (of the
-        whole run, all shards), the first mismatches (global image indices).
+        whole run, all shards), the first mismatches (global image indices), ``activity`` (the report
+        of :func:`hone.training.activity.activity_report` counted from the RTL's trace: spikes,
+        synaptic operations, dead and saturated units, Gini per layer) and ``activity_equal`` (every
+        one of those counts, per image and per unit, equals the integer model's; part of ``equal``).
 
     Raises:
         TypeError: ``jobs`` is not an integer.
@@ -335,8 +338,15 @@ def _merge(shards):
         images += results["images"]
         mismatches += [_IMAGE_INDEX.sub(lambda m: f"image {int(m.group(1)) + start}", text, count=1)
                        for text in results["mismatches"]]
-    return {"images": images, "mismatches": mismatches[:MAX_MISMATCHES],
-            "sim_ns": sum(results["sim_ns"] for _, results in shards), "clock_ns": shards[0][1]["clock_ns"]}
+    from hone.training.activity import ActivityCounts
+
+    merged = {"images": images, "mismatches": mismatches[:MAX_MISMATCHES],
+              "sim_ns": sum(results["sim_ns"] for _, results in shards), "clock_ns": shards[0][1]["clock_ns"]}
+    if all("activity" in results for _, results in shards):
+        merged["activity"] = {source: ActivityCounts.concatenate(
+            ActivityCounts.from_dict(results["activity"][source]) for _, results in shards).to_dict()
+            for source in ("rtl", "reference")}
+    return merged
 
 
 def _show_progress(paths, total, stop):
@@ -383,6 +393,13 @@ def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
     }
     if waves:
         report["waves"] = str(test_dir / ("dump.vcd" if simulator == "verilator" else f"{TOP}.fst"))
+    # activity (spikes, synaptic operations, Gini per layer) counted from the RTL's trace, and whether
+    # every count equals the integer model's on the same images
+    from hone.training.activity import ActivityCounts, activity_equal, activity_report
+
+    rtl, reference = (ActivityCounts.from_dict(results["activity"][source]) for source in ("rtl", "reference"))
+    report["activity"] = activity_report(rtl, source="RTL trace") if rtl.images else None
+    report["activity_equal"] = activity_equal(rtl, reference)
     report["equal"] = (report["all_layers_equal"] == n == len(pixels) and report["class_agreement"] == n
-                       and report["cycles_equal_model"] == n)
+                       and report["cycles_equal_model"] == n and report["activity_equal"])
     return report

@@ -19,6 +19,7 @@ from cocotb.utils import get_sim_time
 from hone.rtl.core import trace_units
 from hone.rtl.cycles import cycle_bound, inference_cycles
 from hone.rtl.plan import CorePlan
+from hone.training.activity import ActivityCounter
 from hone.training.integer import IntegerNetwork
 from hone.training.netfile import read_network
 
@@ -95,6 +96,11 @@ class Checker:
 
     def __init__(self, network, plan, pixels, description):
         self.reference = IntegerNetwork(network).run(pixels)
+        self.pixels = pixels
+        self.activity = ActivityCounter(network)     # counted from the trace, image by image
+        reference = ActivityCounter(network)
+        reference.add(pixels, self.reference.spikes)
+        self.reference_activity = reference.counts()
         self.expected_cycles = inference_cycles(plan, pixels, self.reference.spikes)
         self.bound = cycle_bound(plan, pixels, self.reference.spikes)
         self.widths = plan.trace_widths()
@@ -121,6 +127,7 @@ class Checker:
                 continue
             spikes[layer][neuron] = 1
         self.beats = []
+        self.activity.add(self.pixels[index:index + 1], [s[None] for s in spikes])
         equal = [bool(order_ok and np.array_equal(rtl, ref[index].reshape(-1)))
                  for rtl, ref in zip(spikes, self.reference.spikes)]
         expected_label = int(self.reference.classes[index])
@@ -178,5 +185,6 @@ async def images_match_the_reference(dut):
 
     pathlib.Path(config["results"]).write_text(json.dumps({
         "images": checker.images, "mismatches": checker.mismatches, "sim_ns": sim_ns,
-        "clock_ns": CLOCK_NS}))
+        "clock_ns": CLOCK_NS, "activity": {"rtl": checker.activity.counts().to_dict(),
+                                           "reference": checker.reference_activity.to_dict()}}))
     assert not checker.mismatches, "\n".join(checker.mismatches)
