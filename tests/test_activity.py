@@ -235,3 +235,15 @@ def test_rtl_trace_activity_equals_the_integer_model(tmp_path):
         expected = measure_activity(network, pixels, IntegerNetwork(network).run(pixels).spikes,
                                     source="RTL trace")
         assert report["activity"] == expected
+
+
+# -- the optimizer that bench/activity.py compares -----------------------------------------------
+
+def test_optimizer_choice():
+    from hone.training.config import TrainConfig
+
+    assert type(TrainConfig().make_optimizer()).__name__ == "Adam"
+    sgd = TrainConfig(optimizer="sgd", learning_rate=0.01).make_optimizer()
+    assert type(sgd).__name__ == "SGD" and sgd.momentum == 0.9
+    with pytest.raises(ValueError, match=r"^unknown optimizer 'rmsprop'; expected one of adam, sgd$"):
+        TrainConfig(optimizer="rmsprop")

@@ -145,6 +145,9 @@ def add_train_arguments(parser, defaults):
                        help=f"maximum epochs; the sharpener stops training once sharp (default: {defaults.epochs})")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
+                       help="adam, or sgd with momentum 0.9 (give it a larger --learning-rate, e.g. 0.01; "
+                            "default: %(default)s)")
     group.add_argument("--seed", type=int, default=defaults.seed)
 
     group = parser.add_argument_group("sharpening")

@@ -5,6 +5,7 @@ import dataclasses
 __all__ = ["SHARPENERS", "DISTRIBUTIONS", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
+OPTIMIZERS = ("adam", "sgd")
 DISTRIBUTIONS = ("none", "data-parallel")
 
 
@@ -32,6 +33,7 @@ class TrainConfig:
     epochs: int = 60                  # upper bound; the sharpener ends training once sharp
     batch_size: int = 128
     learning_rate: float = 1e-3
+    optimizer: str = "adam"           # "sgd": SGD with momentum 0.9 (wants a larger learning rate, e.g. 0.01)
     seed: int = 0
     distribution: str = "none"        # "data-parallel": every device (see hone.training.distribute)
     # AdaptiveSharpener
@@ -56,12 +58,22 @@ class TrainConfig:
                              f"{', '.join(DISTRIBUTIONS)}")
         if self.sharpener not in SHARPENERS:
             raise ValueError(f"unknown sharpener {self.sharpener!r}; expected one of {', '.join(SHARPENERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
+
+    def make_optimizer(self):
+        """The configured Keras optimizer: Adam, or SGD with momentum 0.9, at ``learning_rate``."""
+        import keras
+
+        if self.optimizer == "sgd":
+            return keras.optimizers.SGD(self.learning_rate, momentum=0.9)
+        return keras.optimizers.Adam(self.learning_rate)
 
     def make_sharpener(self, verbose=False):
         """The configured sharpener callback (None for ``sharpener="none"``).

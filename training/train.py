@@ -158,7 +158,7 @@ def compiled_model(config, data):
         batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
         gradient=config.gradient, augment=config.augment, activation=config.activation,
         key_seed=config.seed)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+    model.compile(optimizer=config.make_optimizer(),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
