@@ -22,6 +22,9 @@ __all__ = ["main", "build_parser"]
 
 
 PLOTS = {"Training": "\n\n![sharpening](train/sharpening.png)",
+         "Network": "\n\n![activity of the integer network on the test set](net.hone.activity.png)",
+         "RTL": "\n\n![activity counted from the RTL's trace](sim-activity.png)",
+         "Host": "\n\n![activity of the images sent to the board](board-activity.png)",
          "Bitstream": "\n\n![resources and throughput](bitstream/build.png)"}
 
 
@@ -36,9 +39,11 @@ def cmd_flow(args):
     exported = training_cli.export_model(out / "train" / "model.keras", network_path,
                                          weight_bits=args.weight_bits)
     simulated = sim_cli.run_sim(network_path, images=args.sim_images, simulator=args.simulator,
-                                lanes=args.lanes, build_root=out / "sim", progress=not args.json)
+                                lanes=args.lanes, build_root=out / "sim", progress=not args.json,
+                                activity_plot=out / "sim-activity.png")
     from .infer import format_infer, run_infer
     hosted = run_infer(network_path, images=args.board_images, progress=not args.json,
+                       activity_plot=out / "board-activity.png",
                        simulation={"simulator": args.simulator, "lanes": args.lanes,
                                    "build_root": out / "sim-board"})
     from hone.boards import cli as boards_cli

@@ -13,7 +13,7 @@ __all__ = ["add_commands", "format_infer", "run_infer"]
 
 
 def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chunk=None, progress=True,
-              simulation=None):
+              activity_plot=None, simulation=None):
     """Run the first ``images`` test images on the board at ``port`` (or on a simulated board started
     with the keywords in ``simulation``) and compare every result with :class:`IntegerNetwork`.
 
@@ -78,6 +78,14 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     }
     report["equal"] = (report["results"] == report["images"] and report["in_order"] and report["lost"] == 0
                        and report["class_agreement"] == len(pixels) and report["spike_agreement"] == len(pixels))
+    # activity: a board returns the output layer's spikes only (checked above against the integer
+    # model), so every layer's counts are the integer model's on the same images
+    from hone.training.activity import measure_activity, plot_activity
+
+    report["activity"] = measure_activity(network, pixels, reference.spikes,
+                                          source="integer model; the board returns output spikes only")
+    if activity_plot:
+        report["activity"]["plot"] = str(plot_activity(report["activity"], activity_plot))
     return report
 
 
@@ -103,7 +111,16 @@ def format_infer(report):
         f"{link['bad_frames_received']} bad frames received, final chunk {link['chunk']} bytes",
         f"INFER frames per image  {report['infer_attempts_mean']:.2f}",
     ] + ([f"faults injected         to the board {_faults(report['simulation']['faults_to_board'])}; to the host "
-          f"{_faults(report['simulation']['faults_to_host'])}"] if report.get("simulation") else []))
+          f"{_faults(report['simulation']['faults_to_host'])}"] if report.get("simulation") else []) + _activity_lines(report))
+
+
+def _activity_lines(report):
+    if not report.get("activity"):
+        return []
+    from hone.training.activity import format_activity
+
+    plot = report["activity"].get("plot")
+    return [format_activity(report["activity"])] + ([f"activity plot           {plot}"] if plot else [])
 
 
 def _faults(counts):
@@ -121,7 +138,8 @@ def cmd_infer(args):
     elif args.faults:
         raise UserError("--faults applies to a simulated board (--sim) only")
     report = run_infer(args.network, images=args.images, port=args.port, baud=args.baud, dataset=args.dataset,
-                       chunk=args.chunk, progress=not args.json, simulation=simulation)
+                       chunk=args.chunk, progress=not args.json, activity_plot=args.activity_plot,
+                       simulation=simulation)
     print(format_infer(report))
     if args.json:
         print(json.dumps(report))
@@ -147,6 +165,8 @@ def add_commands(commands):
                        help="test images (default: the one named in the network file)")
     infer.add_argument("--chunk", type=int, metavar="BYTES",
                        help="image bytes per frame (default: adaptive, from the whole image down)")
+    infer.add_argument("--activity-plot", type=pathlib.Path, metavar="FILE",
+                       help="also plot the activity report (spikes, synaptic operations, Gini per layer) here")
     add_board_arguments(infer)
     infer.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     infer.set_defaults(handler=cmd_infer)

@@ -10,7 +10,7 @@ __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
 
 def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
-            backpressure=0.0, vcd=False, progress=True, jobs=1):
+            backpressure=0.0, vcd=False, progress=True, jobs=1, activity_plot=None):
     """Simulate the first ``images`` test images; the report of :func:`hone.sim.runner.simulate` + accuracy.
 
     ``jobs`` simulator processes share the images (one build; see ``simulate``); the report also
@@ -44,6 +44,12 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
     report["dataset"] = dataset
     report["jobs"] = min(jobs, len(labels))
     report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
+    if report.get("activity"):   # counted from the RTL's trace; plotted beside the run by default
+        from hone.training.activity import plot_activity
+
+        plot = pathlib.Path(activity_plot or pathlib.Path(report["run_dir"]) / "activity.png")
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        report["activity"]["plot"] = str(plot_activity(report["activity"], plot))
     return report
 
 
@@ -66,6 +72,13 @@ def format_sim(report):
         f"({report['sim_images_per_s_wall']:.1f} images/s{_processes(report)}), "
         f"{report['build_seconds']:.1f} s building",
     ]
+    if report.get("activity"):
+        from hone.training.activity import format_activity
+
+        lines += [f"activity                from the RTL's trace: "
+                  + ("every count equal to the integer model's" if report["activity_equal"]
+                     else "DIFFERS from the integer model's"),
+                  format_activity(report["activity"]), f"activity plot           {report['activity']['plot']}"]
     if "waves" in report:
         lines.append(f"waves (first image)     {report['waves']}")
     for mismatch in report["mismatches"][:10]:
@@ -81,7 +94,7 @@ def _processes(report):
 def cmd_sim(args):
     report = run_sim(args.network, images=args.images, simulator=args.simulator, lanes=args.lanes,
                      dataset=args.dataset, build_root=args.build_dir, backpressure=args.backpressure,
-                     vcd=args.vcd, progress=not args.json, jobs=args.jobs)
+                     vcd=args.vcd, progress=not args.json, jobs=args.jobs, activity_plot=args.activity_plot)
     print(format_sim(report))
     if args.json:
         print(json.dumps(report))
@@ -108,6 +121,9 @@ def add_commands(commands):
     sim.add_argument("--backpressure", type=float, default=0.0, metavar="P",
                      help="chance per cycle that the result stream is not ready (default: 0)")
     sim.add_argument("--vcd", action="store_true", help="also dump waves of the first image")
+    sim.add_argument("--activity-plot", type=pathlib.Path, metavar="FILE",
+                     help="where to plot the activity counted from the RTL's trace (default: activity.png "
+                          "in the run folder)")
     sim.add_argument("--jobs", type=int, default=1, metavar="N",
                      help="simulator processes at once, each on a contiguous share of the images; one build "
                           "(default: 1)")

@@ -259,6 +259,18 @@ def cmd_sweep(args):
         print(json.dumps(figures, default=str))
 
 
+def _integer_activity(network, images, plot):
+    """The activity report (:mod:`hone.training.activity`) of the integer network on float ``images``
+    in [0, 1], with its plot written to ``plot``."""
+    from .activity import measure_activity, plot_activity
+    from .integer import IntegerNetwork
+
+    pixels = network.input.quantize(np.asarray(images).reshape((len(images),) + tuple(network.input.shape)))
+    report = measure_activity(network, pixels, IntegerNetwork(network).run(pixels).spikes)
+    report["plot"] = str(plot_activity(report, plot))
+    return report
+
+
 def format_export(report, out):
     lines = [
         f"network file            {out} (sha256 {report['sha256'][:16]}...)",
@@ -291,6 +303,10 @@ def format_export(report, out):
         rate = report.get("spike_rate", {}).get(name)
         rate = "-" if rate is None else f"{rate:.3f}"
         lines.append(f"{name:<20}{rate:>12}{report['accumulator_bits'].get(name, '-'):>18}")
+    if report.get("activity"):
+        from .activity import format_activity
+
+        lines += ["", format_activity(report["activity"]), f"activity plot           {report['activity']['plot']}"]
     return "\n".join(lines)
 
 
@@ -341,6 +357,8 @@ def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=
     report["layers"] = {layer.name: layer.kind for layer in network.layers}
     report["accumulator_bits"] = network.accumulator_bits()
     output.parent.mkdir(parents=True, exist_ok=True)
+    if data is not None:   # spikes, synaptic operations and sparsity of the integer network, test set
+        report["activity"] = _integer_activity(network, x_test, output.with_name(output.name + ".activity.png"))
     meta = {"source": str(model_path), "scaling": report["scaling"]}
     if data is not None:
         meta.update(dataset=dataset, accuracy=report["accuracy"])
