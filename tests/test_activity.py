@@ -247,3 +247,51 @@ def test_optimizer_choice():
     assert type(sgd).__name__ == "SGD" and sgd.momentum == 0.9
     with pytest.raises(ValueError, match=r"^unknown optimizer 'rmsprop'; expected one of adam, sgd$"):
         TrainConfig(optimizer="rmsprop")
+
+
+# -- in the commands ------------------------------------------------------------------------------
+
+def _last_json(capsys):
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_hone_export_reports_the_integer_networks_activity(tmp_path, capsys):
+    from hone.host.cli import main
+    from hone.training.datasets import load_dataset
+
+    output = tmp_path / "net.hone"
+    assert main(["export", str(DATA / "legacy-digits.keras"), "--weight-bits", "4", "--dataset", "digits",
+                 "-o", str(output), "--json"]) == 0
+    report = _last_json(capsys)
+    network, _ = read_network(output)
+    data = load_dataset("digits")
+    pixels = network.input.quantize(data.x_test.reshape((len(data.x_test),) + network.input.shape))
+    expected = measure_activity(network, pixels, IntegerNetwork(network).run(pixels).spikes)
+    activity = report["activity"]
+    assert activity.pop("plot") == str(tmp_path / "net.hone.activity.png")
+    assert activity == json.loads(json.dumps(expected))
+    assert (tmp_path / "net.hone.activity.png").exists()
+    assert json.loads((tmp_path / "net.hone.json").read_text())["activity"]["total"] == expected["total"]
+
+
+def test_hone_sim_and_infer_report_activity(tmp_path, capsys):
+    """``hone sim`` counts it from the RTL's trace (equal to the integer model's); ``hone infer`` gives the
+    integer model's on the images it sent; both print the table and plot where asked."""
+    from hone.host.cli import main
+
+    digits = DATA / "digits-dense-4bit.hone"
+    assert main(["sim", str(digits), "--images", "6", "--simulator", "icarus", "--lanes", "16",
+                 "--build-dir", str(tmp_path / "sim"), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "activity                from the RTL's trace: every count equal to the integer model's" in out
+    assert re.search(r"^activity over 6 images \(RTL trace\)", out, re.M)
+    simulated = json.loads(out.strip().splitlines()[-1])
+    assert simulated["activity_equal"] and simulated["equal"]
+    assert pathlib.Path(simulated["activity"]["plot"]).exists()
+    assert main(["infer", str(digits), "--sim", "--simulator", "icarus", "--lanes", "16", "--images", "6",
+                 "--build-dir", str(tmp_path / "board"), "--activity-plot", str(tmp_path / "board.png"),
+                 "--json"]) == 0
+    hosted = _last_json(capsys)
+    assert hosted["activity"]["plot"] == str(tmp_path / "board.png") and (tmp_path / "board.png").exists()
+    for key in ("layers", "total", "input_events_mean"):   # same images, same counts
+        assert hosted["activity"][key] == simulated["activity"][key]
