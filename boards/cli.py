@@ -13,58 +13,114 @@ from .targets import BOARDS, BoardError, get_board
 __all__ = ["add_commands", "build_bitstream", "format_build", "program_command"]
 
 
-def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=None):
+LINE_MARGIN = 1.5    # default lanes: the fewest whose compute rate is at least this times the line rate
+
+
+def lanes_choice(text):
+    """``--lanes``: a positive integer, or ``max`` (the most that fit)."""
+    return "max" if text == "max" else lanes_argument(text)
+
+
+class TestImages:
+    """The network's test images and their reference spikes, loaded once for every lane count tried
+    (none when the network file names no data set: then the core's worst case stands in)."""
+
+    def __init__(self, network_path, images=None):
+        from hone.training.cli import network_test_images
+        from hone.training.integer import IntegerNetwork
+        from hone.training.netfile import read_network
+
+        network, meta = read_network(network_path)
+        self.dataset = None
+        if meta.get("dataset"):
+            network, self.pixels, labels, self.dataset = network_test_images(network_path, images)
+            self.reference = IntegerNetwork(network).run(self.pixels)
+            self.accuracy = float((self.reference.classes == labels).mean())
+        else:
+            self.pixels, self.reference, self.accuracy = [], None, None
+        self.network = network
+
+    def cycles(self, lanes):
+        """Core cycles per test image (or the worst case, as one figure)."""
+        import numpy as np
+
+        from hone.rtl.cycles import inference_cycles
+        from hone.rtl.plan import CorePlan
+
+        plan = CorePlan(self.network, lanes=lanes)
+        if self.dataset:
+            return inference_cycles(plan, self.pixels, self.reference.spikes)
+        return np.array([plan.worst_cycles()])
+
+    def per_image(self, lanes):
+        """Clocks per image back to back: the core double-buffers its input, so an image takes the
+        longer of running the one ahead (plus the gap between results) and loading itself."""
+        import numpy as np
+
+        from hone.rtl.board import loader_cycles
+        from hone.rtl.cycles import RESULT_GAP
+
+        return float(np.maximum(self.cycles(lanes) + RESULT_GAP, loader_cycles(self.network)).mean())
+
+    def line_rate(self, baud):
+        """``(images/s, bytes up, bytes down)`` on the line at ``baud`` (:func:`protocol.line_rate`)."""
+        from hone.rtl import protocol
+
+        return protocol.line_rate(
+            baud=baud, image_bytes=protocol.image_bytes(self.network.input.size, self.network.input.bits),
+            outputs=self.network.layers[-1].outputs)
+
+
+def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=None, test=None):
     """Cycles per inference over the test set (the verified cycle model of the core, overlapped
     with the board's loader), compute throughput at the clock and at fmax, and the UART-bound
     throughput."""
-    import numpy as np
-
-    from hone.rtl import protocol
+    test = test or TestImages(network_path, images)
+    cycles = test.cycles(lanes)
+    per_image = test.per_image(lanes)
     from hone.rtl.board import loader_cycles
-    from hone.rtl.cycles import RESULT_GAP, inference_cycles
-    from hone.rtl.plan import CorePlan
-    from hone.training.cli import network_test_images
-    from hone.training.integer import IntegerNetwork
 
-    from hone.training.netfile import read_network
-
-    network, meta = read_network(network_path)
-    plan = CorePlan(network, lanes=lanes)
-    if meta.get("dataset"):
-        network, pixels, labels, dataset = network_test_images(network_path, images)
-        reference = IntegerNetwork(network).run(pixels)
-        cycles = inference_cycles(plan, pixels, reference.spikes)
-        accuracy = float((reference.classes == labels).mean())
-    else:   # no test images to measure on: every pixel and neuron active, an upper bound
-        dataset, pixels, accuracy = None, [], None
-        cycles = np.array([plan.worst_cycles()])
-    load = loader_cycles(network)
-    # the core double-buffers its input: back to back, an image takes the longer of running the one
-    # ahead (plus the gap between results) and loading itself
-    per_image = float(np.maximum(cycles + RESULT_GAP, load).mean())
-    uart, up, down = protocol.line_rate(
-        baud=baud, image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
-        outputs=plan.layers[-1].outputs)
+    uart, up, down = test.line_rate(baud)
     return {
-        "dataset": dataset, "images": len(pixels), "accuracy": accuracy,
-        "cycles_basis": "test images" if dataset else "worst case (the network file names no data set)",
+        "dataset": test.dataset, "images": len(test.pixels), "accuracy": test.accuracy,
+        "cycles_basis": "test images" if test.dataset else "worst case (the network file names no data set)",
         "core_cycles_mean": float(cycles.mean()), "core_cycles_max": int(cycles.max()),
-        "load_cycles": load, "cycles_per_inference": per_image,
+        "load_cycles": loader_cycles(test.network), "cycles_per_inference": per_image,
         "compute_inferences_per_s": clock_hz / per_image,
         "compute_inferences_per_s_at_fmax": None if fmax_hz is None else fmax_hz / per_image,
         "uart_inferences_per_s": uart, "uart_bytes_up": up, "uart_bytes_down": down,
+        "compute_over_line": clock_hz / per_image / uart,
     }
 
 
-def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=115200, seed=1,
+def lanes_for_link(test, fitting, *, clock_hz, baud, margin=LINE_MARGIN):
+    """The fewest of ``fitting`` lane counts whose compute rate at ``clock_hz`` is at least ``margin``
+    times the line rate at ``baud`` (more lanes would only wait for the line), or the most of them
+    when none keeps up; with the rates, for the log."""
+    line = test.line_rate(baud)[0]
+    for lanes in sorted(fitting):
+        rate = clock_hz / test.per_image(lanes)
+        if rate >= margin * line:
+            return lanes, rate, line
+    lanes = max(fitting)
+    return lanes, clock_hz / test.per_image(lanes), line
+
+
+def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=None, seed=1,
                     images=None, progress=True, log=print):
-    """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md."""
+    """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md.
+
+    ``lanes`` None: the fewest lanes whose compute keeps up with the line (with :data:`LINE_MARGIN`);
+    ``"max"``: the most that fit (fewer if timing fails). ``baud`` None: the target's rate at the clock
+    (:meth:`~hone.boards.targets.BoardTarget.uart`)."""
     from hone.training.netfile import NetworkFileError, read_network
 
     from .build import BuildError, run_flow
     from .fit import FitError, check_fit, choose_lanes
     from .pll import plan_clock
+    from .targets import uart_setting
 
+    test = None
     try:
         target = get_board(board)
         network, _ = read_network(network_path)
@@ -73,12 +129,26 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
             raise BoardError(f"--clock {clock_hz / 1e6:g} MHz is outside 0..{target.max_clock_hz / 1e6:g} "
                              f"MHz for {target.name}")
         clock_hz, _ = plan_clock(target.family, target.oscillator_hz(), clock_hz)
-        if lanes is not None:
+        try:
+            uart = target.uart(clock_hz) if baud is None else uart_setting(clock_hz, baud)
+        except ValueError as error:
+            raise BoardError(f"--baud {baud}: {error}") from None
+        baud = uart.baud
+        log(f"UART {uart.describe()} ({target.uart_bridge}: up to {target.max_baud:,} baud)")
+        if lanes not in (None, "max"):
             candidates = [lanes]
             fit = check_fit(network, target, lanes=lanes, clock_hz=clock_hz, baud=baud)
         else:
             candidates = choose_lanes(network, target, clock_hz=clock_hz, baud=baud)
-            log(f"lanes that fit {target.name}: {', '.join(map(str, candidates))} (trying the most first)")
+            if lanes == "max":
+                log(f"lanes that fit {target.name}: {', '.join(map(str, candidates))} (trying the most first)")
+            else:
+                test = TestImages(network_path, images)
+                chosen, rate, line = lanes_for_link(test, candidates, clock_hz=clock_hz, baud=baud)
+                log(f"{chosen} lanes: {rate:,.0f} inferences/s at {clock_hz / 1e6:g} MHz against the line's "
+                    f"{line:,.0f}/s at {baud:,} baud (the fewest lanes with at least {LINE_MARGIN:g}x; "
+                    f"--lanes max builds the most that fit: {candidates[0]})")
+                candidates = [chosen]
     except (NetworkFileError, FitError, BoardError, ValueError) as error:
         raise UserError(str(error)) from None
 
@@ -87,7 +157,7 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
     attempts = []
     for candidate in candidates:
         log(f"building {target.name} with {candidate} lanes at {clock_hz / 1e6:g} MHz")
-        if lanes is None:
+        if lanes != candidate:
             fit = check_fit(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud)
         try:
             result = run_flow(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud,
@@ -95,14 +165,14 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
         except BuildError as error:
             # a choice of ours that the tools could not place (the logic estimate is a model) is
             # not the user's error while fewer lanes remain to try
-            if lanes is not None or candidate == candidates[-1]:
+            if lanes != "max" or candidate == candidates[-1]:
                 raise UserError(str(error)) from None
             attempts.append({"lanes": candidate, "failed": str(error).splitlines()[0]})
             log(f"{candidate} lanes did not build ({str(error).splitlines()[0]}); trying fewer lanes")
             continue
         attempts.append({"lanes": candidate, "fmax_hz": result["fmax_hz"], "timing_met": result["timing_met"],
                          "seconds": result["seconds"]["total"]})
-        if result["timing_met"] or lanes is not None:
+        if result["timing_met"] or lanes != "max":
             break
         log(f"timing not met with {candidate} lanes: fmax {result['fmax_hz'] / 1e6:.1f} MHz < "
             f"{clock_hz / 1e6:g} MHz; trying fewer lanes")
@@ -112,9 +182,12 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
     report = {
         "network": str(network_path), "network_sha256": network.sha256, **result,
         "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
+        "uart": {"bridge": target.uart_bridge, "bridge_max_baud": target.max_baud, **uart.as_dict()},
+        "lanes_policy": {None: f"fewest with compute >= {LINE_MARGIN:g}x line rate", "max": "most that fit"}.get(
+            lanes, "given"),
         "fit_estimate": fit.as_dict(), "attempts": attempts,
         "inference": inference_figures(network_path, lanes=result["lanes"], clock_hz=result["clock_hz"],
-                                       fmax_hz=result["fmax_hz"], baud=baud, images=images),
+                                       fmax_hz=result["fmax_hz"], baud=baud, images=images, test=test),
     }
     report["seconds"]["total_all_attempts"] = round(sum(a.get("seconds", 0) for a in attempts), 1)
     (output / "report.json").write_text(json.dumps(report, indent=1))
@@ -177,8 +250,13 @@ def format_build(report):
         + (f"{inf['images']:,} {inf['dataset']} test images |" if inf["dataset"] else f"{inf['cycles_basis']} |"),
         f"| compute throughput | {inf['compute_inferences_per_s']:,.0f} inferences/s at the clock"
         + (f", {inf['compute_inferences_per_s_at_fmax']:,.0f} at fmax" if fmax else "") + " |",
-        f"| end-to-end (UART) | {inf['uart_inferences_per_s']:,.1f} inferences/s at {report['baud']} baud "
-        f"({inf['uart_bytes_up']} bytes up, {inf['uart_bytes_down']} down per image) |",
+        f"| UART | {report['baud']:,} baud ({report['uart']['bridge']}, up to {report['uart']['bridge_max_baud']:,}): "
+        f"{report['uart']['clocks_per_bit']} clocks per bit, bit time {report['uart']['rate_error']:+.2%} off "
+        f"nominal; the receiver tolerates bits {report['uart']['tolerance_slower']:.1%} slower and "
+        f"{report['uart']['tolerance_faster']:.1%} faster |",
+        f"| end-to-end (UART) | {inf['uart_inferences_per_s']:,.1f} inferences/s at {report['baud']:,} baud "
+        f"({inf['uart_bytes_up']} bytes up, {inf['uart_bytes_down']} down per image); compute is "
+        f"{inf['compute_over_line']:.1f}x the line rate (lanes: {report['lanes_policy']}) |",
         f"| integer-model accuracy | "
         + ("- (no test images)" if inf["accuracy"] is None else f"{100 * inf['accuracy']:.2f}%") + " |",
         f"| build time | {report['seconds']['total']:.0f} s (elaborate {report['seconds']['elaborate']:.0f}, "
@@ -216,8 +294,15 @@ def program_command(build_dir, *, board=None, flash=False, cable=None):
         report = json.loads(report_path.read_text())
     except FileNotFoundError:
         raise UserError(f"{report_path} not found: run hone build ... -o {build_dir} first") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{report_path} is not valid JSON ({error})") from None
+    except OSError as error:
+        raise UserError(f"{report_path}: cannot read it ({error.strerror or error})") from None
+    if not isinstance(report, dict):
+        raise UserError(f"{report_path}: expected an object (hone build's report), got {type(report).__name__}")
+    for field, what in (("board", "a board name"), ("bitstream", "a file name")):
+        if not isinstance(report.get(field), str):
+            raise UserError(f"{report_path}: {field}: expected {what}, got {json.dumps(report.get(field))[:60]}")
     built_for = report.get("board")
     if board is not None and board != built_for:
         raise UserError(f"{build_dir} was built for {built_for!r}, not {board!r}: build it for {board} first")
@@ -261,11 +346,14 @@ def add_commands(commands):
                     "report.md (resources, fmax, cycles per inference, throughput).")
     build.add_argument("network", type=pathlib.Path, help="a network file from hone export")
     build.add_argument("--board", required=True, choices=sorted(BOARDS))
-    build.add_argument("--lanes", type=lanes_argument, metavar="P",
-                       help="neuron units (default: the most that fit and meet timing)")
+    build.add_argument("--lanes", type=lanes_choice, metavar="P|max",
+                       help=f"neuron units (default: the fewest whose compute rate is at least {LINE_MARGIN:g}x "
+                            f"the line rate; max: the most that fit and meet timing)")
     build.add_argument("--clock", type=float, metavar="MHZ",
                        help="design clock in MHz, through the PLL (default: the board's)")
-    build.add_argument("--baud", type=int, default=115200)
+    build.add_argument("--baud", type=int,
+                       help="UART line rate (default: the board's: the fastest standard rate its USB-serial "
+                            "bridge runs at a whole number of clocks per bit)")
     build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     build.add_argument("--images", type=int, help="test images for the cycle figures (default: all)")
     build.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="DIR")

@@ -96,9 +96,12 @@ def blocks_for(family, width, depth, *, rom=False, asynchronous=False):
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in shapes)
 
 
-def estimate(network, board, *, lanes, clock_hz=None, baud=115200, slots=4):
-    """:class:`FitReport` for ``network`` with ``lanes`` on ``board`` (a :class:`BoardTarget`)."""
-    top = BoardTop(network, lanes=lanes, clock_hz=clock_hz or board.clock_hz, baud=baud, slots=slots)
+def estimate(network, board, *, lanes, clock_hz=None, baud=None, slots=4):
+    """:class:`FitReport` for ``network`` with ``lanes`` on ``board`` (a :class:`BoardTarget`) at
+    ``clock_hz`` and ``baud`` (default: the board's)."""
+    clock_hz = clock_hz or board.clock_hz
+    baud = baud or board.uart(clock_hz).baud
+    top = BoardTop(network, lanes=lanes, clock_hz=clock_hz, baud=baud, slots=slots)
     memories, rom_bits = [], 0
     for name, width, depth, rom, asynchronous in _memories(top):
         memories.append((name, width, depth,
@@ -151,7 +154,7 @@ def _advice(network, board, report):
     return lines
 
 
-def check_fit(network, board, *, lanes, clock_hz=None, baud=115200):
+def check_fit(network, board, *, lanes, clock_hz=None, baud=None):
     """The :class:`FitReport`, or :class:`FitError` with needed vs available and what would fit."""
     report = estimate(network, board, lanes=lanes, clock_hz=clock_hz, baud=baud)
     if report.fits:
@@ -172,7 +175,7 @@ def check_fit(network, board, *, lanes, clock_hz=None, baud=115200):
                    + ". What would fit: " + "; ".join(advice))
 
 
-def choose_lanes(network, board, *, clock_hz=None, baud=115200):
+def choose_lanes(network, board, *, clock_hz=None, baud=None):
     """Candidate lane counts that fit, largest first (the build then checks timing)."""
     fitting = [lanes for lanes in lane_candidates(network)
                if estimate(network, board, lanes=lanes, clock_hz=clock_hz, baud=baud).fits]

@@ -10,6 +10,11 @@ on an ERROR, on a later request's reply overtaking it (replies to writes and res
 each come in order), or on a timeout that adapts to the measured round trip. Chunks shrink when
 frames keep failing and grow back when they stop, so a noisy line still gets images through. Every
 image yields exactly one result, in order.
+
+Every failure ends in :class:`LinkError`, in bounded time: a port that fails (unplugged, powered off,
+taken by another program) at once, and a board that stops answering once no request has been
+answered for :attr:`Board.deadline` seconds (default :data:`DEADLINE` for a serial port,
+:data:`SIM_DEADLINE` for a simulated board), however many retries were still allowed.
 """
 
 import collections
@@ -31,6 +36,8 @@ from hone.rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
 __all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
 
 MIN_CHUNK = 16
+DEADLINE = 30.0        # s without an answered request before a board is given up
+SIM_DEADLINE = 120.0   # a simulated board runs thousands of times slower than a real one
 SIM_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud, and a fast simulation
 
 
@@ -99,11 +106,15 @@ class Board:
     Use :meth:`open`; ``with Board.open(url) as board: ...`` closes it (and stops a simulated board).
     """
 
-    def __init__(self, port, *, timeout=1.0, process=None, description=None):
+    def __init__(self, port, *, timeout=1.0, deadline=DEADLINE, process=None, description=None):
         self._port = port
         self._process = process
         self.description = description or str(getattr(port, "port", port))
         self.timeout = float(timeout)
+        if not deadline > 0:
+            raise ValueError(f"'deadline' must be a number of seconds > 0, not {deadline!r}")
+        self.deadline = float(deadline)
+        self._answered = time.monotonic()   # when a request was last answered (the deadline's clock)
         self._parser = protocol.FrameParser()
         self._seq = 0
         self._order = 0
@@ -116,20 +127,27 @@ class Board:
     # -- opening ------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url, *, baud=115200, timeout=None, **simulation):
+    def open(cls, url, *, baud=115200, timeout=None, deadline=None, **simulation):
         """Open ``url``: a serial device (``/dev/ttyUSB0``, ``serial:/dev/ttyUSB0``, any pyserial URL)
         or ``sim:NETWORK.hone``, which starts a simulated board (keywords: ``simulator``, ``lanes``,
-        ``clock_hz``, ``slots``, ``faults``, ``seed``, ``build_root``, ``log``) at ``baud``."""
+        ``clock_hz``, ``slots``, ``faults``, ``seed``, ``build_root``, ``log``) at ``baud``.
+
+        ``deadline``: seconds without an answered request before :class:`LinkError` (default
+        :data:`DEADLINE`, or :data:`SIM_DEADLINE` for a simulated board).
+
+        Raises:
+            LinkError: The port cannot be opened, or the simulated board does not start.
+        """
         import serial
 
         if url.startswith("sim:"):
             process, path, log = _start_simulated_board(url[4:], baud=baud, **simulation)
             try:
                 port = serial.Serial(path, baudrate=baud, timeout=0.002, write_timeout=None)
-            except Exception:
+            except (serial.SerialException, OSError, ValueError) as error:
                 _stop(process[0])
-                raise
-            board = cls(port, timeout=timeout or 10.0, process=process,
+                raise LinkError(f"cannot open the simulated board's port {path!r}: {error}") from None
+            board = cls(port, timeout=timeout or 10.0, deadline=deadline or SIM_DEADLINE, process=process,
                         description=f"simulated board ({url[4:]}, log {log})")
             return board
         if simulation:
@@ -137,16 +155,19 @@ class Board:
         path = url[len("serial:"):] if url.startswith("serial:") else url
         try:
             port = serial.serial_for_url(path, baudrate=baud, timeout=0.002)
-        except (serial.SerialException, ValueError) as error:
+            port.reset_input_buffer()
+        except (serial.SerialException, OSError, ValueError) as error:
             raise LinkError(f"cannot open serial port {path!r}: {error}") from None
-        port.reset_input_buffer()
-        return cls(port, timeout=timeout or 1.0, description=path)
+        return cls(port, timeout=timeout or 1.0, deadline=deadline or DEADLINE, description=path)
 
     def close(self):
         """Close the port; a simulated board is asked to stop, and its figures land in
         :attr:`simulation` (simulated time, bytes each way, faults injected each way)."""
         if self._port is not None:
-            self._port.close()
+            try:
+                self._port.close()
+            except OSError:      # a port that is already gone has nothing left to close
+                pass
             self._port = None
         if self._process is not None:
             process, folder = self._process
@@ -181,7 +202,8 @@ class Board:
         payload = (protocol.chunk_payload(request.slot, request.offset, request.data)
                    if request.type in (FrameType.LOAD, FrameType.INFER) else b"")
         frame = protocol.encode_frame(request.seq, request.type, payload)
-        self._port.write(frame)
+        with self._port_errors():
+            self._port.write(frame)
         self._order += 1
         request.order = self._order
         request.sent_at = time.monotonic()
@@ -189,8 +211,39 @@ class Board:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(frame)
 
+    def _port_errors(self):
+        """Every failure of the port (pyserial's or the OS's) as one :class:`LinkError`."""
+        import contextlib
+
+        import serial
+
+        @contextlib.contextmanager
+        def translate():
+            try:
+                yield
+            except (serial.SerialException, OSError) as error:
+                reason = str(error).strip() or type(error).__name__
+                if self._process is not None and self._process[0].poll() is not None:
+                    raise LinkError(f"{self.description} exited with status {self._process[0].returncode} "
+                                    f"({reason})") from None
+                raise LinkError(f"{self.description}: the serial port failed: {reason}; the board was "
+                                f"unplugged or lost power, or another program took the port") from None
+        return translate()
+
+    def _check_deadline(self, waiting):
+        """Give up once no request has been answered for :attr:`deadline` seconds."""
+        silent = time.monotonic() - self._answered
+        if silent > self.deadline:
+            if self._process is not None and self._process[0].poll() is not None:
+                raise LinkError(f"{self.description} exited with status {self._process[0].returncode}")
+            raise LinkError(f"{self.description} answered nothing for {silent:.0f} s (deadline "
+                            f"{self.deadline:g} s) while {waiting}: the board stopped answering; check its "
+                            f"power and cable, that it runs a hone bitstream, and the baud rate "
+                            f"({getattr(self._port, 'baudrate', '?')})")
+
     def _receive(self):
-        data = self._port.read(4096)
+        with self._port_errors():
+            data = self._port.read(4096)
         if not data:
             return []
         self.stats.bytes_received += len(data)
@@ -210,6 +263,7 @@ class Board:
         simulated board may run far slower than its baud rate)."""
         now = time.monotonic()
         start, self._progress = max(request.sent_at, self._progress), now
+        self._answered = now
         if request.attempts != 1:
             return
         rtt = now - start
@@ -231,9 +285,15 @@ class Board:
     # -- requests -----------------------------------------------------------------------------------
 
     def info(self, *, attempts=40):
-        """The board's INFO (protocol version, network hash, geometry, counters)."""
+        """The board's INFO (protocol version, network hash, geometry, counters).
+
+        Raises:
+            LinkError: No INFO reply after ``attempts`` requests or within :attr:`deadline` seconds.
+        """
         request = _Request(self._next_seq(()), FrameType.INFO, 0, 0, b"")
+        self._answered = time.monotonic()
         while request.attempts < attempts:
+            self._check_deadline("waiting for INFO")
             self._send(request)
             # until a round trip has been measured, allow the whole timeout; then a few RTOs
             deadline = time.monotonic() + (3 * self._rto(FrameType.INFO) if self._srtt.get(FrameType.INFO)
@@ -245,7 +305,10 @@ class Board:
                 for frame in self._receive():
                     if frame.seq == request.seq and frame.type == FrameType.INFO_REPLY:
                         self._sample(request)
-                        self.info_cache = protocol.parse_info(frame.payload)
+                        try:
+                            self.info_cache = protocol.parse_info(frame.payload)
+                        except protocol.ProtocolError as error:
+                            raise LinkError(f"{self.description}: {error}") from None
                         return self.info_cache
                     if frame.seq == request.seq and frame.type == FrameType.ERROR:
                         deadline = 0   # send again now
@@ -272,8 +335,9 @@ class Board:
 
         Yields one :class:`InferResult` per image, in order. ``chunk`` fixes the bytes per frame
         (default: adaptive, starting from the board's ``max_chunk``); at most ``window`` frames are
-        unanswered at a time. Raises :class:`LinkError` when
-        a request has gone unanswered ``max_attempts`` times.
+        unanswered at a time. Raises :class:`LinkError` when a request has gone unanswered
+        ``max_attempts`` times, when no request has been answered for :attr:`deadline` seconds, or
+        when the port fails.
         """
         info = self.info_cache or self.info()
         images = np.asarray(images)
@@ -332,7 +396,10 @@ class Board:
             else:
                 to_send.appendleft(request)
 
+        self._answered = time.monotonic()
         while next_result < len(images):
+            self._check_deadline(f"{len(outstanding)} request{'s' if len(outstanding) != 1 else ''} waited "
+                                 f"({len(done) + next_result} of {len(images)} results in)")
             # new images into free slots
             while free and next_image < len(images):
                 job = _Job(next_image, packed[next_image], free.popleft())

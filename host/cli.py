@@ -8,6 +8,7 @@ object with the figures the command reports.
 
 import argparse
 import json
+import os
 import pathlib
 import sys
 import warnings
@@ -16,7 +17,7 @@ from hone.boards.targets import BOARDS
 from hone.rtl import cli as rtl_cli
 from hone.sim import cli as sim_cli
 from hone.training import cli as training_cli
-from hone.training.cli import UserError
+from hone.training.cli import UsageError, UserError, integer_in
 
 __all__ = ["main", "build_parser"]
 
@@ -32,6 +33,7 @@ def cmd_flow(args):
     """The main job: train and sharpen the default network, export it, check its RTL, run test images
     over serial through the simulated board with the host code, write one report."""
     config = training_cli.config_from(args)
+    _check_flow_lanes(config, args.lanes)
     out = pathlib.Path(args.out)
     summary = training_cli.run_training(config, out / "train", quiet=args.json, backend=args.backend,
                                         cpu_devices=args.cpu_devices)
@@ -81,10 +83,28 @@ def cmd_flow(args):
         raise UserError(f"the bitstream for {built['board']} does not meet timing; see the report")
 
 
+def _check_flow_lanes(config, lanes):
+    """``--lanes`` against the widest layer the configured network will have, before training starts."""
+    from hone.training.datasets import DatasetError, load_dataset
+    from hone.training.config import DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
+
+    try:
+        classes = load_dataset(config.dataset).classes
+    except DatasetError:
+        return       # training says what is wrong with the data
+    conv = config.arch == "conv"
+    widths = config.widths or (DEFAULT_CONV["widths"] if conv else DEFAULT_DENSE_WIDTHS)
+    filters = (config.filters or DEFAULT_CONV["filters"]) if conv else ()
+    most = max(*widths, *filters, config.output_width or classes * config.nhot)
+    if lanes > most:
+        raise UsageError(f"argument --lanes: expected 1..{most} for this network (its widest layer has {most} "
+                         f"neurons or filters; more lanes would stay idle), got {lanes}")
+
+
 def build_parser():
     from hone.training.config import TrainConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hone", description="Whetstone-sharpened binary spiking networks, from Keras to an FPGA.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training_cli.add_commands(commands)
@@ -103,11 +123,11 @@ def build_parser():
     training_cli.add_train_arguments(flow, TrainConfig())
     flow.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/flow"), metavar="DIR",
                       help="output folder (default: runs/flow)")
-    flow.add_argument("--weight-bits", type=int, default=4, metavar="B",
+    flow.add_argument("--weight-bits", type=integer_in(1, 16), default=4, metavar="B",
                       help="weight width of the exported network file (default: 4)")
-    flow.add_argument("--sim-images", type=int, default=200, metavar="N",
+    flow.add_argument("--sim-images", type=integer_in(1), default=200, metavar="N",
                       help="test images run through the RTL (default: 200)")
-    flow.add_argument("--board-images", type=int, default=50, metavar="N",
+    flow.add_argument("--board-images", type=integer_in(1), default=50, metavar="N",
                       help="test images sent over serial to the simulated board (default: 50)")
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, default=32, metavar="P",
@@ -119,6 +139,30 @@ def build_parser():
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other hone error (status 2 all the same)."""
+
+    def error(self, message):
+        self.exit(2, f"hone: error: {message} (see: {self.prog} --help)\n")
+
+
+def _internal_error(error):
+    """Keep the traceback of an unexpected exception in a log file; the one line to print."""
+    import tempfile
+    import time
+    import traceback
+
+    log = pathlib.Path(tempfile.gettempdir()) / f"hone-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        log.write_text(f"hone {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(error)))
+        where = f"the traceback is in {log}"
+    except OSError as cause:
+        where = f"its traceback could not be written to {log} ({cause})"
+    reason = (str(error).strip().splitlines() or [""])[0][:200]
+    return (f"hone: internal error: {type(error).__name__}{': ' + reason if reason else ''} "
+            f"({where}; please report it)")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
     """hone's own warnings are one ``hone: warning: ...`` line; others keep Python's format."""
     if category.__module__.startswith("hone."):
@@ -128,17 +172,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 
 
 def main(argv=None):
+    """The ``hone`` command: 0 on success, 1 when a run fails, 2 for a usage error, 130 on Ctrl-C.
+
+    Every error is one ``hone: error: ...`` line on stderr. An unexpected exception (a bug in hone, not
+    a user error) is one ``hone: internal error: ...`` line naming a log file with its traceback.
+    """
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.handler(args)
+    except UsageError as error:
+        print(f"hone: error: {error}", file=sys.stderr)
+        return 2
     except UserError as error:
         print(f"hone: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hone: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:      # stdout piped into `head`: not an error of ours
+        sys.stderr.close()
+        return 1
+    except Exception as error:
+        print(_internal_error(error), file=sys.stderr)
+        return 1
     return 0
 
 

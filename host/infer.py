@@ -7,30 +7,34 @@ import time
 
 import numpy as np
 
-from hone.training.cli import UserError
+from hone.training.cli import UsageError, UserError, integer_in, number_in
 
 __all__ = ["add_commands", "format_infer", "run_infer"]
 
 
 def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chunk=None, progress=True,
-              activity_plot=None, simulation=None):
+              activity_plot=None, simulation=None, deadline=None):
     """Run the first ``images`` test images on the board at ``port`` (or on a simulated board started
     with the keywords in ``simulation``) and compare every result with :class:`IntegerNetwork`.
 
     Returns a report dict: accuracy, agreement (class and output spikes), exactly-one-result checks,
     images per second in wall time and in board time (from the board's cycle counter), the line-rate
     limit and the fraction of it reached, link statistics and the board's error counters.
+    ``deadline``: seconds without an answer before giving up (see :class:`~hone.host.board.Board`).
     """
+    from hone.rtl.cli import check_lanes
     from hone.training.cli import network_test_images
     from hone.training.integer import IntegerNetwork
 
     from .board import Board, LinkError, line_rate_limit
 
     network, pixels, labels, dataset = network_test_images(network_path, images, dataset)
+    if simulation is not None and "lanes" in simulation:
+        check_lanes(network, simulation["lanes"])
     reference = IntegerNetwork(network).run(pixels)
     url = f"sim:{network_path}" if simulation is not None else str(port)
     try:
-        board = Board.open(url, baud=baud, **(simulation or {}))
+        board = Board.open(url, baud=baud, deadline=deadline, **(simulation or {}))
     except (LinkError, ValueError) as error:
         raise UserError(str(error)) from None
     results = []
@@ -129,17 +133,17 @@ def _faults(counts):
 
 def cmd_infer(args):
     if (args.port is None) == (not args.sim):
-        raise UserError("give either --port PORT (a board) or --sim (a simulated board)")
+        raise UsageError("give either --port PORT (a board) or --sim (a simulated board)")
     simulation = None
     if args.sim:
         simulation = {"simulator": args.simulator, "lanes": args.lanes, "clock_hz": args.clock,
                       "slots": args.slots, "faults": args.faults, "seed": args.seed,
                       "build_root": args.build_dir}
     elif args.faults:
-        raise UserError("--faults applies to a simulated board (--sim) only")
+        raise UsageError("argument --faults: applies to a simulated board (--sim) only")
     report = run_infer(args.network, images=args.images, port=args.port, baud=args.baud, dataset=args.dataset,
                        chunk=args.chunk, progress=not args.json, activity_plot=args.activity_plot,
-                       simulation=simulation)
+                       simulation=simulation, deadline=args.deadline)
     print(format_infer(report))
     if args.json:
         print(json.dumps(report))
@@ -159,12 +163,15 @@ def add_commands(commands):
     where = infer.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="start a simulated board and use it")
-    infer.add_argument("--baud", type=int, default=115200, help="line rate (default: 115200)")
-    infer.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
+    infer.add_argument("--baud", type=integer_in(1), default=115200, help="line rate (default: 115200)")
+    infer.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
     infer.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                        help="test images (default: the one named in the network file)")
-    infer.add_argument("--chunk", type=int, metavar="BYTES",
+    infer.add_argument("--chunk", type=integer_in(1), metavar="BYTES",
                        help="image bytes per frame (default: adaptive, from the whole image down)")
+    infer.add_argument("--deadline", type=number_in(0, low_open=True), metavar="S",
+                       help="give up when the board has answered nothing for S seconds (default: 30; 120 "
+                            "for a simulated board)")
     infer.add_argument("--activity-plot", type=pathlib.Path, metavar="FILE",
                        help="also plot the activity report (spikes, synaptic operations, Gini per layer) here")
     add_board_arguments(infer)

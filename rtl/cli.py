@@ -3,9 +3,9 @@
 import json
 import pathlib
 
-from hone.training.cli import UserError
+from hone.training.cli import UsageError, UserError
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "check_lanes", "lanes_argument"]
 
 
 def lanes_argument(text):
@@ -19,6 +19,17 @@ def lanes_argument(text):
     return value
 
 
+def check_lanes(network, lanes, option="--lanes"):
+    """Refuse (:class:`UsageError`) more lanes than ``network``'s widest layer can use, before any work."""
+    from .plan import useful_lanes
+
+    most, index, name = useful_lanes(network)
+    if lanes > most:
+        unit = "filters" if network.layers[index].kind == "conv2d" else "neurons"
+        raise UsageError(f"argument {option}: expected 1..{most} for this network (its widest layer, "
+                         f"layers[{index}] {name!r}, has {most} {unit}; more lanes would stay idle), got {lanes}")
+
+
 def cmd_rtl(args):
     from hone.training.netfile import NetworkFileError, read_network
 
@@ -27,6 +38,7 @@ def cmd_rtl(args):
 
     try:
         network, _ = read_network(args.network)
+        check_lanes(network, args.lanes)
         description = write_verilog(network, args.output, lanes=args.lanes, trace=args.trace)
     except (NetworkFileError, PlanError) as error:
         raise UserError(str(error)) from None

@@ -9,7 +9,7 @@ import operator
 
 import numpy as np
 
-__all__ = ["CorePlan", "ConvPlan", "LayerPlan", "PlanError"]
+__all__ = ["CorePlan", "ConvPlan", "LayerPlan", "PlanError", "useful_lanes"]
 
 
 class PlanError(ValueError):
@@ -32,6 +32,17 @@ def _pack(values, width):
             word |= (value & mask) << (lane * width)
         words.append(word)
     return words
+
+
+def useful_lanes(network):
+    """The most lanes ``network`` can keep busy, and the layer that sets it: ``(lanes, index, name)``.
+
+    Lanes work over a dense layer's neurons and a conv2d layer's filters; beyond the widest such
+    layer, extra lanes only ever hold padding (and elaboration grows with them).
+    """
+    widths = [(layer.weights.shape[0], index, layer.name) for index, layer in enumerate(network.layers)
+              if layer.kind != "maxpool2d"]
+    return max(widths, key=lambda entry: (entry[0], -entry[1]))
 
 
 class LayerPlan:

@@ -7,12 +7,16 @@ line held low) is delivered flagged, and the receiver then waits for the line to
 stuck line yields one error, never a lock-up.
 """
 
+import operator
+
 from amaranth import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTReceiver", "UARTTransmitter", "divisor_for", "rx_layout"]
+__all__ = ["UARTReceiver", "UARTTransmitter", "MIN_DIVISOR", "divisor_for", "receiver_tolerance", "rx_layout"]
+
+MIN_DIVISOR = 8      # clocks per bit the receiver needs: a 3-sample vote and room either side of it
 
 rx_layout = data.StructLayout({"data": unsigned(8), "error": unsigned(1)})
 
@@ -22,14 +26,55 @@ def divisor_for(clock_hz, baud):
     if baud <= 0 or clock_hz <= 0:
         raise ValueError(f"clock and baud must be positive, got clock_hz={clock_hz} baud={baud}")
     divisor = round(clock_hz / baud)
-    if divisor < 8:
+    if divisor < MIN_DIVISOR:
         raise ValueError(f"baud {baud} is too fast for a {clock_hz / 1e6:g} MHz clock: the receiver "
-                         f"needs at least 8 clocks per bit, got {clock_hz / baud:.2f}")
+                         f"needs at least {MIN_DIVISOR} clocks per bit, got {clock_hz / baud:.2f}")
     error = abs(clock_hz / divisor - baud) / baud
     if error > 0.02:
         raise ValueError(f"baud {baud} is {error:.1%} off at {clock_hz / 1e6:g} MHz with divisor "
                          f"{divisor}; UART needs under 2%")
     return divisor
+
+
+def _sample_offsets(divisor):
+    """Clocks from the first clock edge at or after a start bit's falling edge to the three samples
+    :class:`UARTReceiver` votes on for bit ``k`` (0: start, 1..8: data, 9: stop), less ``k * divisor``:
+    two clocks of synchroniser, one of history, then ``divisor // 2`` to the start bit's centre."""
+    first = divisor // 2 - 2
+    return (first, first + 1, first + 2)
+
+
+def receiver_tolerance(divisor, *, steps=200):
+    """The bit-time skew :class:`UARTReceiver` tolerates at ``divisor`` clocks per bit, as
+    ``(slower, faster)`` fractions: the largest ``s`` such that bits of ``divisor * (1 + s)`` clocks
+    (``slower``) or ``divisor * (1 - s)`` (``faster``) are voted right for every bit of a byte at any
+    phase of the line against the clock (two of three samples inside the bit), bytes back to back. The model of timing the
+    receiver is tested against (``tests/test_link.py``)."""
+    divisor = operator.index(divisor)
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"divisor must be at least {MIN_DIVISOR}, got {divisor}")
+    offsets = _sample_offsets(divisor)
+
+    def holds(skew):
+        bit = divisor * (1 + skew)
+        for phase in (i / steps for i in range(steps)):
+            for k in range(10):
+                inside = sum(k * bit <= phase + offset + k * divisor < (k + 1) * bit for offset in offsets)
+                if inside < 2:
+                    return False
+        return True
+
+    def largest(sign):
+        low, high = 0.0, 0.5
+        for _ in range(20):
+            middle = (low + high) / 2
+            low, high = (middle, high) if holds(sign * middle) else (low, middle)
+        return low
+
+    # back to back, the next start bit must not fall before the receiver is idle again (a clock
+    # after it voted on the stop bit), or the next byte is timed from a late edge
+    idle = offsets[2] + 9 * divisor + 2
+    return largest(+1), min(largest(-1), (10 * divisor - idle) / (10 * divisor))
 
 
 class UARTReceiver(wiring.Component):
@@ -47,8 +92,8 @@ class UARTReceiver(wiring.Component):
     """
 
     def __init__(self, divisor):
-        if divisor < 8:
-            raise ValueError(f"divisor must be at least 8, got {divisor}")
+        if divisor < MIN_DIVISOR:
+            raise ValueError(f"divisor must be at least {MIN_DIVISOR}, got {divisor}")
         self._divisor = divisor
         super().__init__({
             "rx": In(1, init=1),

@@ -3,10 +3,12 @@
 import json
 import pathlib
 
-from hone.rtl.cli import lanes_argument
-from hone.training.cli import UserError, network_test_images
+from hone.rtl.cli import check_lanes, lanes_argument
+from hone.training.cli import UsageError, UserError, integer_in, network_test_images, number_in
 
 __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
+
+BACKPRESSURE_WHY = "the chance per cycle that the result stream is not ready; at 1 no result is ever taken"
 
 
 def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
@@ -25,13 +27,14 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
     try:   # before the data set loads; the same checks as simulate's, in the command's words
         _check_jobs(jobs)
     except (TypeError, ValueError):
-        raise UserError(f"--jobs must be a positive integer, got {jobs!r}") from None
+        raise UsageError(f"argument --jobs: expected an integer >= 1, got {jobs!r}") from None
     try:
         _check_backpressure(backpressure)
     except ValueError:
-        raise UserError(f"--backpressure must be a chance in [0, 1) that the result stream is not ready "
-                        f"in a cycle, got {backpressure} (at 1 no result is ever taken)") from None
+        raise UsageError(f"argument --backpressure: expected a number in [0, 1), got {backpressure} "
+                         f"({BACKPRESSURE_WHY})") from None
     network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
+    check_lanes(network, lanes)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
                           backpressure=backpressure, progress=progress, jobs=jobs)
@@ -113,18 +116,18 @@ def add_commands(commands):
         description="Generate the RTL for a network file, stream test images through it under cocotb "
                     "and compare every layer's spikes, the class and the cycle count with the reference.")
     sim.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    sim.add_argument("--images", type=int, default=100, metavar="N", help="first N test images (default: 100)")
+    sim.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
     sim.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     sim.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
     sim.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                      help="test images (default: the one named in the network file)")
-    sim.add_argument("--backpressure", type=float, default=0.0, metavar="P",
+    sim.add_argument("--backpressure", type=number_in(0, 1, why=BACKPRESSURE_WHY), default=0.0, metavar="P",
                      help="chance per cycle that the result stream is not ready (default: 0)")
     sim.add_argument("--vcd", action="store_true", help="also dump waves of the first image")
     sim.add_argument("--activity-plot", type=pathlib.Path, metavar="FILE",
                      help="where to plot the activity counted from the RTL's trace (default: activity.png "
                           "in the run folder)")
-    sim.add_argument("--jobs", type=int, default=1, metavar="N",
+    sim.add_argument("--jobs", type=integer_in(1), default=1, metavar="N",
                      help="simulator processes at once, each on a contiguous share of the images; one build "
                           "(default: 1)")
     sim.add_argument("--build-dir", type=pathlib.Path, default=pathlib.Path("runs/sim"), metavar="DIR",
@@ -159,8 +162,13 @@ def cmd_sim_board(args):
             path = f"{link} -> {path}"
         print(f"simulated board on {path} ({args.baud} baud); Ctrl-C stops it", flush=True)
 
-    if not 0 <= args.faults < 1:
-        raise UserError(f"--faults must be a rate in [0, 1), got {args.faults}")
+    from hone.training.netfile import NetworkFileError, read_network
+
+    try:
+        network, _ = read_network(args.network)
+    except NetworkFileError as error:
+        raise UserError(str(error)) from None
+    check_lanes(network, args.lanes)
     threading.Thread(target=announce, daemon=True).start()
     print(f"building the board for {args.network} ({args.simulator}, {args.lanes} lanes, "
           f"{args.clock / 1e6:g} MHz, {args.baud} baud)...", flush=True)
@@ -186,13 +194,13 @@ def add_board_arguments(parser):
 
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     parser.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
-    parser.add_argument("--clock", type=float, default=1_843_200, metavar="HZ",
+    parser.add_argument("--clock", type=number_in(0, low_open=True), default=1_843_200, metavar="HZ",
                         help="the simulated board's clock (default: 1843200, a UART crystal: 16 clocks per "
                              "bit at 115200 baud keeps the simulation fast; use the real board's to match it)")
-    parser.add_argument("--slots", type=int, default=4, metavar="S", help="image buffers (default: 4)")
-    parser.add_argument("--faults", type=float, default=0.0, metavar="RATE",
+    parser.add_argument("--slots", type=integer_in(1, 255), default=4, metavar="S", help="image buffers (default: 4)")
+    parser.add_argument("--faults", type=number_in(0, 1), default=0.0, metavar="RATE",
                         help="chance per byte, each way, of a bit flip, a drop or a duplicate (default: 0)")
-    parser.add_argument("--seed", type=int, default=0, help="fault injection seed (default: 0)")
+    parser.add_argument("--seed", type=integer_in(0), default=0, help="fault injection seed (default: 0)")
     parser.add_argument("--build-dir", type=pathlib.Path, default=pathlib.Path("runs/sim-board"), metavar="DIR",
                         help="board builds, reused per network and settings (default: runs/sim-board)")
 
@@ -203,10 +211,10 @@ def _add_sim_board(commands):
         description="Run the whole board top level (UART pins included) cycle-accurately under cocotb, "
                     "bridged to a pseudo-terminal that host tools open like a USB serial port.")
     board.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    board.add_argument("--baud", type=int, default=115200, help="line rate (default: 115200)")
+    board.add_argument("--baud", type=integer_in(1), default=115200, help="line rate (default: 115200)")
     add_board_arguments(board)
     board.add_argument("--link", metavar="PATH", help="also make PATH a symlink to the pty")
     board.add_argument("--ready-file", metavar="FILE", help="write {\"pty\": path} here once serving")
-    board.add_argument("--parent", type=int, metavar="PID", help="stop when this process ends (default: this one)")
+    board.add_argument("--parent", type=integer_in(1), metavar="PID", help="stop when this process ends (default: this one)")
     board.add_argument("--json", action="store_true", help="last stdout line: the run's figures as JSON")
     board.set_defaults(handler=cmd_sim_board)

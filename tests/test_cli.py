@@ -36,7 +36,7 @@ def test_help_lists_the_subcommands(capsys):
 def test_invalid_arguments_give_one_clear_line(tmp_path, capsys, args, message):
     code = main(["train", "--dataset", "digits", "--out", str(tmp_path / "run")] + args)
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2      # a usage error, as argparse's
     assert "Traceback" not in err
     import re
     assert re.match(message, err.strip()), err

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hone.host.cli import main
+from hone.sim.cli import run_sim
 from hone.sim.networks import random_conv_architecture, random_conv_network, random_dense_network
 from hone.sim.runner import SIMULATORS, simulate
+from hone.training.cli import UsageError
 from hone.training.datasets import load_dataset
 from hone.training.netfile import read_network, write_network
 
@@ -282,18 +284,23 @@ def test_hone_sim_bad_jobs_is_one_error_line(jobs, tmp_path):
     done = subprocess.run([sys.executable, "-m", "hone", "sim", str(DIGITS), "--images", "12", "--jobs", jobs,
                            "--simulator", "icarus", "--build-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"hone: error: --jobs must be a positive integer, got {jobs}"]
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"hone: error: argument --jobs: expected an integer >= 1, got "
+                                                f"{jobs} (see: hone sim --help)"]
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("value", ["1.0", "1.5", "-0.1", "nan"])
 def test_backpressure_outside_0_1_is_refused_before_anything_runs(value, tmp_path, capsys):
-    assert main(["sim", str(FASHION), "--images", "2", "--simulator", "icarus", "--backpressure", value,
-                 "--build-dir", str(tmp_path)]) == 1
-    assert re.fullmatch(r"hone: error: --backpressure must be a chance in \[0, 1\) that the result stream is "
-                        r"not ready in a cycle, got \S+ \(at 1 no result is ever taken\)\n",
-                        capsys.readouterr().err)
+    with pytest.raises(SystemExit) as exit:
+        main(["sim", str(FASHION), "--images", "2", "--simulator", "icarus", "--backpressure", value,
+              "--build-dir", str(tmp_path)])
+    assert exit.value.code == 2
+    assert re.fullmatch(r"hone: error: argument --backpressure: expected a number in \[0, 1\), got \S+ \(the "
+                        r"chance per cycle that the result stream is not ready; at 1 no result is ever taken\) "
+                        r"\(see: hone sim --help\)\n", capsys.readouterr().err)
+    with pytest.raises(UsageError, match=r"^argument --backpressure: expected a number in \[0, 1\), got 1\.0"):
+        run_sim(FASHION, images=2, simulator="icarus", lanes=8, build_root=tmp_path, backpressure=1.0)
     assert not list(tmp_path.iterdir())    # nothing was built
     with pytest.raises(ValueError, match=r"^'backpressure' must be a chance in \[0, 1\), not 1\.0: "):
         simulate(FASHION, np.zeros((1, 784), np.int64), simulator="icarus", build_root=tmp_path,

@@ -27,6 +27,8 @@ __all__ = ["FORMAT", "VERSION", "NetworkFileError", "InputSpec", "DenseLayer", "
 FORMAT = "hone-network"
 VERSION = 1
 TIE_BREAKS = ("lowest-index",)
+MAX_DIMENSION = 1 << 16      # largest size of one axis (image side, channels, neurons, kernel, pool)
+MAX_ELEMENTS = 1 << 28       # largest weight count of one layer, and the largest map
 
 
 class NetworkFileError(ValueError):
@@ -224,7 +226,10 @@ class _Checker:
         raise NetworkFileError(f"{self.source}: {field}: {message}")
 
     def get(self, mapping, key, kind, field):
-        if not isinstance(mapping, dict) or key not in mapping:
+        if not isinstance(mapping, dict):
+            self.fail(field.rpartition(".")[0] or field, f"expected an object, got {type(mapping).__name__} "
+                                                         f"{_short(mapping)}")
+        if key not in mapping:
             self.fail(field, f"missing (expected {kind.__name__ if isinstance(kind, type) else kind})")
         value = mapping[key]
         expected = kind if isinstance(kind, tuple) else (kind,)
@@ -236,31 +241,43 @@ class _Checker:
     def integer(self, mapping, key, field, low=None, high=None):
         value = self.get(mapping, key, int, field)
         if low is not None and value < low or high is not None and value > high:
-            self.fail(field, f"{value} is outside {low}..{high}")
+            self.fail(field, f"{_short(value)} is outside {low}..{high}")
         return value
 
-    def int_array(self, mapping, key, field, count, low=None, high=None):
+    def int_array(self, mapping, key, field, count, low, high):
+        """A list of ``count`` integers in ``low..high``; an error names the first bad element."""
         values = self.get(mapping, key, list, field)
         if len(values) != count:
             self.fail(field, f"expected {count} integers, got {len(values)}")
-        if not all(type(v) is int for v in values):
-            bad = next(v for v in values if type(v) is not int)
-            self.fail(field, f"expected integers, found {type(bad).__name__} {_short(bad)}")
-        array = np.asarray(values, dtype=np.int64)
-        if count and low is not None and (array.min() < low or array.max() > high):
-            where = int(np.argmax((array < low) | (array > high)))
-            self.fail(f"{field}[{where}]", f"{int(array[where])} is outside {low}..{high}")
-        return array
+        for index, value in enumerate(values):   # before numpy, which cannot hold every int
+            if type(value) is not int:
+                self.fail(f"{field}[{index}]", f"expected an integer, got {type(value).__name__} {_short(value)}")
+            if not low <= value <= high:
+                self.fail(f"{field}[{index}]", f"{_short(value)} is outside {low}..{high}")
+        return np.asarray(values, dtype=np.int64)
 
     def shape(self, mapping, key, field, length):
         values = self.get(mapping, key, list, field)
-        if len(values) != length or not all(type(v) is int and v >= 1 for v in values):
-            self.fail(field, f"expected {length} positive integers, got {_short(values)}")
+        if len(values) != length:
+            self.fail(field, f"expected {length} positive integers, got {len(values)} values {_short(values)}")
+        for index, value in enumerate(values):
+            if type(value) is not int:
+                self.fail(f"{field}[{index}]", f"expected a positive integer, got {type(value).__name__} "
+                                               f"{_short(value)}")
+            if not 1 <= value <= MAX_DIMENSION:
+                self.fail(f"{field}[{index}]", f"{_short(value)} is outside 1..{MAX_DIMENSION}")
+        if int(np.prod(values, dtype=np.int64)) > MAX_ELEMENTS:
+            self.fail(field, f"{_short(values)} holds more than {MAX_ELEMENTS} elements")
         return tuple(values)
 
 
 def _short(value, limit=60):
-    text = json.dumps(value) if not isinstance(value, np.ndarray) else repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"an integer of {len(str(abs(value)))} digits"   # str() of a huge int is slow, and useless
+    try:
+        text = json.dumps(value) if not isinstance(value, np.ndarray) else repr(value)
+    except (ValueError, RecursionError):    # too deep to print
+        text = type(value).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -326,6 +343,15 @@ def network_from_dict(data, source="<network>"):
         check.fail("network.layers", f"the last layer must be dense (the N-hot output), not {layers[-1].kind}")
     output = check.get(data, "output", dict, "network.output")
     key_rows = check.get(output, "key", list, "network.output.key")
+    for row_index, row in enumerate(key_rows):
+        field = f"network.output.key[{row_index}]"
+        if not isinstance(row, list):
+            check.fail(field, f"expected a list of 0/1, got {type(row).__name__} {_short(row)}")
+        if len(row) != len(key_rows[0]):
+            check.fail(field, f"has {len(row)} entries, network.output.key[0] has {len(key_rows[0])}")
+        for column, value in enumerate(row):
+            if type(value) is not int or value not in (0, 1):
+                check.fail(f"{field}[{column}]", f"expected 0 or 1, got {_short(value)}")
     try:
         key = check_key(np.asarray(key_rows))
     except (ValueError, TypeError) as error:
@@ -371,21 +397,28 @@ def read_network(path):
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NetworkFileError(f"{path}: no such network file") from None
+    except OSError as error:
+        raise NetworkFileError(f"{path}: cannot read the network file ({error.strerror or error})") from None
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise NetworkFileError(f"{path}: not a hone network file (invalid JSON: {error}); the file is "
                                f"corrupted or truncated") from None
+    except RecursionError:
+        raise NetworkFileError(f"{path}: not a hone network file (JSON nested too deeply to read)") from None
+    except ValueError as error:   # e.g. an integer literal longer than Python converts
+        raise NetworkFileError(f"{path}: not a hone network file ({error})") from None
     check = _Checker(path)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        check.fail("format", f"expected {FORMAT!r}, got {found!r}")
+        check.fail("format", f"expected {FORMAT!r}, got {found[:60]!r}" if isinstance(found, str)
+                   else f"expected {FORMAT!r}, got {_short(found)}")
     version = check.get(document, "version", int, "version")
     if version > VERSION:
-        check.fail("version", f"format version {version} is newer than this hone reads ({VERSION}); "
+        check.fail("version", f"format version {_short(version)} is newer than this hone reads ({VERSION}); "
                               f"upgrade hone")
     if version < 1:
-        check.fail("version", f"invalid format version {version}")
+        check.fail("version", f"invalid format version {_short(version)}")
     declared = check.get(document, "sha256", str, "sha256")
     body = check.get(document, "network", dict, "network")
     actual = canonical_hash(body)
