@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hone.boards import fit
+from hone.boards.cli import LINE_MARGIN
 from hone.boards.pll import ecp5_pll, ice40_pll, plan_clock
 from hone.boards.targets import BOARDS, BoardError, get_board
 from hone.rtl import protocol
@@ -154,7 +155,7 @@ def built(tmp_path, board, *args):
     assert inference["cycles_per_inference"] == pytest.approx(cycles)
     assert inference["accuracy"] == pytest.approx(accuracy)
     assert inference["compute_inferences_per_s"] == pytest.approx(report["clock_hz"] / cycles)
-    uart = protocol.line_rate(baud=115200, image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
+    uart = protocol.line_rate(baud=report["baud"], image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
                               outputs=network.layers[-1].weights.shape[0])[0]
     assert inference["uart_inferences_per_s"] == pytest.approx(uart)
     bitstream = tmp_path / f"hone{target.bitstream_suffix}"
@@ -166,9 +167,18 @@ def built(tmp_path, board, *args):
 
 def test_icebreaker_bitstream_for_the_digits_network(tmp_path):
     report, bitstream = built(tmp_path, "icebreaker")
-    network, _ = read_network(DIGITS)
-    assert report["lanes"] == fit.choose_lanes(network, get_board("icebreaker"))[0]   # the most that fit
+    # lanes follow the link: the fewest whose compute keeps ahead of the line by LINE_MARGIN
+    inference = report["inference"]
+    assert report["lanes_policy"].startswith("fewest") and inference["compute_over_line"] >= LINE_MARGIN
+    if report["lanes"] > 1:
+        _, per_image, _ = expected_inference(DIGITS, report["lanes"] // 2)
+        assert 12e6 / per_image < LINE_MARGIN * inference["uart_inferences_per_s"]
     assert report["clock_hz"] == 12e6 and report["pll"] is None
+    assert report["baud"] == 1_500_000 and report["uart"]["clocks_per_bit"] == 8
+    assert report["uart"]["bridge"] == "FTDI FT2232H" and report["uart"]["rate_error"] == 0
+    md = (tmp_path / "report.md").read_text()
+    assert re.search(r"\| UART \| 1,500,000 baud \(FTDI FT2232H, up to 12,000,000\): 8 clocks per bit, bit time "
+                     r"\+0\.00% off nominal; the receiver tolerates bits 4\.2% slower and 2\.5% faster \|", md), md
     assert bytes([0x7E, 0xAA, 0x99, 0x7E]) in bitstream[:64]     # iCE40 configuration preamble
     assert len(bitstream) == 104_090                              # an UP5K image is always this size
 
