@@ -174,8 +174,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
 def main(argv=None):
     """The ``hone`` command: 0 on success, 1 when a run fails, 2 for a usage error, 130 on Ctrl-C.
 
-    Every error is one ``hone: error: ...`` line on stderr. An unexpected exception (a bug in hone, not
-    a user error) is one ``hone: internal error: ...`` line naming a log file with its traceback.
+    Every error is one ``hone: error: ...`` line on stderr; a file that cannot be read or written
+    (permissions, a missing folder, a full disk) is one too, naming it. An unexpected exception (a bug in
+    hone, not a user error) is one ``hone: internal error: ...`` line naming a log file with its traceback.
     """
     warnings.showwarning = _show_warning
     parser = build_parser()
@@ -193,6 +194,12 @@ def main(argv=None):
         return 130
     except BrokenPipeError:      # stdout piped into `head`: not an error of ours
         sys.stderr.close()
+        return 1
+    except OSError as error:     # a file or folder the user named cannot be read or written
+        where = f"{error.filename}: " if error.filename else ""
+        reason = {FileExistsError: "exists and is not a folder",
+                  NotADirectoryError: "a part of this path is a file, not a folder"}.get(type(error))
+        print(f"hone: error: {where}{reason or error.strerror or error}", file=sys.stderr)
         return 1
     except Exception as error:
         print(_internal_error(error), file=sys.stderr)

@@ -225,6 +225,17 @@ def test_out_of_range_arguments_are_usage_errors_before_any_work(case, tmp_path,
     assert list(tmp_path.iterdir()) == []       # nothing was built or written
 
 
+def test_unwritable_outputs_are_one_line_naming_the_file(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, _, err = hone(capsys, "rtl", DIGITS, "-o", tmp_path / "file" / "core.v")
+    assert_one_error_line(code, err, 1)
+    assert f"{tmp_path / 'file'}: exists and is not a folder" in err
+    code, _, err = hone(capsys, "sim", DIGITS, "--simulator", "icarus", "--images", "2", "--build-dir",
+                        tmp_path / "file")
+    assert_one_error_line(code, err, 1)
+    assert str(tmp_path / "file") in err
+
+
 def test_lanes_beyond_the_widest_layer_name_it(capsys, tmp_path):
     code, _, err = hone(capsys, "rtl", DIGITS, "--lanes", "100000", "-o", tmp_path / "x.v")
     assert_one_error_line(code, err, 2)
