@@ -5,8 +5,8 @@ import pathlib
 import shutil
 import subprocess
 
-from hone.rtl.cli import lanes_argument
-from hone.training.cli import UserError
+from hone.rtl.cli import check_lanes, lanes_argument
+from hone.training.cli import UserError, integer_in, number_in
 
 from .targets import BOARDS, BoardError, get_board
 
@@ -124,6 +124,8 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
     try:
         target = get_board(board)
         network, _ = read_network(network_path)
+        if isinstance(lanes, int):
+            check_lanes(network, lanes)
         clock_hz = target.clock_hz if clock_mhz is None else clock_mhz * 1e6
         if not 0 < clock_hz <= target.max_clock_hz:
             raise BoardError(f"--clock {clock_hz / 1e6:g} MHz is outside 0..{target.max_clock_hz / 1e6:g} "
@@ -349,13 +351,13 @@ def add_commands(commands):
     build.add_argument("--lanes", type=lanes_choice, metavar="P|max",
                        help=f"neuron units (default: the fewest whose compute rate is at least {LINE_MARGIN:g}x "
                             f"the line rate; max: the most that fit and meet timing)")
-    build.add_argument("--clock", type=float, metavar="MHZ",
+    build.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
                        help="design clock in MHz, through the PLL (default: the board's)")
-    build.add_argument("--baud", type=int,
+    build.add_argument("--baud", type=integer_in(1),
                        help="UART line rate (default: the board's: the fastest standard rate its USB-serial "
                             "bridge runs at a whole number of clocks per bit)")
-    build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    build.add_argument("--images", type=int, help="test images for the cycle figures (default: all)")
+    build.add_argument("--seed", type=integer_in(0), default=1, help="nextpnr placement seed")
+    build.add_argument("--images", type=integer_in(1), help="test images for the cycle figures (default: all)")
     build.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="DIR")
     build.add_argument("--json", action="store_true", help="last stdout line: the report as one JSON object")
     build.set_defaults(handler=cmd_build)
