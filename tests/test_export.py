@@ -18,6 +18,7 @@ from hone.training.integer import IntegerNetwork
 from hone.training.models import build_model
 from hone.training.netfile import read_network, write_network
 from hone.training.nhot import nhot_key
+from hone.training.quantize import quantize_neurons
 from hone.training.train import output_spikes
 
 
@@ -170,7 +171,6 @@ def test_cli_export_writes_file_and_report(saved, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--weight-bits", "0"], r"hone: error: weight_bits \(--weight-bits\) must be in 1\.\.16, got 0"),
     (["--weight-bits", "4", "--dataset", "fashion-mnist"],
      r"hone: error: dataset 'fashion-mnist' has \(28, 28, 1\) images but the model takes \(8, 8, 1\)"),
 ])
@@ -502,3 +502,70 @@ def test_cli_export_refuses_a_shared_layer_and_an_unbuilt_sequential(tmp_path):
         assert errors == [f"hone: error: {message}"], result.stderr[-2000:]
         assert result.stderr.strip().splitlines()[-1] == errors[0]  # TensorFlow's start-up lines may come first
         assert not (tmp_path / f"{name}.hone").exists()
+
+
+# -- quantization-aware training: the Keras model is the integer network ----------------------------
+
+@pytest.fixture(scope="module")
+def qat_run(tmp_path_factory):
+    """A short quantization-aware training on digits (3-bit weights, 6-bit pixels), in this process."""
+    from hone.training.config import TrainConfig
+    from hone.training.train import train
+
+    out = tmp_path_factory.mktemp("qat") / "run"
+    config = TrainConfig(dataset="digits", widths=(48, 24), weight_bits=3, input_bits=6, finetune_epochs=3)
+    model, _, summary = train(config, out, verbose=0)
+    return model, summary, out
+
+
+def test_a_quantization_aware_model_is_its_network_file(qat_run, digits):
+    model, summary, _ = qat_run
+    assert summary["quantization_aware"] and summary["weight_bits"] == 3 and summary["input_bits"] == 6
+    network, floats = export_network(model, weight_bits=3, input_bits=6)
+    report = evaluate_export(model, network, floats, digits.x_test, digits.y_test)
+    assert report["disagreements"] == report["disagreements_near_threshold"] == 0, report
+    assert report["accuracy"]["integer"] == report["accuracy"]["keras_sharpened"] == summary["sharpened_accuracy"]
+    # spike for spike, every layer: Keras on the raw pixels, the integer network on the file's pixels
+    integer = IntegerNetwork(network).run(network.input.quantize(digits.x_test))
+    for layer, spikes in zip(spiking_layers(model), integer.spikes):
+        probe = keras.Model(model.inputs, layer.output)
+        np.testing.assert_array_equal(probe.predict(digits.x_test, verbose=0), spikes, err_msg=layer.name)
+
+
+def test_a_quantization_aware_model_exports_at_other_widths_by_quantizing_again(qat_run, digits):
+    model, _, _ = qat_run
+    network, floats = export_network(model, weight_bits=8, input_bits=8)
+    w, theta = quantize_neurons(floats[1].weights, floats[1].thresholds, 8)  # post-training quantization
+    np.testing.assert_array_equal(network.layers[1].weights, w)
+    np.testing.assert_array_equal(network.layers[1].thresholds, theta)
+    report = evaluate_export(model, network, floats, digits.x_test, digits.y_test)
+    assert report["accuracy"]["integer"] > 0.7  # trained for 3 bits, quantized again for 8
+
+
+def test_export_uses_the_bits_recorded_in_the_run_folder(qat_run, tmp_path):
+    _, _, out = qat_run
+    result = hone("export", out / "model.keras", "-o", tmp_path / "net.hone", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    network, _ = read_network(tmp_path / "net.hone")
+    assert (network.weight_bits, network.input.bits) == (3, 6)
+    assert report["disagreements"] == 0 and report["accuracy"]["integer"] == report["accuracy"]["keras_sharpened"]
+    result = hone("export", out / "model.keras", "-o", tmp_path / "other.hone", "--weight-bits", 5)
+    assert result.returncode == 0, result.stderr[-2000:]
+    network, _ = read_network(tmp_path / "other.hone")
+    assert (network.weight_bits, network.input.bits) == (5, 6)
+
+
+@pytest.mark.parametrize("command, flag, value", [
+    ("train", "--weight-bits", "0"), ("train", "--weight-bits", "17"), ("train", "--input-bits", "0"),
+    ("train", "--input-bits", "x"), ("export", "--weight-bits", "0"), ("export", "--input-bits", "17"),
+])
+def test_bad_bits_are_one_usage_error(command, flag, value, tmp_path):
+    args = ["--dataset", "digits", "--out", tmp_path] if command == "train" else [tmp_path / "m.keras", "-o",
+                                                                                  tmp_path / "n.hone"]
+    result = hone(command, *args, flag, value)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("hone")]
+    expected = f"expected an integer in 1..16, got {value if value == 'x' else int(value)}"
+    expected = expected.replace("got x", "got 'x'")
+    assert lines == [f"hone: error: argument {flag}: {expected} (see: hone {command} --help)"], result.stderr

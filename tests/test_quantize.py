@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hone.training.quantize import quantize_neurons
+from hone.training.quantize import neuron_integers, quantize_neurons
 
 
 def fires(w, t, x):
@@ -109,3 +109,25 @@ def test_clipping_keeps_two_bit_weights_alive():
 def test_bits_out_of_range(bits):
     with pytest.raises(ValueError, match=rf"^weight bits must be in 1\.\.16\. Received: bits={bits}$"):
         quantize_neurons(np.ones((1, 2)), np.zeros(1), bits)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("per_neuron", [True, False])
+def test_training_runs_the_exporters_quantizer_on_keras_tensors(bits, per_neuron):
+    """One quantizer: neuron_integers on keras.ops gives what it gives on numpy, at the same precision."""
+    import keras
+
+    rng = np.random.default_rng(bits)
+    a = (rng.normal(size=(24, 50)) * rng.uniform(0.01, 3, size=(24, 1))).astype(np.float32)
+    a[0] = 0.0  # a constant neuron
+    t = rng.normal(size=24).astype(np.float32)
+    t[0] = -1.0
+    reference = neuron_integers(a, t, bits, per_neuron=per_neuron, input_max=255)
+    keras_side = neuron_integers(keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(t), bits,
+                                 per_neuron=per_neuron, input_max=255, xp=keras.ops)
+    w, theta, scale = (keras.ops.convert_to_numpy(v) for v in keras_side)
+    np.testing.assert_array_equal(w, reference[0])
+    np.testing.assert_array_equal(theta, reference[1])
+    np.testing.assert_allclose(scale, reference[2], rtol=1e-5)  # a mean or sum in another order
+    w, theta = quantize_neurons(a, t, bits, per_neuron=per_neuron, input_max=255)  # float64: the same here
+    np.testing.assert_array_equal(w, reference[0])

@@ -16,12 +16,62 @@ import sys
 
 import numpy as np
 
-__all__ = ["UserError", "network_test_images", "add_commands", "add_train_arguments", "config_from", "run_training",
+__all__ = ["UserError", "UsageError", "integer_in", "number_in", "network_test_images", "add_commands", "add_train_arguments", "config_from", "run_training",
            "format_summary", "train_figures", "export_model", "format_export"]
 
 
 class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+    """An error the user can fix; printed as one ``hone: error:`` line, exit status 1."""
+
+
+class UsageError(UserError):
+    """An argument outside the range its network, data or board allows; exit status 2, as argparse's."""
+
+
+def integer_in(low, high=None):
+    """``type=`` of an integer option in ``low..high`` (inclusive; ``high=None``: no upper bound).
+
+    Out-of-range values are refused while parsing, before any work, with argparse's exit status 2.
+    """
+    wanted = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < low or high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
+        return value
+
+    parse.__name__ = "integer"   # argparse names the type in its own messages
+    return parse
+
+
+def number_in(low, high=None, *, low_open=False, high_open=True, why=""):
+    """``type=`` of a real option between ``low`` and ``high`` (``None``: no upper bound), each end
+    excluded when its ``*_open`` is true (default: ``[low, high)``). NaN and infinities are refused;
+    ``why`` ends the message."""
+    import math
+
+    if high is None:
+        wanted = f"a number {'>' if low_open else '>='} {low:g}"
+    else:
+        wanted = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        below = value <= low if low_open else value < low
+        above = high is not None and (value >= high if high_open else value > high)
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}{why and f' ({why})'}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def network_test_images(network_path, images=None, dataset=None):
@@ -57,7 +107,8 @@ def network_test_images(network_path, images=None, dataset=None):
     if images is None:
         images = len(data.x_test)
     if images < 1 or images > len(data.x_test):
-        raise UserError(f"--images must be 1..{len(data.x_test)} for {dataset}, got {images}")
+        raise UsageError(f"argument --images: expected 1..{len(data.x_test)} (the {dataset} test set), "
+                         f"got {images}")
     pixels = data.x_test[:images].reshape((images,) + wanted)
     return network, network.input.quantize(pixels), data.y_test[:images], dataset
 
@@ -169,6 +220,20 @@ def add_train_arguments(parser, defaults):
                        help="simple sharpener")
 
 
+def add_network_arguments(parser, defaults):
+    """``--weight-bits``, ``--input-bits`` and ``--no-qat`` of ``hone train`` (``hone flow`` has its own
+    ``--weight-bits``)."""
+    group = parser.add_argument_group("network file (quantization-aware training)")
+    group.add_argument("--weight-bits", type=integer_in(1, 16), default=defaults.weight_bits, metavar="B",
+                       help=f"weight width of the integer network, 1..16: trained for once sharp, recorded in "
+                            f"the run folder for hone export (default: {defaults.weight_bits})")
+    group.add_argument("--input-bits", type=integer_in(1, 16), default=defaults.input_bits, metavar="K",
+                       help="pixel bits of the network file, 1..16 (default: 1 with --binarize, else 8)")
+    group.add_argument("--no-qat", dest="qat", action="store_false", default=defaults.qat,
+                       help="train in float throughout and only quantize at export (post-training "
+                            "quantization); the bits are still recorded as hone export's defaults")
+
+
 def config_from(args):
     from .config import TrainConfig
 
@@ -176,7 +241,7 @@ def config_from(args):
     try:
         return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
     except (TypeError, ValueError) as error:
-        raise UserError(str(error)) from None
+        raise UsageError(str(error)) from None
 
 
 def run_training(config, out, *, quiet, backend=None, cpu_devices=None):
@@ -187,8 +252,10 @@ def run_training(config, out, *, quiet, backend=None, cpu_devices=None):
     verbose = 0 if quiet else (1 if sys.stdout.isatty() else 2)
     try:
         _, _, summary = train(config, out, verbose=verbose)
-    except (DatasetError, TrainingIncomplete, ValueError) as error:  # ValueError: invalid combinations
+    except (DatasetError, TrainingIncomplete) as error:
         raise UserError(str(error)) from None
+    except ValueError as error:   # settings that do not fit the data (checked before the first epoch)
+        raise UsageError(str(error)) from None
     return summary
 
 
@@ -200,7 +267,11 @@ def format_summary(summary, out):
         f"{summary['nhot']}-hot, {summary['sharpener']} sharpener",
         f"best before sharpening  {'-' if before is None else f'{100 * before:.2f}%'}",
         f"sharpened (hard steps)  {100 * summary['sharpened_accuracy']:.2f}%"
-        + ("" if summary["fully_sharp"] else "  (NOT fully sharp)"),
+        + ("" if summary["fully_sharp"] else "  (NOT fully sharp)")
+        + (f", as {summary['weight_bits']}-bit integers" if summary.get("quantization_aware") else ""),
+        f"network file            {summary.get('weight_bits', 4)}-bit weights, {summary.get('input_bits', 8)}-bit "
+        f"input: " + ("trained quantization-aware once sharp" if summary.get("quantization_aware")
+                      else "quantized at export"),
         f"epochs                  {summary['epochs']} (fully sharp after epoch {summary['sharp_epoch']})"
         if summary["sharp_epoch"] else f"epochs                  {summary['epochs']}",
         f"seconds                 {summary['seconds']:.1f} ({summary['seconds_per_epoch']:.2f} s/epoch)",
@@ -215,7 +286,8 @@ def train_figures(summary):
     return {key: summary[key] for key in (
         "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
         "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
-        "sharpness", "backend", "engine", "replicas", "workers")}
+        "sharpness", "backend", "engine", "replicas", "workers", "weight_bits", "input_bits",
+        "quantization_aware") if key in summary}
 
 
 def cmd_train(args):
@@ -310,12 +382,14 @@ def format_export(report, out):
     return "\n".join(lines)
 
 
-def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=False, allow_unsharp=False,
+def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_layer=False, allow_unsharp=False,
                  dataset=None, backend=None):
     """Export a run's model to a network file and its report (``output`` + ``.json``); the report.
 
     The accuracy table is measured on ``dataset`` (default: the one the run folder records); with
-    neither, the export is written unevaluated and the report says so.
+    neither, the export is written unevaluated and the report says so. Unset bits are the ones the run
+    folder records (``hone train --weight-bits/--input-bits``), else 4-bit weights and 8-bit pixels (1
+    for a model trained on binarized input).
     """
     use_backend(backend)
     import keras
@@ -327,7 +401,8 @@ def export_model(model_path, output, *, weight_bits, input_bits=None, per_layer=
     model_path, output = pathlib.Path(model_path), pathlib.Path(output)
     if not model_path.exists():
         raise UserError(f"{model_path}: no such model file")
-    dataset, input_bits, binarized = run_settings(model_path, dataset=dataset, input_bits=input_bits)
+    dataset, input_bits, binarized, weight_bits = run_settings(model_path, dataset=dataset, input_bits=input_bits,
+                                                               weight_bits=weight_bits)
     try:
         model = keras.saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a bad file; its last line says why
@@ -422,6 +497,7 @@ def add_commands(commands):
     train = commands.add_parser("train", help="train and sharpen a network",
                                 description="Train a network and sharpen every activation into a binary step.")
     add_train_arguments(train, defaults)
+    add_network_arguments(train, defaults)
     train.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR", help="run folder to write")
     train.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     train.set_defaults(handler=cmd_train)
@@ -434,6 +510,7 @@ def add_commands(commands):
                     "Distributed: run the same command per process with KerasTuner's KERASTUNER_* "
                     "variables (see README).")
     add_train_arguments(sweep, dataclasses.replace(defaults, sharpener="adaptive"))
+    add_network_arguments(sweep, defaults)
     sweep.add_argument("--vary", action="append", metavar="NAME=V1,V2,..",
                        help="a hyperparameter and its values (repeatable), e.g. --vary rate=0.1,0.25 "
                             "--vary nhot=2,4 (default: rate, critical, patience, nhot, finetune-epochs)")
@@ -449,10 +526,12 @@ def add_commands(commands):
         description="Fold BN, quantize every neuron to integer weights and a threshold, write a "
                     "versioned network file and print the accuracy of each stage on the test set.")
     export.add_argument("model", type=pathlib.Path, help="RUN_DIR/model.keras from hone train")
-    export.add_argument("--weight-bits", type=int, required=True, metavar="B", help="weight width, 1..16")
-    export.add_argument("--input-bits", type=int, metavar="K",
-                        help="pixel bits, fed as K binary bit-planes (default: 1 for a model trained "
-                             "on binarized input, else 8)")
+    export.add_argument("--weight-bits", type=integer_in(1, 16), metavar="B",
+                        help="weight width, 1..16 (default: the run folder's, from hone train --weight-bits; "
+                             "else 4)")
+    export.add_argument("--input-bits", type=integer_in(1, 16), metavar="K",
+                        help="pixel bits, 1..16, fed as K binary bit-planes (default: the run folder's; else "
+                             "1 for a model trained on binarized input, else 8)")
     export.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="FILE",
                         help="network file to write (e.g. net.hone); the report goes to FILE.json")
     export.add_argument("--per-layer", action="store_true", help="one weight scale per layer, not per neuron")

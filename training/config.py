@@ -2,11 +2,13 @@
 
 import dataclasses
 
-__all__ = ["SHARPENERS", "DISTRIBUTIONS", "TrainConfig"]
+__all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
 OPTIMIZERS = ("adam", "sgd")
 DISTRIBUTIONS = ("none", "data-parallel")
+DEFAULT_DENSE_WIDTHS = (256, 64)
+DEFAULT_CONV = {"filters": (32, 64), "kernel": 5, "padding": "valid", "widths": (256,)}
 
 
 @dataclasses.dataclass
@@ -28,6 +30,10 @@ class TrainConfig:
     gradient: str = "straight-through"
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
     activation: str = "brelu"
+    # The network file: what hone export writes by default, and what quantization-aware training trains
+    weight_bits: int = 4
+    input_bits: int | None = None     # default: 1 for --binarize, else 8
+    qat: bool = True                  # train as the integer network once sharp (see hone.training.qat)
     sharpener: str = "simple"
     bottom_up: bool = True
     epochs: int = 60                  # upper bound; the sharpener ends training once sharp
@@ -64,8 +70,19 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+        for name in ("weight_bits", "input_bits"):
+            value = getattr(self, name)
+            if value is None and name == "input_bits":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
+                raise ValueError(f"`{name}` must be an integer in 1..16. Received: {name}={value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
+
+    @property
+    def network_input_bits(self):
+        """The pixel bits of the network file: ``input_bits``, else 1 for binarized input, else 8."""
+        return self.input_bits or (1 if self.binarize else 8)
 
     def make_optimizer(self):
         """The configured Keras optimizer: Adam, or SGD with momentum 0.9, at ``learning_rate``."""

@@ -7,7 +7,10 @@ Sequential or functional model that is itself such a chain is flattened into it.
 shared layers, unbuilt Sequentials, subclassed models and layer types the file cannot hold are refused
 with :class:`ExportError`, naming the layer.
 
-Each Dense/Conv2D followed by a spiking activation becomes one integer neuron layer: it fires iff
+Each Dense/Conv2D followed by a spiking activation becomes one integer neuron layer (so does a
+quantization-aware :class:`~hone.training.qat.QuantizedDense` / ``QuantizedConv2D``, whose BN it folds
+itself; once it has trained as integers, those integers are written as they are when the export's bits
+are the ones it trained at, else it is quantized like any other layer): it fires iff
 ``a . x >= T`` with ``a`` the folded weights and ``T = threshold - bias``; the first layer's inputs
 are K-bit integers ``q`` standing for ``q / (2**K - 1)``, so its ``a`` absorbs that factor. Flatten
 (channel-last, row-major; a Reshape to a flat vector is the same), Dropout, RandomFlip, RandomTranslation
@@ -25,21 +28,23 @@ import keras
 from keras.src.models.functional import Functional  # no public name; stable through Keras 3
 
 from . import layers as hone_layers
-from .folding import FoldingError, fold_batch_norm
+from .folding import FoldingError, fold_batch_norm, fold_parameters
 from .integer import IntegerNetwork
+from .qat import Quantized, QuantizedConv2D, QuantizedDense
 from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode
 from .nhot import decode_spikes
 from .quantize import quantize_neurons
 from .sharpeners import sharpness_of
 
-__all__ = ["ExportError", "FloatLayer", "run_settings", "export_network", "evaluate_export"]
+__all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "evaluate_export"]
 
 # Exact types, not isinstance: a subclass may override call(), so only these classes are known to compute
 # what the file holds. Spiking layers are the exception: hone's base class fixes the sharp step.
 _SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm,
             keras.layers.RandomFlip, keras.layers.RandomTranslation)  # identities at inference
 _SUPPORTED = _SKIPPED + (keras.layers.Dense, keras.layers.Conv2D, keras.layers.MaxPooling2D,
-                         keras.layers.BatchNormalization, keras.layers.Reshape, hone_layers.SoftmaxDecode)
+                         keras.layers.BatchNormalization, keras.layers.Reshape, hone_layers.SoftmaxDecode,
+                         QuantizedDense, QuantizedConv2D)
 _SUPPORTED_TEXT = ("hone exports Dense, Conv2D, spiking activations, MaxPooling2D, Flatten, Dropout, "
                    "BatchNormalization, RandomFlip, RandomTranslation and SoftmaxDecode")
 
@@ -57,25 +62,32 @@ class FloatLayer:
     weights: np.ndarray      # (outputs, ...) real, in the file's layout
     thresholds: np.ndarray   # (outputs,) real
     padding: str = "valid"
+    trained: tuple | None = None  # a quantization-aware layer's integers: (bits, input_bits, per_neuron, W, theta)
 
 
-def run_settings(model_path, *, dataset=None, input_bits=None):
-    """``(dataset, input_bits, binarized)`` for exporting a run's model.
+class RunSettings(collections.namedtuple("RunSettings", "dataset input_bits binarized weight_bits")):
+    """What :func:`run_settings` returns."""
 
-    Unset values come from the run folder's ``history.json`` (the data the model was trained on):
-    input bits 1 for a model trained on binarized pixels, else 8. ``dataset`` is None when neither
+
+def run_settings(model_path, *, dataset=None, input_bits=None, weight_bits=None):
+    """``RunSettings(dataset, input_bits, binarized, weight_bits)`` for exporting a run's model.
+
+    Unset values come from the run folder's ``history.json`` (the data the model was trained on and the
+    bits ``hone train --weight-bits/--input-bits`` recorded), else input bits 1 for a model trained on
+    binarized pixels, else 8, and 4-bit weights. ``dataset`` is None when neither
     the caller nor the run folder names one (a model trained outside ``hone train``): then there is
     nothing to evaluate on. Test images are binarized only for 1-bit input to a model trained on
     binary pixels.
     """
-    recorded_dataset, recorded_binary = None, False
+    recorded_dataset, recorded_binary, config = None, False, {}
     try:
         config = json.loads(pathlib.Path(model_path).with_name("history.json").read_text())["summary"]["config"]
         recorded_dataset, recorded_binary = config["dataset"], bool(config["binarize"])
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    input_bits = input_bits or (1 if recorded_binary else 8)
-    return dataset or recorded_dataset, input_bits, input_bits == 1 and recorded_binary
+        config = {}
+    input_bits = input_bits or config.get("input_bits") or (1 if recorded_binary else 8)
+    weight_bits = weight_bits or config.get("weight_bits") or 4
+    return RunSettings(dataset or recorded_dataset, input_bits, input_bits == 1 and recorded_binary, weight_bits)
 
 
 def _check_sharp(model, allow_unsharp):
@@ -143,7 +155,7 @@ def _check_supported(layer, node):
     if isinstance(layer, keras.layers.Reshape) and len(layer.target_shape) != 1:
         raise ExportError(f"layer {name} reshapes to {tuple(layer.target_shape)}; the network file has no "
                           f"reshape: hone accepts only a Reshape to a flat vector, which is a Flatten")
-    if isinstance(layer, (keras.layers.Dense, hone_layers.SoftmaxDecode)) and len(shape) != 2:
+    if isinstance(layer, (keras.layers.Dense, QuantizedDense, hone_layers.SoftmaxDecode)) and len(shape) != 2:
         raise ExportError(f"layer {name} takes input of shape {shape}; Keras applies it along the last "
                           f"axis only, the network file to a flat vector: put a Flatten before it")
 
@@ -258,10 +270,13 @@ def _folded_layers(model, chain):
             raise ExportError(f"layer {name} follows SoftmaxDecode; the decode must be the last layer")
         if type(layer) in _SKIPPED or isinstance(layer, keras.layers.Reshape):  # a flat Reshape: a Flatten
             continue
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D, Quantized)):
             if pending is not None:
                 raise ExportError(f"layer {name} follows {pending[0].name!r} without a spiking activation "
                                   f"between them")
+            if isinstance(layer, Quantized):
+                pending = (layer,)
+                continue
             if layer.get_config().get("activation", "linear") != "linear":
                 raise ExportError(f"layer {name} has activation {layer.get_config()['activation']!r}; "
                                   f"hone needs a linear layer followed by a spiking activation")
@@ -281,6 +296,10 @@ def _folded_layers(model, chain):
             if pending is None:
                 raise ExportError(f"spiking layer {name} does not follow a Dense or Conv2D")
             source = pending[0]
+            if isinstance(source, Quantized):
+                items.append(_quantized_item(source, layer))
+                pending = None
+                continue
             kernel = np.asarray(source.kernel.numpy(), np.float64)
             bias = np.asarray(source.bias.numpy(), np.float64) if source.use_bias else np.zeros(kernel.shape[-1])
             if isinstance(source, keras.layers.Dense):
@@ -308,6 +327,34 @@ def _folded_layers(model, chain):
     if key is None:
         raise ExportError("the model does not end in SoftmaxDecode (the N-hot key)")
     return items, key
+
+
+def _quantized_item(source, spiking):
+    """The :class:`FloatLayer` of a quantization-aware layer: BN folded in float64, and the integers it
+    trained as, if it did."""
+    if source.threshold != spiking.threshold:
+        raise ExportError(f"layer {_describe(source)} trained for a threshold of {source.threshold:g} but "
+                          f"{_describe(spiking)} fires at {spiking.threshold:g}")
+    kernel = np.asarray(keras.ops.convert_to_numpy(source.kernel), np.float64)
+    if source.norm is None:
+        kernel, bias = kernel, np.asarray(keras.ops.convert_to_numpy(source.bias), np.float64)
+    else:
+        norm, channels = source.norm, kernel.shape[-1]
+        value = lambda variable: keras.ops.convert_to_numpy(variable)  # noqa: E731
+        kernel, bias = fold_parameters(
+            kernel, None, value(norm.gamma) if norm.scale else np.ones(channels),
+            value(norm.beta) if norm.center else np.zeros(channels), value(norm.moving_mean),
+            value(norm.moving_variance), norm.epsilon)
+    if isinstance(source, QuantizedDense):
+        order, kind, padding = (1, 0), "dense", "valid"
+    else:
+        order, kind, padding = (3, 0, 1, 2), "conv2d", source.padding
+    trained = None
+    if source.is_quantized():
+        w = np.rint(keras.ops.convert_to_numpy(source.integer_kernel)).astype(np.int64).transpose(order)
+        theta = np.rint(keras.ops.convert_to_numpy(source.integer_threshold)).astype(np.int64)
+        trained = (source.weight_bits, source.input_bits, source.per_neuron, w, theta)
+    return FloatLayer(source.name, kind, kernel.transpose(order), spiking.threshold - bias, padding, trained)
 
 
 def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_unsharp=False):
@@ -348,10 +395,14 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
             continue
         if index == 0:  # integer pixels q stand for q / (2**K - 1)
             item = dataclasses.replace(item, weights=item.weights / input_max)
-        flat = item.weights.reshape(len(item.weights), -1)
-        w, theta = quantize_neurons(flat, item.thresholds, weight_bits, per_neuron=per_neuron,
-                                    input_max=input_max if index == 0 else 1)
-        w = w.reshape(item.weights.shape)
+        if item.trained is not None and item.trained[:3] == (weight_bits, input_bits if index == 0 else None,
+                                                             per_neuron):
+            w, theta = item.trained[3:]  # what the quantization-aware layer computed: no second rounding
+        else:
+            flat = item.weights.reshape(len(item.weights), -1)
+            w, theta = quantize_neurons(flat, item.thresholds, weight_bits, per_neuron=per_neuron,
+                                        input_max=input_max if index == 0 else 1)
+            w = w.reshape(item.weights.shape)
         layers.append(DenseLayer(item.name, w, theta) if item.kind == "dense"
                       else ConvLayer(item.name, w, theta, item.padding))
         floats.append(item)

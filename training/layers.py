@@ -8,8 +8,10 @@ train models import it themselves.
 from .activations import Spiking, SpikingBReLU, SpikingSigmoid
 from .folding import FoldedBatchNorm
 from .decode import SoftmaxDecode
+from .qat import QuantizedConv2D, QuantizedDense
 
-__all__ = ["Spiking", "SpikingBReLU", "SpikingSigmoid", "FoldedBatchNorm", "SoftmaxDecode", "load_model"]
+__all__ = ["Spiking", "SpikingBReLU", "SpikingSigmoid", "FoldedBatchNorm", "SoftmaxDecode", "QuantizedDense",
+           "QuantizedConv2D", "load_model"]
 
 
 def load_model(path):

@@ -11,15 +11,15 @@ import operator
 import keras
 
 from .activations import SpikingBReLU, SpikingSigmoid
+from .config import DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
 from .decode import SoftmaxDecode
 from .nhot import nhot_key
+from .qat import QuantizedConv2D, QuantizedDense
 
 __all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_model", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV"]
 
 ARCHITECTURES = ("dense", "conv")
 ACTIVATIONS = {"brelu": SpikingBReLU, "sigmoid": SpikingSigmoid}
-DEFAULT_DENSE_WIDTHS = (256, 64)
-DEFAULT_CONV = {"filters": (32, 64), "kernel": 5, "padding": "valid", "widths": (256,)}
 
 
 def _positive_ints(name, values):
@@ -35,7 +35,8 @@ def _positive_ints(name, values):
 
 def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
                 kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
-                decode_scale=0.25, gradient="straight-through", augment=False, name=None):
+                decode_scale=0.25, gradient="straight-through", augment=False, weight_bits=None, input_bits=None,
+                name=None):
     """Build an untrained Whetstone model.
 
     Args:
@@ -61,6 +62,12 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
             Defaults to `"straight-through"`.
         decode_scale: Softmax scale of :class:`SoftmaxDecode` (training dynamics only; the decoded
             class does not depend on it). Defaults to `0.25`, as ``hone train``.
+        weight_bits: Quantization-aware training: each Dense/Conv2D and its BN become one
+            :class:`~hone.training.qat.QuantizedDense` / :class:`~hone.training.qat.QuantizedConv2D`
+            that trains as ``weight_bits``-bit integer neurons once switched on. `None`: plain
+            Dense/Conv2D + BatchNormalization (quantized after training only). Defaults to `None`.
+        input_bits: Pixel bits the first quantization-aware layer sees (the network file's input).
+            Defaults to `8` when `weight_bits` is set.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
@@ -86,10 +93,19 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
 
+    first = [True]
+
     def block(kind, index, make):
-        layers.append(make(use_bias=not batch_norm, name=f"{kind}_{index}"))
-        if batch_norm:
-            layers.append(keras.layers.BatchNormalization(name=f"bn_{kind}_{index}"))
+        if weight_bits is None:
+            layers.append(make(use_bias=not batch_norm, name=f"{kind}_{index}"))
+            if batch_norm:
+                layers.append(keras.layers.BatchNormalization(name=f"bn_{kind}_{index}"))
+        else:
+            quantized = QuantizedDense if kind == "dense" else QuantizedConv2D
+            layers.append(make(quantized, weight_bits=weight_bits, batch_norm=batch_norm,
+                               input_bits=(input_bits or 8) if first[0] else None,
+                               threshold=spiking.threshold, name=f"{kind}_{index}"))
+        first[0] = False
         layers.append(spiking(gradient=gradient, name=f"spike_{kind}_{index}"))
         if dropout and kind == "dense" and index != "out":
             layers.append(keras.layers.Dropout(dropout, name=f"dropout_{index}"))
@@ -110,12 +126,12 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
                     f"{input_shape[0]}x{input_shape[1]} input (kernel {kernel}, padding {padding!r}); "
                     f"use a smaller kernel, padding='same' or fewer stages")
             height, width = height // 2, width // 2
-            block("conv", index, lambda **kw: keras.layers.Conv2D(count, kernel, padding=padding, **kw))
+            block("conv", index, lambda cls=keras.layers.Conv2D, **kw: cls(count, kernel, padding=padding, **kw))
             layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{index}"))
     if len(input_shape) > 1:
         layers.append(keras.layers.Flatten(name="flatten"))
     for index, units in enumerate(widths):
-        block("dense", index, lambda **kw: keras.layers.Dense(units, **kw))
-    block("dense", "out", lambda **kw: keras.layers.Dense(key.shape[1], **kw))
+        block("dense", index, lambda cls=keras.layers.Dense, **kw: cls(units, **kw))
+    block("dense", "out", lambda cls=keras.layers.Dense, **kw: cls(key.shape[1], **kw))
     layers.append(SoftmaxDecode(key, scale=decode_scale, name="decode"))
     return keras.Sequential(layers, name=name or f"hone_{arch}")

@@ -19,6 +19,7 @@ from .datasets import load_dataset
 from .models import build_model
 from .decode import SoftmaxDecode
 from .nhot import decode_spikes
+from .qat import QuantizeWhenSharp, quantized_layers
 from .config import TrainConfig
 from .distribute import batch_multiple, pad_to_multiple, placement, worker_shard
 from .sharpeners import sharpness_of
@@ -157,7 +158,8 @@ def compiled_model(config, data):
         widths=config.widths, filters=config.filters, kernel=config.kernel, padding=config.padding,
         batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
         gradient=config.gradient, augment=config.augment, activation=config.activation,
-        key_seed=config.seed)
+        key_seed=config.seed, weight_bits=config.weight_bits if config.qat else None,
+        input_bits=config.network_input_bits)
     model.compile(optimizer=config.make_optimizer(),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -178,6 +180,8 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         callbacks = [_EpochTimer()]
         if sharpener is not None:
             callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
+            if config.qat:
+                callbacks.append(QuantizeWhenSharp(sharpener))
         x, y, batch_size = worker_shard(where, data.x_train, data.y_train, config.batch_size)
         multiple = batch_multiple()
         if batch_size % multiple:
@@ -195,6 +199,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     layer_names = [layer.name for layer in spiking_layers(model)]
     history = _history(fit.history, layer_names)
     sharp = sharpness_of(model)
+    quantized = quantized_layers(model)
     fully_sharp = all(v >= 1.0 for v in sharp.values())
 
     before = [acc for acc, *levels in zip(history["test_accuracy"], *history["sharpness"].values())
@@ -213,6 +218,9 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         "final_test_accuracy": history["test_accuracy"][-1],
         "sharpened_accuracy": sharpened_accuracy,
         "sharp_epoch": getattr(sharpener, "sharp_epoch", None),
+        "weight_bits": config.weight_bits,
+        "input_bits": config.network_input_bits,
+        "quantization_aware": bool(quantized) and all(layer.is_quantized() for layer in quantized),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
         "seconds": time.perf_counter() - started,
         "backend": keras.backend.backend(),
