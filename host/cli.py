@@ -115,6 +115,8 @@ def build_parser():
     from . import infer as infer_cli
     boards_cli.add_commands(commands)
     infer_cli.add_commands(commands)
+    from hone.training import nirgraph
+    nirgraph.add_commands(commands)
 
     flow = commands.add_parser("flow", help="the main job, end to end, on the default data",
                                description="Train and sharpen the default network, export it to a "
