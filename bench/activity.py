@@ -5,7 +5,7 @@ ways: with and without batch normalization, with Adam and with SGD (momentum 0.9
 ``--sgd-learning-rate``), each with ``hone train`` (same seed and data), exports each to a network
 file with ``hone export`` and prints side by side: sharpened accuracy (Keras, exact steps), accuracy
 as integers (the network file), synaptic operations per inference of the event-driven core against
-a dense engine, the Gini coefficient of per-unit activity of every neuron layer, and dead and
+a dense engine (in all, and past the first layer, whose work the pixels alone set), the Gini coefficient of per-unit activity of every neuron layer, and dead and
 saturated units (all from the integer network on the whole test set, :mod:`hone.training.activity`).
 
 Every run lives in its own folder under ``--out`` and is reused when its network file and report
@@ -64,6 +64,8 @@ def run(arch, norm, optimizer, args):
         "sharpened_accuracy": summary["sharpened_accuracy"], "integer_accuracy": report["accuracy"]["integer"],
         "synops_mean": activity["total"]["synops_mean"], "dense_synops": activity["total"]["dense_synops"],
         "synops_fraction": activity["total"]["synops_fraction"],
+        # past the first layer (whose work is set by the pixels alone): what training can change
+        "synops_hidden": activity["total"]["synops_mean"] - activity["layers"][0]["synops_mean"],
         "spikes_mean": activity["total"]["spikes_mean"],
         "gini": {layer["name"]: layer["gini"] for layer in neuron_layers},
         "rate": {layer["name"]: layer["rate"] for layer in neuron_layers},
@@ -77,14 +79,14 @@ def run(arch, norm, optimizer, args):
 def table(rows):
     layers = list(rows[0]["gini"])
     head = (f"{'arch':<6}{'BN':<4}{'optimizer':<10}{'sharpened':>10}{'integer':>9}{'synaptic ops/inf':>18}"
-            f"{'dense engine':>14}{'ratio':>7}{'spikes/inf':>11}" + "".join(f"{'Gini ' + n:>16}" for n in layers)
+            f"{'dense engine':>14}{'ratio':>7}{'past layer 0':>14}{'spikes/inf':>11}" + "".join(f"{'Gini ' + n:>16}" for n in layers)
             + f"{'dead':>7}{'sat.':>6}")
     lines = [head]
     for row in rows:
         lines.append(
             f"{row['arch']:<6}{'yes' if row['batch_norm'] else 'no':<4}{row['optimizer']:<10}"
             f"{row['sharpened_accuracy']:>10.2%}{row['integer_accuracy']:>9.2%}{row['synops_mean']:>18,.0f}"
-            f"{row['dense_synops']:>14,}{row['synops_fraction']:>7.1%}{row['spikes_mean']:>11.1f}"
+            f"{row['dense_synops']:>14,}{row['synops_fraction']:>7.1%}{row['synops_hidden']:>14,.0f}{row['spikes_mean']:>11.1f}"
             + "".join(f"{row['gini'].get(n, float('nan')):>16.3f}" for n in layers)
             + f"{row['dead']:>7}{row['saturated']:>6}" + ("" if row["fully_sharp"] else "  (not fully sharp)"))
     return "\n".join(lines)
@@ -110,7 +112,10 @@ def plot(rows, path):
         gini_axis.set_ylabel("Gini of per-unit activity")
         gini_axis.set_title(f"{arch}: sparsity per layer (integer accuracy in the legend)")
         gini_axis.legend(fontsize=8)
-        work_axis.bar(labels, [row["synops_mean"] for row in subset], label="event-driven")
+        first = [row["synops_mean"] - row["synops_hidden"] for row in subset]
+        work_axis.bar(labels, first, label="event-driven, first layer (set by the pixels)")
+        work_axis.bar(labels, [row["synops_hidden"] for row in subset], bottom=first,
+                      label="event-driven, past the first layer")
         work_axis.axhline(subset[0]["dense_synops"], color="k", linestyle=":", label="dense engine")
         work_axis.set_ylabel("synaptic operations / inference")
         work_axis.set_title(f"{arch}: work per inference")
