@@ -72,9 +72,16 @@ class LinkStats:
         return dataclasses.asdict(self)
 
 
-def line_rate_limit(info):
-    """:func:`hone.rtl.protocol.line_rate` for the board that sent ``info``."""
-    return protocol.line_rate(baud=info.baud, image_bytes=info.image_bytes, outputs=info.outputs)
+def line_rate_limit(info, images=None):
+    """:func:`hone.rtl.protocol.line_rate` for the board that sent ``info``: with ``images`` (integer
+    pixels, ``(n, inputs)``), for their mean bytes on the wire as this host sends them on a clean line
+    (one INFER frame each, zero-run encoded where the board decodes it and it pays, escapes included)."""
+    up = None
+    if images is not None and len(images):
+        up = float(np.mean([protocol.request_frame_bytes(protocol.pack_image(image, info.input_bits),
+                                                         encodings=info.encodings)
+                            for image in np.asarray(images).reshape(len(images), -1)]))
+    return protocol.line_rate(baud=info.baud, image_bytes=info.image_bytes, outputs=info.outputs, up=up)
 
 
 @dataclasses.dataclass
@@ -199,9 +206,14 @@ class Board:
         raise LinkError("all sequence numbers are in flight")
 
     def _send(self, request):
-        payload = (protocol.chunk_payload(request.slot, request.offset, request.data)
-                   if request.type in (FrameType.LOAD, FrameType.INFER) else b"")
-        frame = protocol.encode_frame(request.seq, request.type, payload)
+        type, payload = request.type, b""
+        if request.type in (FrameType.LOAD, FrameType.INFER):
+            # zero-run encoded where the board decodes it and it pays (replies are the same)
+            encodings = self.info_cache.encodings if self.info_cache else 0
+            type, data = protocol.image_request(request.data, final=request.type == FrameType.INFER,
+                                                encodings=encodings)
+            payload = protocol.chunk_payload(request.slot, request.offset, data)
+        frame = protocol.encode_frame(request.seq, type, payload)
         with self._port_errors():
             self._port.write(frame)
         self._order += 1
@@ -317,6 +329,36 @@ class Board:
         raise LinkError(f"no INFO reply from {self.description} after {request.attempts} attempts: check the "
                         f"port, the baud rate ({getattr(self._port, 'baudrate', '?')}) and that the board is "
                         f"programmed with a hone bitstream")
+
+    def probe_baud(self, *, exclude=None, rates=None, attempts=2):
+        """The line rate the board answers INFO at, trying ``rates`` (default: every board target's and
+        115200, fastest first) but ``exclude``; None when none answers. The port is left at the rate
+        found, or back at its own."""
+        if rates is None:
+            from hone.boards.targets import BOARDS
+
+            rates = sorted({target.uart().baud for target in BOARDS.values()} | {115200}, reverse=True)
+        own, timeout = self._port.baudrate, self.timeout
+        self.timeout = min(self.timeout, 2.0)
+        try:
+            for rate in rates:
+                if rate == exclude:
+                    continue
+                with self._port_errors():
+                    self._port.baudrate = rate
+                    time.sleep(0.05)
+                    self._port.reset_input_buffer()
+                self._parser = protocol.FrameParser()
+                try:
+                    self.info(attempts=attempts)
+                except LinkError:
+                    continue
+                return rate
+            with self._port_errors():
+                self._port.baudrate = own
+            return None
+        finally:
+            self.timeout = timeout
 
     def check(self, network):
         """Refuse to go on unless the board runs ``network`` (by content hash)."""
@@ -502,8 +544,10 @@ def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=3
     deadline = time.monotonic() + start_timeout
     while not ready.exists():
         if process.poll() is not None:
-            raise LinkError(f"the simulated board exited with status {process.returncode} before it was "
-                            f"ready; see {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+            said = next((line for line in reversed(lines) if line.startswith("hone: ")), lines[-1] if lines else "")
+            raise LinkError(f"the simulated board exited with status {process.returncode} before it was ready "
+                            f"({said.strip()[:300]}); its log: {log}")
         if time.monotonic() > deadline:
             _stop(process)
             raise LinkError(f"the simulated board was not ready after {start_timeout} s; see {log}")

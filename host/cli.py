@@ -33,13 +33,16 @@ def cmd_flow(args):
     """The main job: train and sharpen the default network, export it, check its RTL, run test images
     over serial through the simulated board with the host code, write one report."""
     config = training_cli.config_from(args)
-    _check_flow_lanes(config, args.lanes)
+    if args.lanes is not None:
+        _check_flow_lanes(config, args.lanes)
     out = pathlib.Path(args.out)
     summary = training_cli.run_training(config, out / "train", quiet=args.json, backend=args.backend,
                                         cpu_devices=args.cpu_devices)
     network_path = out / "net.hone"
     exported = training_cli.export_model(out / "train" / "model.keras", network_path,
                                          weight_bits=args.weight_bits)
+    from hone.training.netfile import read_network
+    args.lanes = rtl_cli.lanes_for(read_network(network_path)[0], args.lanes, 32)
     simulated = sim_cli.run_sim(network_path, images=args.sim_images, simulator=args.simulator,
                                 lanes=args.lanes, build_root=out / "sim", progress=not args.json,
                                 activity_plot=out / "sim-activity.png")
@@ -132,8 +135,8 @@ def build_parser():
     flow.add_argument("--board-images", type=integer_in(1), default=50, metavar="N",
                       help="test images sent over serial to the simulated board (default: 50)")
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
-    flow.add_argument("--lanes", type=rtl_cli.lanes_argument, default=32, metavar="P",
-                      help="neuron units of the RTL (default: 32)")
+    flow.add_argument("--lanes", type=rtl_cli.lanes_argument, metavar="P",
+                      help="neuron units of the RTL (default: 32, or the widest layer's width if smaller)")
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")

@@ -11,6 +11,19 @@ from hone.training.cli import UsageError, UserError, integer_in, number_in
 
 __all__ = ["add_commands", "format_infer", "run_infer"]
 
+DEFAULT_BAUD = 115200
+
+
+def _build_report(folder):
+    path = pathlib.Path(folder) / "report.json"
+    try:
+        report = json.loads(path.read_text())
+        return {key: report[key] for key in ("baud", "clock_hz", "lanes")}
+    except FileNotFoundError:
+        raise UsageError(f"argument --build: {path} not found: the output folder of hone build") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"argument --build: {path} is not a hone build report ({error!r})") from None
+
 
 def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chunk=None, progress=True,
               activity_plot=None, simulation=None, deadline=None):
@@ -22,15 +35,22 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     limit and the fraction of it reached, link statistics and the board's error counters.
     ``deadline``: seconds without an answer before giving up (see :class:`~hone.host.board.Board`).
     """
-    from hone.rtl.cli import check_lanes
+    from hone.rtl.cli import lanes_for
+    from hone.sim.cli import DEFAULT_LANES
     from hone.training.cli import network_test_images
     from hone.training.integer import IntegerNetwork
 
     from .board import Board, LinkError, line_rate_limit
 
     network, pixels, labels, dataset = network_test_images(network_path, images, dataset)
-    if simulation is not None and "lanes" in simulation:
-        check_lanes(network, simulation["lanes"])
+    if simulation is not None:
+        from hone.rtl.plan import CorePlan, PlanError
+
+        simulation = dict(simulation, lanes=lanes_for(network, simulation.get("lanes"), DEFAULT_LANES))
+        try:     # a network the core cannot run is refused here, not after a board build
+            CorePlan(network, lanes=simulation["lanes"])
+        except PlanError as error:
+            raise UserError(str(error)) from None
     reference = IntegerNetwork(network).run(pixels)
     url = f"sim:{network_path}" if simulation is not None else str(port)
     try:
@@ -40,8 +60,11 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     results = []
     try:
         with board:
+            if simulation is None:
+                _check_baud(board, baud)
             info = board.check(network)
             before = board.info()
+            sent_before = board.stats.bytes_sent
             started = time.perf_counter()
             stream = board.infer(pixels, chunk=chunk)
             if progress:
@@ -50,6 +73,7 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
                               leave=False)
             results = list(stream)
             wall = time.perf_counter() - started
+            sent = board.stats.bytes_sent - sent_before
             after = board.info()
             stats = board.stats.as_dict()
         simulated = board.simulation
@@ -59,7 +83,8 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     index = np.array([r.index for r in results])
     got = np.array([r.label for r in results])
     spikes = np.array([r.spikes for r in results])
-    limit, up, down = line_rate_limit(info)
+    limit, up, down = line_rate_limit(info, pixels)
+    raw_up = line_rate_limit(info)[1]
     board_seconds = (after.uptime_cycles - before.uptime_cycles) / info.clock_hz
     per_s_board = len(results) / board_seconds if board_seconds > 0 else 0.0
     report = {
@@ -72,7 +97,8 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
         "images_per_s_wall": len(results) / wall if wall else 0.0, "wall_seconds": wall,
         "board_seconds": board_seconds, "images_per_s_board": per_s_board,
         "line_rate_limit": limit, "line_rate_fraction": per_s_board / limit if limit else 0.0,
-        "frame_bytes_up": up, "frame_bytes_down": down,
+        "frame_bytes_up": up, "frame_bytes_down": down, "raw_frame_bytes_up": raw_up,
+        "wire_bytes_up_per_image": sent / len(results) if results else 0.0, "encodings": info.encodings,
         "baud": info.baud, "clock_hz": info.clock_hz, "lanes": info.lanes, "slots": info.slots,
         "network_sha256": info.network_sha256, "cycles_mean": float(np.mean([r.cycles for r in results])),
         "infer_attempts_mean": float(np.mean([r.attempts for r in results])),
@@ -107,9 +133,11 @@ def format_infer(report):
         f"throughput              {report['images_per_s_board']:.2f} images/s in board time "
         f"({report['board_seconds']:.2f} s at {report['clock_hz'] / 1e6:g} MHz), "
         f"{report['images_per_s_wall']:.2f} images/s wall",
-        f"line-rate limit         {report['line_rate_limit']:.2f} images/s at {report['baud']} baud "
-        f"({report['frame_bytes_up']} bytes up, {report['frame_bytes_down']} down per image) -> "
-        f"{report['line_rate_fraction']:.1%} reached",
+        f"bytes per image         {report['wire_bytes_up_per_image']:.1f} up on the wire (retries included; "
+        f"{report['frame_bytes_up']:.1f} on a clean line, {report['raw_frame_bytes_up']} as raw frames"
+        f"{', zero runs where they pay' if report['encodings'] else ''}), {report['frame_bytes_down']} down",
+        f"line-rate limit         {report['line_rate_limit']:.2f} images/s at {report['baud']:,} baud "
+        f"-> {report['line_rate_fraction']:.1%} reached",
         f"link                    {link['frames_sent']} frames, {link['retransmissions']} resent "
         f"({link['timeouts']} timeouts, {link['overtaken']} overtaken), errors from the board: {errors}, "
         f"{link['bad_frames_received']} bad frames received, final chunk {link['chunk']} bytes",
@@ -127,6 +155,21 @@ def _activity_lines(report):
     return [format_activity(report["activity"])] + ([f"activity plot           {plot}"] if plot else [])
 
 
+def _check_baud(board, baud):
+    """A board that does not answer at ``baud`` but does at another standard rate is a baud mismatch:
+    say so with both rates instead of timing out."""
+    from .board import LinkError
+
+    try:
+        board.info(attempts=3)
+    except LinkError:
+        found = board.probe_baud(exclude=baud)
+        if found is None:
+            raise
+        raise LinkError(f"{board.description} answers at {found:,} baud, not at {baud:,}: pass --baud {found} "
+                        f"(or --build DIR, the folder of its bitstream's report)") from None
+
+
 def _faults(counts):
     return ", ".join(f"{count} {kind}" for kind, count in counts.items())
 
@@ -135,13 +178,24 @@ def cmd_infer(args):
     if (args.port is None) == (not args.sim):
         raise UsageError("give either --port PORT (a board) or --sim (a simulated board)")
     simulation = None
+    baud, clock_hz, lanes = args.baud, args.clock, args.lanes
+    if args.build is not None:                  # the board a hone build made: its rate (and for --sim all of it)
+        report = _build_report(args.build)
+        baud, clock_hz, lanes = baud or report["baud"], report["clock_hz"], report["lanes"]
+    elif args.board is not None:               # a board target's clock and rate
+        from hone.boards.targets import get_board
+
+        target = get_board(args.board)
+        baud, clock_hz = baud or target.uart().baud, target.clock_hz
+    if baud is None:
+        baud = DEFAULT_BAUD
     if args.sim:
-        simulation = {"simulator": args.simulator, "lanes": args.lanes, "clock_hz": args.clock,
+        simulation = {"simulator": args.simulator, "lanes": lanes, "clock_hz": clock_hz,
                       "slots": args.slots, "faults": args.faults, "seed": args.seed,
                       "build_root": args.build_dir}
     elif args.faults:
         raise UsageError("argument --faults: applies to a simulated board (--sim) only")
-    report = run_infer(args.network, images=args.images, port=args.port, baud=args.baud, dataset=args.dataset,
+    report = run_infer(args.network, images=args.images, port=args.port, baud=baud, dataset=args.dataset,
                        chunk=args.chunk, progress=not args.json, activity_plot=args.activity_plot,
                        simulation=simulation, deadline=args.deadline)
     print(format_infer(report))
@@ -152,6 +206,7 @@ def cmd_infer(args):
 
 
 def add_commands(commands):
+    from hone.boards.targets import BOARDS
     from hone.sim.cli import add_board_arguments
     from hone.training.datasets import dataset_argument
 
@@ -163,7 +218,15 @@ def add_commands(commands):
     where = infer.add_mutually_exclusive_group()
     where.add_argument("--port", metavar="PORT", help="serial port of the board, e.g. /dev/ttyUSB1")
     where.add_argument("--sim", action="store_true", help="start a simulated board and use it")
-    infer.add_argument("--baud", type=integer_in(1), default=115200, help="line rate (default: 115200)")
+    infer.add_argument("--baud", type=integer_in(1),
+                       help=f"line rate (default: the rate in --build's report or --board's, else {DEFAULT_BAUD}; a "
+                            f"board that answers at another standard rate is named with it)")
+    target = infer.add_mutually_exclusive_group()
+    target.add_argument("--build", type=pathlib.Path, metavar="DIR",
+                        help="the folder of the board's hone build: its baud rate; with --sim, a simulated board "
+                             "at its clock, rate and lanes")
+    target.add_argument("--board", choices=sorted(BOARDS),
+                        help="with --sim: simulate this board's clock and rate (default: a 1.8432 MHz clock)")
     infer.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
     infer.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                        help="test images (default: the one named in the network file)")

@@ -5,7 +5,7 @@ import pathlib
 
 from hone.training.cli import UsageError, UserError
 
-__all__ = ["add_commands", "check_lanes", "lanes_argument"]
+__all__ = ["add_commands", "check_lanes", "lanes_for", "lanes_argument"]
 
 
 def lanes_argument(text):
@@ -30,6 +30,17 @@ def check_lanes(network, lanes, option="--lanes"):
                          f"layers[{index}] {name!r}, has {most} {unit}; more lanes would stay idle), got {lanes}")
 
 
+def lanes_for(network, lanes, default, option="--lanes"):
+    """The lanes to build: ``lanes`` as given (refused when more than the widest layer can use), or,
+    when None, ``default`` capped at that widest layer (a small network gets no idle lanes)."""
+    from .plan import useful_lanes
+
+    if lanes is None:
+        return min(default, useful_lanes(network)[0])
+    check_lanes(network, lanes, option)
+    return lanes
+
+
 def cmd_rtl(args):
     from hone.training.netfile import NetworkFileError, read_network
 
@@ -38,8 +49,8 @@ def cmd_rtl(args):
 
     try:
         network, _ = read_network(args.network)
-        check_lanes(network, args.lanes)
-        description = write_verilog(network, args.output, lanes=args.lanes, trace=args.trace)
+        lanes = lanes_for(network, args.lanes, 8)
+        description = write_verilog(network, args.output, lanes=lanes, trace=args.trace)
     except (NetworkFileError, PlanError) as error:
         raise UserError(str(error)) from None
     plan = description["plan"]
@@ -62,8 +73,9 @@ def add_commands(commands):
         description="Elaborate the event-driven neuron array for a network file and write Verilog "
                     "(plus FILE.json: plan, hash and stream payload fields).")
     rtl.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    rtl.add_argument("--lanes", type=lanes_argument, default=8, metavar="P",
-                     help="neuron units working in parallel (default: 8)")
+    rtl.add_argument("--lanes", type=lanes_argument, metavar="P",
+                     help="neuron units working in parallel, at most the widest layer's (default: 8, or the "
+                          "widest layer's width if smaller)")
     rtl.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="FILE.v")
     rtl.add_argument("--trace", action="store_true", help="add the trace port (every spike, for verification)")
     rtl.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")

@@ -3,11 +3,12 @@
 import json
 import pathlib
 
-from hone.rtl.cli import check_lanes, lanes_argument
+from hone.rtl.cli import lanes_argument, lanes_for
 from hone.training.cli import UsageError, UserError, integer_in, network_test_images, number_in
 
 __all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
 
+DEFAULT_LANES = 32
 BACKPRESSURE_WHY = "the chance per cycle that the result stream is not ready; at 1 no result is ever taken"
 
 
@@ -34,7 +35,7 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
         raise UsageError(f"argument --backpressure: expected a number in [0, 1), got {backpressure} "
                          f"({BACKPRESSURE_WHY})") from None
     network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
-    check_lanes(network, lanes)
+    lanes = lanes_for(network, lanes, DEFAULT_LANES)
     try:
         report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
                           backpressure=backpressure, progress=progress, jobs=jobs)
@@ -118,7 +119,9 @@ def add_commands(commands):
     sim.add_argument("network", type=pathlib.Path, help="a network file from hone export")
     sim.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
     sim.add_argument("--simulator", choices=SIMULATORS, default="verilator")
-    sim.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
+    sim.add_argument("--lanes", type=lanes_argument, metavar="P",
+                     help=f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest "
+                          f"layer's width if smaller)")
     sim.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                      help="test images (default: the one named in the network file)")
     sim.add_argument("--backpressure", type=number_in(0, 1, why=BACKPRESSURE_WHY), default=0.0, metavar="P",
@@ -168,7 +171,7 @@ def cmd_sim_board(args):
         network, _ = read_network(args.network)
     except NetworkFileError as error:
         raise UserError(str(error)) from None
-    check_lanes(network, args.lanes)
+    args.lanes = lanes_for(network, args.lanes, DEFAULT_LANES)
     threading.Thread(target=announce, daemon=True).start()
     print(f"building the board for {args.network} ({args.simulator}, {args.lanes} lanes, "
           f"{args.clock / 1e6:g} MHz, {args.baud} baud)...", flush=True)
@@ -193,7 +196,9 @@ def add_board_arguments(parser):
     from .runner import SIMULATORS
 
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
-    parser.add_argument("--lanes", type=lanes_argument, default=32, metavar="P", help="neuron units (default: 32)")
+    parser.add_argument("--lanes", type=lanes_argument, metavar="P",
+                        help=f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest "
+                             f"layer's width if smaller)")
     parser.add_argument("--clock", type=number_in(0, low_open=True), default=1_843_200, metavar="HZ",
                         help="the simulated board's clock (default: 1843200, a UART crystal: 16 clocks per "
                              "bit at 115200 baud keeps the simulation fast; use the real board's to match it)")

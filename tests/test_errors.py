@@ -236,6 +236,40 @@ def test_unwritable_outputs_are_one_line_naming_the_file(capsys, tmp_path):
     assert str(tmp_path / "file") in err
 
 
+@pytest.mark.parametrize("command", [
+    ["rtl", "-o", "{tmp}/x.v"], ["sim", "--simulator", "icarus", "--images", "2", "--build-dir", "{tmp}/b"],
+    ["infer", "--sim", "--simulator", "icarus", "--images", "2", "--build-dir", "{tmp}/b"],
+    ["build", "--board", "icebreaker", "-o", "{tmp}/b"],
+])
+def test_a_valid_file_the_core_cannot_run_is_refused_before_any_build(tmp_path, capsys, command):
+    import numpy as np
+
+    from hone.sim.networks import random_conv_network
+    from hone.training.netfile import write_network
+
+    network = random_conv_network(np.random.default_rng(0), stages=(("pool", 2), ("conv", 2, 3, "same")), widths=(4,))
+    write_network(tmp_path / "net.hone", network, meta={"dataset": "digits"})
+    code, _, err = hone(capsys, command[0], tmp_path / "net.hone", *[arg.format(tmp=tmp_path) for arg in command[1:]])
+    assert_one_error_line(code, err, 1)
+    assert "layer 'pool_0' is maxpool2d after the input" in err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.v"))
+
+
+def test_default_lanes_are_capped_at_the_widest_layer(capsys, tmp_path):
+    import numpy as np
+
+    from hone.sim.networks import random_dense_network
+    from hone.training.netfile import write_network
+
+    write_network(tmp_path / "small.hone", random_dense_network(np.random.default_rng(0), widths=(5,), classes=2,
+                                                               nhot=2))
+    code, out, err = hone(capsys, "rtl", tmp_path / "small.hone", "-o", tmp_path / "x.v", "--json")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["plan"]["lanes"] == 5
+    code, _, err = hone(capsys, "rtl", tmp_path / "small.hone", "-o", tmp_path / "x.v", "--lanes", "6")
+    assert_one_error_line(code, err, 2)
+
+
 def test_lanes_beyond_the_widest_layer_name_it(capsys, tmp_path):
     code, _, err = hone(capsys, "rtl", DIGITS, "--lanes", "100000", "-o", tmp_path / "x.v")
     assert_one_error_line(code, err, 2)

@@ -195,8 +195,8 @@ def _neuron(name, node, width_shape, dt):
             raise NIRError(f"node {name!r}: LIF with a leak towards {float(leak.flat[np.argmax(leak != 0)]):g} "
                            f"(v_leak != 0) carries state across time steps; hone reads single-step neurons only")
         if dt is None:
-            raise NIRError(f"node {name!r}: a LIF's one-step reading needs the time step: pass --dt S (snnTorch "
-                           f"exports tau = dt / (1 - beta), r = tau / dt)")
+            raise NIRError(f"node {name!r}: a LIF's one-step reading needs the time step: pass --dt S (snnTorch's "
+                           f"exporter uses dt = 1e-4 s: tau = dt / (1 - beta), r = tau / dt)")
         # one forward-Euler step from rest: v = dt / tau * R I
         scale = dt / _array(node, "tau") * _array(node, "r")
         return np.broadcast_to(scale, width_shape), np.broadcast_to(_array(node, "v_threshold"), width_shape)
