@@ -255,6 +255,19 @@ def test_a_valid_file_the_core_cannot_run_is_refused_before_any_build(tmp_path, 
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("*.v"))
 
 
+@pytest.mark.parametrize("dataset", ["imagenet", 5, None, ["digits"]])
+@pytest.mark.parametrize("command", [["sim", "--simulator", "icarus"], ["infer", "--sim", "--simulator", "icarus"]])
+def test_a_data_set_the_file_names_but_hone_lacks_is_one_line(tmp_path, capsys, dataset, command):
+    document = copy.deepcopy(DOCUMENT)
+    document["meta"]["dataset"] = dataset
+    (tmp_path / "net.hone").write_text(json.dumps(document))
+    code, _, err = hone(capsys, command[0], tmp_path / "net.hone", *command[1:], "--images", "2",
+                        "--build-dir", tmp_path / "b")
+    assert_one_error_line(code, err, 1)
+    assert "--dataset" in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_default_lanes_are_capped_at_the_widest_layer(capsys, tmp_path):
     import numpy as np
 

@@ -87,6 +87,9 @@ def network_test_images(network_path, images=None, dataset=None):
         network, meta = read_network(network_path)
     except NetworkFileError as error:
         raise UserError(str(error)) from None
+    if dataset is None and meta.get("dataset") is not None and not isinstance(meta.get("dataset"), str):
+        raise UserError(f"{network_path}: meta.dataset: expected a data set name, got "
+                        f"{json.dumps(meta['dataset'])[:60]}; pass the test images with --dataset")
     recorded = dataset is None and meta.get("dataset")
     dataset = dataset or meta.get("dataset")
     if dataset is None:
