@@ -1,12 +1,13 @@
 """Link benchmark: throughput of the simulated board against the line-rate limit, clean and noisy.
 
 Runs ``hone infer --sim`` (the whole board top level under Verilator behind a pty, driven by the
-same host code as a real board) at the default baud, once on a clean line and once per fault rate,
-and prints the figures that matter: images per second in board time against the line-rate limit
-(baud / 10 / bytes per image, busier direction), results lost / duplicated, agreement with the
-integer reference, retransmissions.
+same host code as a real board) with a board target's settings (its clock, its baud rate, the lanes
+``hone build`` picks for it without ``--lanes``), once on a clean line and once per fault rate, and
+prints the figures that matter: bytes per image on the wire, images per second in board time against
+the line-rate limit (baud / 10 / bytes per image, busier direction), board time extrapolated to
+10,000 images, results lost / duplicated, agreement with the integer reference, retransmissions.
 
-    python bench/link.py [--network tests/data/fashion-dense-4bit.hone] [--images 200] [--faults 0.01]
+    python bench/link.py [--network tests/data/fashion-dense-4bit.hone] [--board ulx3s-85f] [--images 200] [--faults 0.01]
 
 One JSON line per run; a bar plot goes to bench/out/link/throughput.png.
 """
@@ -25,22 +26,43 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--network", type=pathlib.Path, default=ROOT / "tests/data/fashion-dense-4bit.hone")
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--board", default="ulx3s-85f", help="board target whose clock, baud and default lanes to use")
+    parser.add_argument("--baud", type=int, help="line rate (default: the board's)")
+    parser.add_argument("--lanes", type=int, help="lanes (default: what hone build picks for the board)")
     parser.add_argument("--faults", default="0.01", help="comma-separated byte fault rates to run besides 0")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/link")
     args = parser.parse_args()
 
+    from hone.boards.cli import TestImages, lanes_for_link
+    from hone.boards.fit import choose_lanes
+    from hone.boards.targets import get_board
+    from hone.training.netfile import read_network
+
+    target = get_board(args.board)
+    baud = args.baud or target.uart().baud
+    lanes = args.lanes
+    if lanes is None:
+        network, _ = read_network(args.network)
+        lanes = lanes_for_link(TestImages(args.network), choose_lanes(network, target), clock_hz=target.clock_hz,
+                               baud=baud)[0]
+    print(f"{target.name}: {target.clock_hz / 1e6:g} MHz, {baud:,} baud, {lanes} lanes", flush=True)
     rates = [0.0] + [float(rate) for rate in args.faults.split(",") if rate]
     rows = []
     for rate in rates:
-        report = run_infer(args.network, images=args.images, baud=args.baud, progress=True,
-                           simulation={"faults": rate, "seed": 1, "build_root": ROOT / "runs/sim-board"})
+        report = run_infer(args.network, images=args.images, baud=baud, progress=True,
+                           simulation={"faults": rate, "seed": 1, "build_root": ROOT / "runs/sim-board",
+                                       "clock_hz": target.clock_hz, "lanes": lanes})
         row = {
+            "board": target.name, "clock_hz": target.clock_hz, "baud": baud, "lanes": lanes,
             "faults": rate, "images": report["images"], "lost": report["lost"], "duplicated": report["duplicated"],
             "class_agreement": report["class_agreement"], "spike_agreement": report["spike_agreement"],
             "images_per_s_board": round(report["images_per_s_board"], 3),
             "line_rate_limit": round(report["line_rate_limit"], 3),
             "line_rate_fraction": round(report["line_rate_fraction"], 4),
+            "bytes_up_per_image_clean": round(report["frame_bytes_up"], 1),
+            "bytes_up_per_image_sent": round(report["wire_bytes_up_per_image"], 1),
+            "raw_frame_bytes_up": report["raw_frame_bytes_up"],
+            "board_seconds_per_10000": round(10_000 / report["images_per_s_board"], 1),
             "retransmissions": report["link"]["retransmissions"], "final_chunk": report["link"]["chunk"],
             "wall_seconds": round(report["wall_seconds"], 1), "equal": report["equal"],
         }
@@ -58,7 +80,7 @@ def main():
     axis.axhline(rows[0]["line_rate_limit"], color="tab:red", linestyle="--",
                  label=f"line-rate limit {rows[0]['line_rate_limit']:.2f}/s")
     axis.set_ylabel("images / s (board time)")
-    axis.set_title(f"simulated board, {args.baud} baud, {args.images} images")
+    axis.set_title(f"simulated {target.name}, {baud:,} baud, {args.images} images")
     axis.legend()
     figure.tight_layout()
     figure.savefig(args.out / "throughput.png", dpi=120)

@@ -39,6 +39,7 @@ class TestImages:
         else:
             self.pixels, self.reference, self.accuracy = [], None, None
         self.network = network
+        self._rates = {}
 
     def cycles(self, lanes):
         """Core cycles per test image (or the worst case, as one figure)."""
@@ -62,13 +63,27 @@ class TestImages:
 
         return float(np.maximum(self.cycles(lanes) + RESULT_GAP, loader_cycles(self.network)).mean())
 
-    def line_rate(self, baud):
-        """``(images/s, bytes up, bytes down)`` on the line at ``baud`` (:func:`protocol.line_rate`)."""
-        from hone.rtl import protocol
+    def line_rate(self, baud, clock_hz):
+        """``(images/s, bytes up, bytes down)`` on the line at ``baud`` (:func:`protocol.line_rate`):
+        with the test images' mean bytes on the wire, zero-run encoded where the board at ``clock_hz``
+        decodes it (:func:`hone.rtl.board.link_figures`) and it pays."""
+        import numpy as np
 
-        return protocol.line_rate(
+        from hone.rtl import protocol
+        from hone.rtl.board import link_figures
+
+        encodings = link_figures(self.network, clock_hz=clock_hz, baud=baud, slots=4)["encodings"]
+        if (baud, encodings) in self._rates:
+            return self._rates[baud, encodings]
+        up = None
+        if len(self.pixels):
+            flat = np.asarray(self.pixels).reshape(len(self.pixels), -1)
+            up = float(np.mean([protocol.request_frame_bytes(protocol.pack_image(image, self.network.input.bits),
+                                                             encodings=encodings) for image in flat]))
+        self._rates[baud, encodings] = protocol.line_rate(
             baud=baud, image_bytes=protocol.image_bytes(self.network.input.size, self.network.input.bits),
-            outputs=self.network.layers[-1].outputs)
+            outputs=self.network.layers[-1].outputs, up=up)
+        return self._rates[baud, encodings]
 
 
 def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=None, test=None):
@@ -80,7 +95,7 @@ def inference_figures(network_path, *, lanes, clock_hz, fmax_hz, baud, images=No
     per_image = test.per_image(lanes)
     from hone.rtl.board import loader_cycles
 
-    uart, up, down = test.line_rate(baud)
+    uart, up, down = test.line_rate(baud, clock_hz)
     return {
         "dataset": test.dataset, "images": len(test.pixels), "accuracy": test.accuracy,
         "cycles_basis": "test images" if test.dataset else "worst case (the network file names no data set)",
@@ -97,7 +112,7 @@ def lanes_for_link(test, fitting, *, clock_hz, baud, margin=LINE_MARGIN):
     """The fewest of ``fitting`` lane counts whose compute rate at ``clock_hz`` is at least ``margin``
     times the line rate at ``baud`` (more lanes would only wait for the line), or the most of them
     when none keeps up; with the rates, for the log."""
-    line = test.line_rate(baud)[0]
+    line = test.line_rate(baud, clock_hz)[0]
     for lanes in sorted(fitting):
         rate = clock_hz / test.per_image(lanes)
         if rate >= margin * line:
@@ -257,7 +272,7 @@ def format_build(report):
         f"nominal; the receiver tolerates bits {report['uart']['tolerance_slower']:.1%} slower and "
         f"{report['uart']['tolerance_faster']:.1%} faster |",
         f"| end-to-end (UART) | {inf['uart_inferences_per_s']:,.1f} inferences/s at {report['baud']:,} baud "
-        f"({inf['uart_bytes_up']} bytes up, {inf['uart_bytes_down']} down per image); compute is "
+        f"({inf['uart_bytes_up']:.1f} bytes up, {inf['uart_bytes_down']} down per image); compute is "
         f"{inf['compute_over_line']:.1f}x the line rate (lanes: {report['lanes_policy']}) |",
         f"| integer-model accuracy | "
         + ("- (no test images)" if inf["accuracy"] is None else f"{100 * inf['accuracy']:.2f}%") + " |",

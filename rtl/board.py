@@ -2,7 +2,8 @@
 
 Data path: UART receiver -> :class:`~hone.rtl.link.FrameDecoder` (chunk data into a staging buffer) ->
 dispatcher, which acts only on frames whose CRC checked: it copies the chunk into an image slot (one
-byte per clock, always ahead of the next frame's bytes, so staging is never overwritten unread) and
+byte per clock, always ahead of the next frame's bytes, so staging is never overwritten unread),
+decoding zero runs on the way for LOAD_ZR / INFER_ZR (:func:`hone.rtl.protocol.zero_run_encode`), and
 acknowledges it (LOAD) or queues the slot for inference (INFER). A loader unpacks the slot's bytes
 into pixels for :class:`~hone.rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
 (INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~hone.rtl.link.FrameEncoder`.
@@ -28,6 +29,7 @@ __all__ = ["BoardTop", "link_figures", "loader_cycles"]
 # control replies queued by the dispatcher
 KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
 REPLY_DEPTH = 16
+ZR_SLACK = 8       # clocks of the copy engine beyond one per byte (start, read latency, finish)
 ERROR_ROOM = 2     # an ERROR is queued only behind fewer replies than this, so errors can never crowd
                    # out the replies to good frames (those are never longer than their requests)
 
@@ -43,8 +45,13 @@ def link_figures(network, *, clock_hz, baud, slots):
     # a chunk is copied out of staging in chunk + 3 clocks; the next data frame needs at least
     # 13 bytes (130 bit times) to arrive, so staging is free again before it could be committed
     max_chunk = max(1, min(image, 100 * divisor, 0xFFFF - CHUNK_HEADER))
+    # zero-run decoding writes up to a whole image from a short chunk, one byte per clock; the next
+    # frame's data reaches staging byte j no sooner than 8 + j bytes (80 + 10 j bit times) after the
+    # verdict, so decoding stays ahead of it when an image takes fewer clocks than 80 bit times
+    encodings = protocol.Encoding.ZERO_RUN if image + ZR_SLACK <= 80 * divisor else protocol.Encoding(0)
     return {"divisor": divisor, "image_bytes": image, "max_chunk": max_chunk, "slots": slots,
-            "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud)}
+            "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud),
+            "encodings": int(encodings)}
 
 
 def loader_cycles(network):
@@ -160,9 +167,14 @@ class BoardTop(wiring.Component):
         copy_seq = Signal(16)
         copy_slot = Signal(slot_bits)
         copy_infer = Signal()
+        copy_zr = Signal()
         read_valid = Signal()
         write_addr = Signal(range(S * image + 1))
 
+        copy_end = Signal(range(S * image + 1))
+        chunk_types = [FrameType.LOAD, FrameType.INFER]
+        if fig["encodings"] & protocol.Encoding.ZERO_RUN:
+            chunk_types += [FrameType.LOAD_ZR, FrameType.INFER_ZR]
         frame = decoder.frames.payload
         data_length = Signal(17)
         m.d.comb += data_length.eq(frame.length - CHUNK_HEADER)
@@ -177,37 +189,102 @@ class BoardTop(wiring.Component):
                 with m.Switch(frame.type):
                     with m.Case(FrameType.INFO):
                         reply(holds[0], KIND_INFO, frame.seq)
-                    with m.Case(FrameType.LOAD, FrameType.INFER):
+                    with m.Case(*chunk_types):
+                        is_zr = (frame.type == FrameType.LOAD_ZR) | (frame.type == FrameType.INFER_ZR)
+                        is_infer = (frame.type == FrameType.INFER) | (frame.type == FrameType.INFER_ZR)
                         with m.If(frame.length < CHUNK_HEADER):
                             error(ErrorCode.LENGTH, frame.seq)
-                        with m.Elif((frame.slot >= S) | (frame.offset + data_length > image)):
+                        # zero-run data is checked against the slot as it decodes
+                        with m.Elif((frame.slot >= S) | (frame.offset + Mux(is_zr, 0, data_length) > image)):
                             error(ErrorCode.ADDRESS, frame.seq)
-                        with m.Elif(copying | ((frame.type == FrameType.INFER) & ~queue.w_rdy)):
+                        with m.Elif(copying | (is_infer & ~queue.w_rdy)):
                             error(ErrorCode.BUSY, frame.seq)
                         with m.Else():
                             m.d.sync += [
                                 copying.eq(1), copy_index.eq(0), copy_count.eq(data_length),
                                 copy_base.eq(frame.slot * image + frame.offset),
+                                copy_end.eq(frame.slot * image + image),
                                 copy_seq.eq(frame.seq), copy_slot.eq(frame.slot),
-                                copy_infer.eq(frame.type == FrameType.INFER),
+                                copy_infer.eq(is_infer), copy_zr.eq(is_zr),
                             ]
                     with m.Default():
                         error(ErrorCode.TYPE, frame.seq)
 
+        def copy_done():
+            m.d.sync += copying.eq(0)
+            with m.If(copy_infer):
+                m.d.comb += [queue.w_en.eq(1), queue.w_data.eq(Cat(copy_seq, copy_slot))]
+            with m.Else():
+                reply(holds[1], KIND_ACK, copy_seq)
+
+        # raw chunks: staging byte i to slot byte offset + i, one per clock
         m.d.comb += [slot_write.addr.eq(write_addr), slot_write.data.eq(staging_read.data),
                      slot_write.en.eq(read_valid)]
         m.d.sync += read_valid.eq(0)
-        with m.If(copying):
+        with m.If(copying & ~copy_zr):
             m.d.comb += staging_read.addr.eq(copy_index)
             m.d.sync += [read_valid.eq(copy_index < copy_count), write_addr.eq(copy_base + copy_index)]
             with m.If(copy_index < copy_count):
                 m.d.sync += copy_index.eq(copy_index + 1)
             with m.Elif(~read_valid):
-                m.d.sync += copying.eq(0)
-                with m.If(copy_infer):
-                    m.d.comb += [queue.w_en.eq(1), queue.w_data.eq(Cat(copy_seq, copy_slot))]
+                copy_done()
+
+        # zero-run chunks: a header byte (literals << 4 | zeros), its literals copied, then zeros
+        # written, one slot byte per clock; the staging read port always shows byte copy_index
+        literals = Signal(4)
+        zeros = Signal(4)
+        out_addr = Signal(range(S * image + 1))
+        advance = Signal()
+        m.d.comb += staging_read.addr.eq(Mux(copying & copy_zr, copy_index + advance, copy_index))
+        with m.If(advance):
+            m.d.sync += copy_index.eq(copy_index + 1)
+
+        def emit(data):
+            with m.If(out_addr >= copy_end):
+                zr_error()
+            with m.Else():
+                m.d.comb += [slot_write.addr.eq(out_addr), slot_write.data.eq(data), slot_write.en.eq(1)]
+                m.d.sync += out_addr.eq(out_addr + 1)
+
+        def zr_error():
+            m.d.sync += [copying.eq(0), counters["errors_encoding"].eq(counters["errors_encoding"] + 1)]
+            reply(holds[1], KIND_ERROR, copy_seq, ErrorCode.ENCODING)
+            m.next = "IDLE"
+
+        with m.FSM(name="zero_runs"):
+            with m.State("IDLE"):
+                with m.If(copying & copy_zr):
+                    m.d.sync += out_addr.eq(copy_base)
+                    m.next = "HEADER"           # byte 0 is on the read port from the next clock
+            with m.State("HEADER"):
+                with m.If(copy_index == copy_count):
+                    copy_done()
+                    m.next = "IDLE"
                 with m.Else():
-                    reply(holds[1], KIND_ACK, copy_seq)
+                    m.d.comb += advance.eq(1)
+                    m.d.sync += [literals.eq(staging_read.data[4:8]), zeros.eq(staging_read.data[0:4])]
+                    with m.If(staging_read.data[4:8] != 0):
+                        m.next = "LITERALS"
+                    with m.Elif(staging_read.data[0:4] != 0):
+                        m.next = "ZEROS"
+            with m.State("LITERALS"):
+                with m.If(copy_index == copy_count):          # the data ends inside the run
+                    zr_error()
+                with m.Else():
+                    emit(staging_read.data)
+                    with m.If(out_addr < copy_end):
+                        m.d.comb += advance.eq(1)
+                        m.d.sync += literals.eq(literals - 1)
+                        with m.If((literals == 1) & (zeros != 0)):
+                            m.next = "ZEROS"
+                        with m.Elif(literals == 1):
+                            m.next = "HEADER"
+            with m.State("ZEROS"):
+                emit(0)
+                with m.If(out_addr < copy_end):
+                    m.d.sync += zeros.eq(zeros - 1)
+                    with m.If(zeros == 1):
+                        m.next = "HEADER"
 
         # -- loader: slot bytes -> K-bit pixels, one per clock (the next byte is read while the
         # buffered bits are handed over); images the core holds wait in `running` for their result
@@ -279,7 +356,7 @@ class BoardTop(wiring.Component):
         constants = {
             "version": protocol.VERSION, "input_bits": K, "slots": S, "lanes": plan.lanes,
             "inputs": N, "classes": plan.classes, "outputs": outputs, "max_chunk": max_chunk,
-            "clock_hz": fig["clock_hz"], "baud": fig["baud"],
+            "clock_hz": fig["clock_hz"], "baud": fig["baud"], "encodings": fig["encodings"],
             "network_sha256": int.from_bytes(bytes.fromhex(self._network.sha256), "little"),
         }
         live = dict(snapshot, uptime_cycles=snapshot_uptime)

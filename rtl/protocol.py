@@ -1,4 +1,4 @@
-"""The serial link protocol (version 1): constants, field tables and the software reference model.
+"""The serial link protocol (version 2): constants, field tables and the software reference model.
 
 One home for everything both ends must agree on. The gateware (:mod:`hone.rtl.link`, :mod:`hone.rtl.board`)
 builds its frames from these tables; :class:`FrameParser` and :func:`encode_frame` are the
@@ -25,10 +25,11 @@ __all__ = [
     "CHUNK_HEADER", "MAX_INPUT_BITS", "CRC", "FrameType", "ErrorCode", "INFO_FIELDS", "Frame", "BadFrame",
     "FrameParser", "encode_frame", "slip_encode", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
     "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
-    "unpack_image", "image_bytes", "line_rate",
+    "unpack_image", "image_bytes", "line_rate", "Encoding", "zero_run_encode", "zero_run_decode",
+    "image_request", "request_frame_bytes",
 ]
 
-VERSION = 1
+VERSION = 2
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 HEADER_BYTES = 5          # seq (u16), type, length (u16)
@@ -49,6 +50,8 @@ class FrameType(enum.IntEnum):
     INFO = 0x01        # no payload
     LOAD = 0x02        # slot u8, offset u16, data: write an image chunk; answered by ACK
     INFER = 0x03       # slot u8, offset u16, data (may be empty): write, then run the slot; RESULT
+    LOAD_ZR = 0x04     # LOAD with the data zero-run encoded (zero_run_encode); offset counts decoded bytes
+    INFER_ZR = 0x05    # INFER with the data zero-run encoded
     INFO_REPLY = 0x81  # INFO_FIELDS
     ACK = 0x82         # no payload
     RESULT = 0x83      # result_fields(outputs)
@@ -62,18 +65,24 @@ class ErrorCode(enum.IntEnum):
     BUSY = 4           # the inference queue is full: nothing was written, send again later
     ADDRESS = 5        # slot or offset out of range
     FRAMING = 6        # a UART framing error (e.g. a break) or an invalid SLIP escape inside the frame
+    ENCODING = 7       # zero-run data that ends inside a literal run or decodes past the image slot
+
+
+class Encoding(enum.IntFlag):
+    """Image encodings a board decodes, announced in INFO's ``encodings``."""
+    ZERO_RUN = 1       # LOAD_ZR / INFER_ZR (zero_run_encode)
 
 
 # name, bytes (little-endian unsigned); the board's reply to INFO, in order
 INFO_FIELDS = (
     ("version", 1), ("input_bits", 1), ("slots", 1), ("lanes", 2), ("inputs", 4), ("classes", 2),
-    ("outputs", 2), ("max_chunk", 2), ("clock_hz", 4), ("baud", 4), ("network_sha256", 32),
+    ("outputs", 2), ("max_chunk", 2), ("clock_hz", 4), ("baud", 4), ("encodings", 1), ("network_sha256", 32),
     ("uptime_cycles", 8), ("frames", 4),
     ("errors_crc", 4), ("errors_length", 4), ("errors_type", 4), ("errors_busy", 4),
-    ("errors_address", 4), ("errors_framing", 4), ("replies_dropped", 4),
+    ("errors_address", 4), ("errors_framing", 4), ("errors_encoding", 4), ("replies_dropped", 4),
 )
 COUNTERS = ("frames", "errors_crc", "errors_length", "errors_type", "errors_busy", "errors_address",
-            "errors_framing", "replies_dropped")
+            "errors_framing", "errors_encoding", "replies_dropped")
 ERROR_COUNTERS = {code: f"errors_{code.name.lower()}" for code in ErrorCode}
 
 
@@ -224,6 +233,7 @@ class BoardInfo:
     max_chunk: int
     clock_hz: int
     baud: int
+    encodings: int
     network_sha256: str
     uptime_cycles: int
     counters: dict
@@ -300,9 +310,73 @@ def unpack_image(data, inputs, bits):
     return (planes << np.arange(bits)).sum(axis=1)
 
 
-def line_rate(*, baud, image_bytes, outputs):
-    """``(images/s, bytes up, bytes down)`` the line allows with one INFER frame per image (escapes
-    aside): the baud over 10 bits per byte over the bytes of the busier direction (full duplex)."""
-    up = FRAME_OVERHEAD + CHUNK_HEADER + image_bytes
+def line_rate(*, baud, image_bytes, outputs, up=None):
+    """``(images/s, bytes up, bytes down)`` the line allows with one INFER frame per image: the baud
+    over 10 bits per byte over the bytes of the busier direction (full duplex). ``up``: the bytes an
+    image really takes on the wire (escapes and encoding included, e.g. a mean over a test set from
+    :func:`request_frame_bytes`); default: a raw frame of ``image_bytes``, escapes aside."""
+    if up is None:
+        up = FRAME_OVERHEAD + CHUNK_HEADER + image_bytes
     down = FRAME_OVERHEAD + sum(width for _, width in result_fields(outputs))
     return baud / 10 / max(up, down), up, down
+
+
+# -- zero-run image encoding ----------------------------------------------------------------------
+
+ZR_MAX = 15        # literals or zeros one header byte can announce
+
+
+def zero_run_encode(data):
+    """Image bytes as zero runs: header bytes ``literals << 4 | zeros`` (each 0..15), each followed by
+    its ``literals`` bytes; the decoder copies those, then writes ``zeros`` zero bytes. Longer runs
+    take more headers. The reference model of the gateware's decoder (:class:`hone.rtl.board.BoardTop`)."""
+    data = bytes(data)
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        start = i
+        while i < n and data[i] != 0 and i - start < ZR_MAX:
+            i += 1
+        literals = data[start:i]
+        zeros = 0
+        if i - start < ZR_MAX or i == n or data[i] == 0:
+            while i < n and data[i] == 0 and zeros < ZR_MAX:
+                i += 1
+                zeros += 1
+        out.append(len(literals) << 4 | zeros)
+        out += literals
+    return bytes(out)
+
+
+def zero_run_decode(encoded, limit=None):
+    """Inverse of :func:`zero_run_encode`; :class:`ProtocolError` for data that ends inside a literal
+    run or (with ``limit``) decodes to more than ``limit`` bytes, as the board answers ``ENCODING``."""
+    encoded = bytes(encoded)
+    out = bytearray()
+    i = 0
+    while i < len(encoded):
+        header = encoded[i]
+        literals, zeros = header >> 4, header & 0xF
+        if i + 1 + literals > len(encoded):
+            raise ProtocolError(f"zero-run data ends inside a literal run at byte {i}")
+        out += encoded[i + 1:i + 1 + literals] + bytes(zeros)
+        i += 1 + literals
+        if limit is not None and len(out) > limit:
+            raise ProtocolError(f"zero-run data decodes past {limit} bytes")
+    return bytes(out)
+
+
+def image_request(data, *, final, encodings):
+    """``(type, data)`` to send image bytes ``data`` with: LOAD (or INFER when ``final``), or their
+    zero-run forms when the board decodes them and they are shorter (else the raw frame)."""
+    if encodings & Encoding.ZERO_RUN:
+        encoded = zero_run_encode(data)
+        if len(encoded) < len(data):
+            return (FrameType.INFER_ZR if final else FrameType.LOAD_ZR), encoded
+    return (FrameType.INFER if final else FrameType.LOAD), bytes(data)
+
+
+def request_frame_bytes(data, *, encodings, slot=0, offset=0):
+    """Bytes on the wire for one INFER frame carrying ``data`` (escapes and encoding included)."""
+    type, payload = image_request(data, final=True, encodings=encodings)
+    return len(encode_frame(0, type, chunk_payload(slot, offset, payload)))

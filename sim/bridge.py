@@ -2,6 +2,8 @@
 
 ``serve``: bridge the simulated serial line to a pseudo-terminal until the parent process goes away
 or the stop file appears, with optional fault injection (bit flips, dropped and duplicated bytes).
+A host that opens the pty at another standard baud rate than the board's gets what a UART at its
+rate would make of the line (:func:`retime`), both ways, as on a real cable.
 ``garbage_is_answered``: random garbage, truncated and corrupted frames and line breaks, each followed
 by a valid frame; every valid frame must get its reply.
 """
@@ -25,7 +27,47 @@ from hone.rtl.protocol import FrameType
 
 from .board import BATCH, FIFO_DEPTH
 
-__all__ = ["LineFaults", "serve", "garbage_is_answered"]
+__all__ = ["LineFaults", "retime", "pty_baud", "serve", "garbage_is_answered"]
+
+
+def retime(data, sent_baud, read_baud):
+    """What an 8N1 receiver at ``read_baud`` makes of ``data`` sent back to back at ``sent_baud``: it
+    samples each bit's centre at its own rate from every falling edge; bytes whose stop bit is low are
+    lost (framing errors)."""
+    bits = []
+    for byte in bytes(data):
+        bits += [0] + [(byte >> i) & 1 for i in range(8)] + [1]
+    sent, read = 1 / sent_baud, 1 / read_baud
+    end = len(bits) * sent
+
+    def level(t):
+        return bits[int(t / sent)] if t < end else 1
+
+    out = bytearray()
+    t, step = 0.0, min(sent, read) / 8
+    while t < end:
+        if level(t):
+            t += step
+            continue
+        if not level(t + 9.5 * read):
+            t += 9.5 * read
+            while t < end and not level(t):   # a receiver waits for the line to go high again
+                t += step
+            continue
+        out.append(sum(level(t + (1.5 + i) * read) << i for i in range(8)))
+        t += 9.5 * read
+    return bytes(out)
+
+
+def pty_baud(fd):
+    """The baud rate a host set on the pty (None for a rate without a termios name: not checked)."""
+    import termios
+
+    speed = termios.tcgetattr(fd)[5]
+    for name in dir(termios):
+        if name.startswith("B") and name[1:].isdigit() and getattr(termios, name) == speed:
+            return int(name[1:])
+    return None
 
 
 class LineFaults:
@@ -115,6 +157,7 @@ async def serve(dut):
     rng = random.Random(config.get("seed", 0))
     to_board = LineFaults(config.get("faults", 0.0), rng)
     to_host = LineFaults(config.get("faults", 0.0), rng)
+    board_baud = int(config["baud"])
     master, slave = os.openpty()
     tty.setraw(slave)
     os.set_blocking(master, False)
@@ -132,10 +175,13 @@ async def serve(dut):
     low_water = 4 * 8    # bytes: below this, give the host a moment to write before time moves on
     next_check = time.monotonic()
     start_ns = get_sim_time(unit="ns")
+    host_baud = None
     while True:
         await Timer(poll_ns, unit="ns", round_mode="round")
         data = line.receive()
         sent += len(data)
+        if host_baud not in (None, board_baud) and data:
+            data = retime(data, board_baud, host_baud)
         outbound += to_host.apply(data)
         if outbound:
             try:
@@ -152,6 +198,9 @@ async def serve(dut):
                         raise
                     data = b""
                 received += len(data)
+                host_baud = pty_baud(slave)
+                if host_baud not in (None, board_baud) and data:
+                    data = retime(data, host_baud, board_baud)
                 inbound += to_board.apply(data)
         if inbound:
             del inbound[:line.send(inbound)]

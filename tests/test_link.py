@@ -93,6 +93,34 @@ def test_bad_frames_get_the_board_error_codes():
     assert parser.feed(bytes([END, END, END])) == []
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([0, 0, 0, 1, 7, 255]), max_size=300).map(bytes) | st.binary(max_size=100))
+def test_zero_runs_round_trip(data):
+    encoded = protocol.zero_run_encode(data)
+    assert protocol.zero_run_decode(encoded) == data
+    assert len(encoded) <= len(data) + (len(data) + 14) // 15
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoded=st.binary(max_size=60), limit=st.integers(0, 200))
+def test_zero_run_decoder_model_accepts_or_refuses_anything(encoded, limit):
+    try:
+        decoded = protocol.zero_run_decode(encoded, limit=limit)
+    except protocol.ProtocolError as error:
+        assert re.match(r"^zero-run data (ends inside a literal run at byte \d+|decodes past \d+ bytes)$", str(error))
+    else:
+        assert len(decoded) <= limit
+
+
+def test_zero_runs_fall_back_to_raw_frames_when_they_do_not_pay():
+    dense = bytes(range(1, 101))
+    assert protocol.image_request(dense, final=True, encodings=protocol.Encoding.ZERO_RUN) == (FrameType.INFER, dense)
+    sparse = bytes(50) + b"\x05" + bytes(49)
+    assert protocol.image_request(sparse, final=False, encodings=protocol.Encoding.ZERO_RUN) == (
+        FrameType.LOAD_ZR, protocol.zero_run_encode(sparse))
+    assert protocol.image_request(sparse, final=True, encodings=0) == (FrameType.INFER, sparse)
+
+
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_images_pack_and_unpack(bits):
     pixels = np.random.default_rng(bits).integers(0, 1 << bits, size=37)
@@ -219,6 +247,55 @@ def test_board_runs_wide_input_equal_to_the_integer_network(bits):
         result = protocol.parse_result(frame.payload, network.layers[-1].outputs)
         assert result.label == reference.classes[index], f"image {index}: board {result.label}, reference {reference.classes[index]}"
         np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
+
+
+def test_board_decodes_zero_runs_and_answers_corrupt_ones_with_an_error(small_net):
+    """Zero-run chunks (valid, truncated, decoding past the slot, random) against the model:
+    each gets ACK or RESULT when zero_run_decode accepts it, ERROR ENCODING otherwise; raw and
+    encoded images give the reference's results, and the board still answers afterwards."""
+    network, _ = small_net
+    clock = 1_000_000
+    top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
+    assert top.figures["encodings"] == protocol.Encoding.ZERO_RUN
+    image = top.figures["image_bytes"]
+    rng = np.random.default_rng(11)
+    images = rng.integers(0, 8, size=(3, 16)) * (rng.random((3, 16)) < 0.4)
+    images[2] = 0                              # an all-zero image: two header bytes
+    reference = IntegerNetwork(network).run(images)
+    gap = bytes([END]) * 20
+    stream, expected = [], []
+    for i, pixels in enumerate(images):
+        data = protocol.pack_image(pixels, 3)
+        type, payload = protocol.image_request(data, final=True, encodings=protocol.Encoding.ZERO_RUN)
+        assert (type == FrameType.INFER_ZR) == (len(protocol.zero_run_encode(data)) < len(data))
+        stream.append(protocol.encode_frame(40 + i, type, protocol.chunk_payload(i % 2, 0, payload)))
+        expected.append((40 + i, FrameType.RESULT))
+    pyrng = random.Random(4)
+    corrupt = [bytes([0x30, 1, 2]), bytes([0x0F]) * 2, bytes([0x07]), bytes([0x42, 1, 2, 0x20, 3, 4])]
+    assert top.figures["max_chunk"] >= 6       # truncated; past the slot (x3); all fit one chunk
+    for k in range(24):
+        data = corrupt[k] if k < len(corrupt) else pyrng.randbytes(pyrng.randrange(0, 5))
+        offset = pyrng.randrange(0, image + 1) if k >= len(corrupt) else 0
+        try:
+            protocol.zero_run_decode(data, limit=image - offset)
+            want = FrameType.ACK
+        except protocol.ProtocolError:
+            want = FrameType.ERROR
+        stream += [gap, protocol.encode_frame(60 + k, FrameType.LOAD_ZR, protocol.chunk_payload(1, offset, data))]
+        expected.append((60 + k, want))
+    stream += [gap, protocol.encode_frame(99, FrameType.INFO)]
+    expected.append((99, FrameType.INFO_REPLY))
+    frames = protocol.FrameParser().feed(run_board(top, b"".join(stream), clock=clock))
+    assert all(isinstance(f, Frame) for f in frames), frames
+    assert [(f.seq, f.type) for f in frames] == expected
+    assert all(f.payload == bytes([ErrorCode.ENCODING]) for f in frames if f.type == FrameType.ERROR)
+    for index, frame in enumerate(frames[:3]):
+        result = protocol.parse_result(frame.payload, network.layers[-1].outputs)
+        assert result.label == reference.classes[index]
+        np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
+    info = protocol.parse_info(frames[-1].payload)
+    assert info.encodings == protocol.Encoding.ZERO_RUN
+    assert info.counters["errors_encoding"] == sum(kind == FrameType.ERROR for _, kind in expected)
 
 
 def test_board_survives_a_line_held_low(small_net):
