@@ -48,6 +48,7 @@ def run(arch, norm, optimizer, args):
         train += ["--learning-rate", args.sgd_learning_rate] if optimizer == "sgd" else []
         train += ["--backend", args.backend] if args.backend else []
         train += ["--epochs", args.epochs] if args.epochs else []
+        train += args.train_arg or []
         folder.mkdir(parents=True, exist_ok=True)
         summary_path.write_text(json.dumps(hone(*train)))
     summary = json.loads(summary_path.read_text())
@@ -135,6 +136,8 @@ def main(argv=None):
     parser.add_argument("--weight-bits", type=int, default=4)
     parser.add_argument("--sgd-learning-rate", type=float, default=0.01,
                         help="learning rate of the SGD runs (Adam keeps hone's 1e-3; default: 0.01)")
+    parser.add_argument("--train-arg", action="append", metavar="ARG",
+                        help="one more argument for every hone train (repeatable), e.g. --train-arg=--no-qat")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/activity"))
     args = parser.parse_args(argv)
     archs = [a for a in args.arch.split(",") if a]
