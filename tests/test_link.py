@@ -429,6 +429,31 @@ def test_board_infers_every_image_exactly_once(small_net, builds, faults):
         assert stats.retransmissions == 0 and stats.frames_sent == len(images) + 1   # + the INFO
 
 
+def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(builds, tmp_path):
+    """9..16-bit pixels travel packed (here 12 bits: 1.5 bytes a pixel) through the whole board under
+    Verilator; a host at another standard rate gets an error naming both rates, not a timeout."""
+    from hone.host.board import Board, LinkError
+    from hone.host.infer import _check_baud
+
+    network = random_dense_network(np.random.default_rng(12), input_shape=(5, 5, 1), input_bits=12, widths=(16,),
+                                   classes=4, nhot=2)
+    path = tmp_path / "wide.hone"
+    write_network(path, network)
+    images = np.random.default_rng(6).integers(0, 1 << 12, size=(24, 25))
+    images[::3, ::2] = 0
+    reference = IntegerNetwork(network).run(images)
+    with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, build_root=builds) as board:
+        info = board.check(network)
+        assert (info.input_bits, info.image_bytes) == (12, 38)
+        results = list(board.infer(images))
+        np.testing.assert_array_equal([r.label for r in results], reference.classes)
+        np.testing.assert_array_equal(np.array([r.spikes for r in results]), reference.spikes[-1])
+        board._port.baudrate = 115200           # as a host opened at the wrong rate
+        with pytest.raises(LinkError, match=r"^simulated board \(.*\) answers at 1,500,000 baud, not at 115,200: pass "
+                                            r"--baud 1500000 \(or --build DIR, the folder of its bitstream's report\)$"):
+            _check_baud(board, 115200)
+
+
 def test_board_refuses_another_network(small_net, builds):
     from hone.host.board import Board, LinkError
 
@@ -462,7 +487,14 @@ def test_hone_infer_cli(capsys):
     assert report["equal"] and report["results"] == 6 and report["lost"] == 0 and report["duplicated"] == 0
     assert report["class_agreement"] == report["spike_agreement"] == 6
     assert 0 < report["line_rate_fraction"] <= 1.0
-    assert re.search(r"^line-rate limit +14\.\d\d images/s at 115200 baud", out, re.M)
+    # zero-run frames: fewer bytes than the 798 of a raw frame, and the line-rate limit follows them
+    assert report["encodings"] == protocol.Encoding.ZERO_RUN and report["raw_frame_bytes_up"] == 798
+    assert report["frame_bytes_up"] < 798 and report["wire_bytes_up_per_image"] == pytest.approx(
+        report["frame_bytes_up"], rel=0.01)
+    assert report["line_rate_limit"] == pytest.approx(115200 / 10 / report["frame_bytes_up"])
+    assert re.search(r"^bytes per image +\d+\.\d up on the wire \(retries included; \d+\.\d on a clean line, "
+                     r"798 as raw frames, zero runs where they pay\), 23 down$", out, re.M), out
+    assert re.search(r"^line-rate limit +\d+\.\d\d images/s at 115,200 baud -> \d+\.\d% reached$", out, re.M), out
 
 
 def test_hone_infer_errors(capsys):
