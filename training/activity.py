@@ -46,8 +46,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["ActivityCounts", "ActivityCounter", "measure_activity", "activity_report", "activity_equal",
-           "gini", "fan_out", "dense_synapses", "format_activity", "plot_activity"]
+__all__ = ["LORENZ_POINTS", "ActivityCounts", "ActivityCounter", "measure_activity", "activity_report",
+           "activity_equal", "gini", "fan_out", "dense_synapses", "format_activity", "plot_activity"]
 
 LORENZ_POINTS = 21   # the Lorenz curve in a report: cumulative activity share at 0, 5, .., 100% of units
 
@@ -144,6 +144,7 @@ class ActivityCounts:
 
     @property
     def images(self):
+        """Images counted (int)."""
         return int(len(self.input_events))
 
     def to_dict(self):
