@@ -134,12 +134,12 @@ def test_hone_sim_dumps_waves_for_one_image(tmp_path, capsys):
     assert waves.suffix == ".vcd" and "$enddefinitions" in waves.read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--images", "0"], r"--images must be 1\.\.10000 for fashion-mnist, got 0"),
-    (["--dataset", "digits"], r"dataset 'digits' has \(8, 8, 1\) images but .* takes \(28, 28, 1\)"),
+@pytest.mark.parametrize("argv, message, status", [
+    (["--images", "10001"], r"argument --images: expected 1\.\.10000 \(the fashion-mnist test set\), got 10001", 2),
+    (["--dataset", "digits"], r"dataset 'digits' has \(8, 8, 1\) images but .* takes \(28, 28, 1\)", 1),
 ])
-def test_hone_sim_errors_are_one_line(argv, message, capsys):
-    assert main(["sim", str(FASHION), *argv]) == 1
+def test_hone_sim_errors_are_one_line(argv, message, status, capsys):
+    assert main(["sim", str(FASHION), *argv]) == status
     assert re.match(f"^hone: error: {message}", capsys.readouterr().err.strip().splitlines()[-1])
 
 
