@@ -221,9 +221,25 @@ async def serve(dut):
         "faults_to_board": to_board.counts, "faults_to_host": to_host.counts}))
 
 
-def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
+def _zero_run_prefix(encoded, limit):
+    """The bytes the board writes from corrupt zero-run data before it answers ENCODING: everything
+    decoded up to the missing literal or the end of the slot (``limit`` bytes)."""
+    out, i = bytearray(), 0
+    while i < len(encoded):
+        literals, zeros = encoded[i] >> 4, encoded[i] & 0xF
+        for byte in list(encoded[i + 1:i + 1 + literals]) + [None] * max(0, i + 1 + literals - len(encoded)) + [0] * zeros:
+            if byte is None or len(out) >= limit:
+                return bytes(out)
+            out.append(byte)
+        i += 1 + literals
+    return bytes(out)
+
+
+def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
     """``count`` pieces of garbage, each followed by a valid frame; returns the stream as a list of
-    ``bytes`` and ``("break", bit_times)`` items, and the valid frames as ``(seq, type, slot)``."""
+    ``bytes`` and ``("break", bit_times)`` items, and the valid frames as ``(seq, type, slot)``.
+    With ``encodings`` (a board that decodes zero runs), garbage includes good frames with corrupt
+    zero-run data (answered ERROR ENCODING), and a third of the valid LOADs are zero-run encoded."""
     items, valid = [], []
     images = {}
     last_infer = {}
@@ -231,7 +247,7 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
     good = protocol.encode_frame
     for index in range(count):
         kind = rng.choice(("noise", "noise_ends", "truncated", "bad_crc", "oversize", "bad_type",
-                           "bad_escape", "bad_length", "break"))
+                           "bad_escape", "bad_length", "break") + (("bad_encoding",) * 2 if encodings else ()))
         sample = good(rng.randrange(256), FrameType.LOAD,
                       protocol.chunk_payload(0, 0, bytes(rng.randrange(256) for _ in range(8))))
         if kind == "noise":
@@ -249,13 +265,35 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
         elif kind == "oversize":
             items.append(good(rng.randrange(256), FrameType.LOAD, bytes(max_chunk + protocol.CHUNK_HEADER + 1)))
         elif kind == "bad_type":
-            items.append(good(rng.randrange(256), rng.choice([0x00, 0x04, 0x7F, 0x81, 0xFF])))
+            items.append(good(rng.randrange(256), rng.choice([0x00, 0x06, 0x7F, 0x81, 0xFF])))
         elif kind == "bad_escape":
             items.append(bytes([protocol.END, 1, 2, protocol.ESC, 0x41, 3, protocol.END]))
         elif kind == "bad_length":
             body = bytearray(protocol.frame_bytes(rng.randrange(256), FrameType.INFO, b"\x00\x00"))
             body[2] += 1
             items.append(protocol.slip_encode(body))
+        elif kind == "bad_encoding":
+            # a slot no inference is using: the board writes what decodes before the error
+            target = rng.choice([slot for slot in range(slots) if len(valid) - last_infer.get(slot, -100) > 20])
+            offset = rng.randrange(0, image_bytes + 1)
+            if rng.random() < 0.5:      # ends inside a literal run
+                literals = rng.randrange(1, 16)
+                data = bytes([literals << 4 | rng.randrange(16)]) + bytes(
+                    rng.randrange(1, 256) for _ in range(rng.randrange(0, literals)))
+            else:                       # decodes past the slot
+                need = image_bytes - offset + 1
+                data = bytes([0x0F]) * ((need + 14) // 15)
+            data = data[:max_chunk]
+            try:
+                protocol.zero_run_decode(data, limit=image_bytes - offset)
+            except protocol.ProtocolError:
+                written = _zero_run_prefix(data, image_bytes - offset)
+                current = bytearray(images.get(target, bytes(image_bytes)))
+                current[offset:offset + len(written)] = written
+                images[target] = bytes(current)
+                items.append(good(rng.randrange(256), FrameType.LOAD_ZR, protocol.chunk_payload(target, offset, data)))
+            else:
+                items.append(bytes([protocol.END]))   # too long to be corrupt within max_chunk: no garbage
         else:
             items.append(("break", rng.randrange(10, 200)))   # at least a byte long: a break
         seq = (seq + 1) % 256
@@ -274,11 +312,16 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk):
             slot = rng.choice(free)
             length = rng.randrange(1, min(image_bytes, max_chunk, 24) + 1)
             offset = rng.randrange(0, image_bytes - length + 1)
-            data = bytes(rng.randrange(256) for _ in range(length))
+            zero_run = encodings and rng.random() < 1 / 3
+            data = bytes(rng.randrange(256) if not zero_run or rng.random() < 0.4 else 0 for _ in range(length))
             current = bytearray(images.get(slot, bytes(image_bytes)))
             current[offset:offset + length] = data
             images[slot] = bytes(current)
-            items.append(good(seq, FrameType.LOAD, protocol.chunk_payload(slot, offset, data)))
+            encoded = protocol.zero_run_encode(data)
+            if zero_run and len(encoded) <= max_chunk:
+                items.append(good(seq, FrameType.LOAD_ZR, protocol.chunk_payload(slot, offset, encoded)))
+            else:
+                items.append(good(seq, FrameType.LOAD, protocol.chunk_payload(slot, offset, data)))
             valid.append((seq, FrameType.ACK, None))
     return items, valid
 
@@ -295,7 +338,7 @@ async def garbage_is_answered(dut):
     network, _ = read_network(config["network"])
     rng = random.Random(config.get("seed", 0))
     items, valid = garbage_stream(rng, config["count"], slots=link["slots"], image_bytes=link["image_bytes"],
-                                  max_chunk=link["max_chunk"])
+                                  max_chunk=link["max_chunk"], encodings=link.get("encodings", 0))
     if "items" in config:   # replay a slice (debugging)
         first, last = config["items"]
         kept = [i for i in range(first, last) if i % 2]

@@ -403,6 +403,7 @@ def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulato
     assert summary["bad_replies"] == 0
     codes = summary["error_codes"]
     assert codes["CRC"] and codes["LENGTH"] and codes["TYPE"] and codes["FRAMING"], codes
+    assert codes["ENCODING"], codes            # corrupt zero-run data (a good frame) is answered
 
 
 # -- host Board against a simulated board ---------------------------------------------------------
