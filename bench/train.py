@@ -7,7 +7,9 @@ Parts (``--parts``, default all):
   validation pass) of hone's dense recipe (784-256-64-40, BN, dropout, straight-through) with and
   without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
   minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
-  overhead. Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
+  overhead. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
+  as the network file's integers (quantization-aware, the default): their ratio is the QAT overhead.
+  Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
 - ``accuracy``: hone's default training (sharpened until every layer is a step), same seed and
   data, on each backend: sharpened test accuracy side by side.
@@ -42,6 +44,8 @@ def speed(dataset, repeats):
     from hone.training.config import TrainConfig
     from hone.training.datasets import load_dataset
     from hone.training.sharpeners import SimpleSharpener
+    from hone.training.activations import spiking_layers
+    from hone.training.qat import start_quantizing
     from hone.training.train import compiled_model
 
     data = load_dataset(dataset)
@@ -60,6 +64,19 @@ def speed(dataset, repeats):
         pair = [(plain, []), (sharp, [sharpener])]
         for times, callbacks in (pair if index % 2 else pair[::-1]):
             times.append(timed(model, callbacks))
+    # The straight-through phase: sharp, and (the default) trained as the network file's integers,
+    # against the same sharp model trained in float (post-training quantization, --no-qat).
+    phases = {}
+    for qat in (False, True):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        sharp_model = compiled_model(TrainConfig(dataset=dataset, qat=qat), data)
+        for layer in spiking_layers(sharp_model):
+            layer.set_sharpness(1.0)
+        if qat:
+            start_quantizing(sharp_model)
+        timed(sharp_model, [])
+        phases[qat] = [timed(sharp_model, []) for _ in range(repeats)]
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     reference = compiled_model(TrainConfig(dataset=dataset, batch_norm=False, dropout=0.0, gradient="exact"), data)
@@ -67,6 +84,9 @@ def speed(dataset, repeats):
     reference_times = [timed(reference, []) for _ in range(repeats)]
     return {"s_per_epoch": round(min(plain), 3), "s_per_epoch_sharpening": round(min(sharp), 3),
             "sharpening_overhead": round(min(sharp) / min(plain), 3),
+            "s_per_epoch_sharp_float": round(min(phases[False]), 3),
+            "s_per_epoch_sharp_quantization_aware": round(min(phases[True]), 3),
+            "quantization_aware_overhead": round(min(phases[True]) / min(phases[False]), 3),
             "reference_net_s_per_epoch": round(min(reference_times), 3), "repeats": repeats}
 
 
@@ -148,6 +168,9 @@ def main(argv=None):
         rows = [("s/epoch, hone recipe", [measured[b]["s_per_epoch"] for b in backends]),
                 ("  with the sharpener", [measured[b]["s_per_epoch_sharpening"] for b in backends]),
                 ("  sharpening overhead", [f"{measured[b]['sharpening_overhead']:.3f}x" for b in backends]),
+                ("s/epoch sharp, float", [measured[b]["s_per_epoch_sharp_float"] for b in backends]),
+                ("  as integers (QAT)", [measured[b]["s_per_epoch_sharp_quantization_aware"] for b in backends]),
+                ("  QAT overhead", [f"{measured[b]['quantization_aware_overhead']:.3f}x" for b in backends]),
                 ("s/epoch, reference net", [measured[b]["reference_net_s_per_epoch"] for b in backends])]
         print(table(rows, backends))
         if {"jax", "tensorflow"} <= set(backends):

@@ -25,7 +25,7 @@ import numpy as np
 
 from .quantize import neuron_integers, neuron_span
 
-__all__ = ["QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers"]
+__all__ = ["QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers", "start_quantizing"]
 
 
 def _bits(name, value, *, allow_none=False):
@@ -140,6 +140,8 @@ class Quantized(keras.layers.Layer):
             return self._integer_training_step(inputs)
         z = self.linear(inputs, self.kernel)
         z = z + self.bias if self.norm is None else self.norm(z, training=training)
+        if training:
+            return z
         # The integers the last training step ran (all zero before quantization-aware training).
         margin = self.linear(self._pixels(inputs), self.integer_kernel) - self.integer_threshold
         integer = ops.stop_gradient(self._fire_side(margin, self.integer_scale))
@@ -264,6 +266,17 @@ def quantized_layers(model):
     return found
 
 
+def start_quantizing(model, layers=None):
+    """Switch ``model``'s quantization-aware layers to the integer forward (spans chosen now) and
+    trace its training step again. Its spiking layers should be sharp: the integers fire as steps."""
+    layers = quantized_layers(model) if layers is None else layers
+    for layer in layers:
+        layer.choose_span()
+        layer.quantizing.assign(1.0)
+        layer.quantize_training = True
+    model.make_train_function(force=True)
+
+
 class QuantizeWhenSharp(keras.callbacks.Callback):
     """Switch every quantization-aware layer to its integer forward once the sharpener is done.
 
@@ -291,13 +304,11 @@ class QuantizeWhenSharp(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if not self.layers or not self.sharpener.fully_sharp:
             return
-        for layer in self.layers:
-            layer.choose_span()  # each epoch, from the weights as they are
-        if self.quantize_epoch is None:
+        if self.quantize_epoch is not None:
             for layer in self.layers:
-                layer.quantizing.assign(1.0)
-                layer.quantize_training = True
-            self.model.make_train_function(force=True)  # trace the integer forward
+                layer.choose_span()  # each epoch, from the weights as they are
+        else:
+            start_quantizing(self.model, self.layers)
             self.quantize_epoch = epoch + 1
             if self.sharpener.verbose:
                 print(f"\nQuantizeWhenSharp: {len(self.layers)} layers train as "
