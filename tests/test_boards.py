@@ -13,7 +13,7 @@ from hone.boards.cli import LINE_MARGIN
 from hone.boards.pll import ecp5_pll, ice40_pll, plan_clock
 from hone.boards.targets import BOARDS, BoardError, get_board
 from hone.rtl import protocol
-from hone.rtl.board import loader_cycles
+from hone.rtl.board import link_figures, loader_cycles
 from hone.rtl.cycles import RESULT_GAP, inference_cycles
 from hone.rtl.plan import CorePlan
 from hone.training.cli import network_test_images
@@ -155,9 +155,15 @@ def built(tmp_path, board, *args):
     assert inference["cycles_per_inference"] == pytest.approx(cycles)
     assert inference["accuracy"] == pytest.approx(accuracy)
     assert inference["compute_inferences_per_s"] == pytest.approx(report["clock_hz"] / cycles)
-    uart = protocol.line_rate(baud=report["baud"], image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
-                              outputs=network.layers[-1].weights.shape[0])[0]
-    assert inference["uart_inferences_per_s"] == pytest.approx(uart)
+    # the line rate for the test images' mean bytes on the wire (zero runs where the board takes them)
+    _, pixels, _, _ = network_test_images(DIGITS)
+    encodings = link_figures(network, clock_hz=report["clock_hz"], baud=report["baud"], slots=4)["encodings"]
+    up = np.mean([protocol.request_frame_bytes(protocol.pack_image(image, network.input.bits), encodings=encodings)
+                  for image in pixels.reshape(len(pixels), -1)])
+    raw = protocol.line_rate(baud=report["baud"], image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
+                             outputs=network.layers[-1].weights.shape[0])
+    assert inference["uart_bytes_up"] == pytest.approx(up) and up <= raw[1] + 2     # escapes aside
+    assert inference["uart_inferences_per_s"] == pytest.approx(report["baud"] / 10 / max(up, raw[2]))
     bitstream = tmp_path / f"hone{target.bitstream_suffix}"
     assert report["bitstream"] == str(bitstream) and bitstream.stat().st_size == report["bitstream_bytes"]
     assert (tmp_path / "report.md").read_text().startswith(f"**{board}**")
