@@ -67,6 +67,29 @@ def test_every_board_has_its_platform_uart_and_leds():
     assert {"icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f"} <= set(BOARDS)
 
 
+def test_each_board_runs_its_bridge_s_fastest_rate_that_its_clock_samples():
+    from hone.boards.targets import uart_setting
+
+    ulx3s, icebreaker = get_board("ulx3s-85f"), get_board("icebreaker")
+    assert (ulx3s.clock_hz, ulx3s.uart().baud, ulx3s.uart().divisor, ulx3s.uart().rate_error) == (45e6, 3_000_000, 15, 0)
+    assert ecp5_pll(25e6, 45e6).output_hz == 45e6                # an exact PLL clock for it
+    assert (icebreaker.uart().baud, icebreaker.uart().divisor) == (1_500_000, 8)
+    assert ulx3s.uart(40e6).baud == 2_000_000                    # 3 Mbaud would be 13.3 clocks per bit
+    assert ulx3s.uart(50e6).baud == 2_000_000 and ulx3s.uart(48e6).baud == 3_000_000
+    assert icebreaker.uart(24e6).baud == 3_000_000               # a faster clock, a faster line
+    assert uart_setting(12e6, 115200).rate_error == pytest.approx(104 * 115200 / 12e6 - 1)
+    with pytest.raises(BoardError, match=r"^no standard baud rate up to 3,000,000 has a whole number of clocks per "
+                                         r"bit \(at least 8\) at 0\.01 MHz on ulx3s-85f: pass --baud$"):
+        ulx3s.uart(10e3)
+
+
+def test_build_refuses_a_baud_its_clock_cannot_sample(tmp_path):
+    result = hone("build", DIGITS, "--board", "icebreaker", "--baud", "3000000", "-o", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("hone: error: --baud 3000000: baud 3000000 is too fast for a 12 MHz clock: the "
+                                     "receiver needs at least 8 clocks per bit, got 4.00")
+
+
 def test_unknown_board_names_the_known_ones():
     with pytest.raises(BoardError, match=r"^unknown board 'arty': expected one of icebreaker, ulx3s-12f"):
         get_board("arty")

@@ -455,6 +455,20 @@ def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(
             _check_baud(board, 115200)
 
 
+def test_hone_infer_takes_the_baud_from_a_build_report(tmp_path, capsys):
+    from hone.host.cli import main
+    from hone.host.infer import _build_report
+
+    (tmp_path / "report.json").write_text(json.dumps({"baud": 3_000_000, "clock_hz": 45e6, "lanes": 4}))
+    assert _build_report(tmp_path) == {"baud": 3_000_000, "clock_hz": 45e6, "lanes": 4}
+    # the rate reaches the port: a port that does not exist says so, having been opened at it
+    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--build", str(tmp_path), "--images", "2"]) == 1
+    assert "cannot open serial port '/dev/ttyNOPE9'" in capsys.readouterr().err
+    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--build", str(tmp_path / "none"), "--images", "2"]) == 2
+    assert re.search(r"argument --build: .*none/report\.json not found: the output folder of hone build",
+                     capsys.readouterr().err)
+
+
 def test_board_refuses_another_network(small_net, builds):
     from hone.host.board import Board, LinkError
 
