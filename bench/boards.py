@@ -6,7 +6,10 @@ the whole test set), compute inferences/s at the clock and at fmax, the UART-bou
 wall time, then a summary against the goals (>= 100,000 inferences/s for the default network on an
 ECP5-85F, build <= 5 min).
 
-    python bench/boards.py [--configs ulx3s-85f:fashion:32:40,icebreaker:digits:auto:12]
+    python bench/boards.py [--configs ulx3s-85f:fashion:auto:45,icebreaker:digits:max:12]
+
+LANES ``auto`` is ``hone build``'s default (the fewest lanes that keep up with the line), ``max`` its
+``--lanes max`` (the most that fit). Each board runs its own UART rate (``hone build``'s default).
 
 One JSON line per configuration; a table and a plot go to bench/out/boards/.
 """
@@ -24,15 +27,15 @@ from hone.boards.cli import build_bitstream
 NETWORKS = {"fashion": ROOT / "tests/data/fashion-dense-4bit.hone",
             "fashion-conv": ROOT / "tests/data/fashion-conv-4bit.hone",
             "digits": ROOT / "tests/data/digits-dense-4bit.hone"}
-DEFAULT = ("icebreaker:digits:auto:12,ulx3s-85f:digits:16:50,ulx3s-85f:fashion:32:40,ulx3s-85f:fashion:64:40,"
-           "ulx3s-85f:fashion-conv:32:40")
+DEFAULT = ("icebreaker:digits:auto:12,ulx3s-85f:fashion:auto:45,ulx3s-85f:digits:16:50,ulx3s-85f:fashion:32:40,"
+           "ulx3s-85f:fashion:64:40,ulx3s-85f:fashion-conv:32:40")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=DEFAULT,
-                        help="comma-separated BOARD:NETWORK:LANES|auto:MHZ (NETWORK: fashion, fashion-conv, digits "
-                             "or a path)")
+                        help="comma-separated BOARD:NETWORK:LANES|auto|max:MHZ (NETWORK: fashion, fashion-conv, "
+                             "digits or a path)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/boards")
     args = parser.parse_args()
 
@@ -42,7 +45,7 @@ def main():
         path = NETWORKS.get(network, pathlib.Path(network))
         started = time.monotonic()
         report = build_bitstream(path, board=board, output=args.out / config.replace(":", "-"),
-                                 lanes=None if lanes == "auto" else int(lanes), clock_mhz=float(mhz),
+                                 lanes={"auto": None, "max": "max"}.get(lanes) or int(lanes), clock_mhz=float(mhz),
                                  progress=False, log=lambda *_: None)
         wall = time.monotonic() - started
         res, inference = report["resources"], report["inference"]
