@@ -45,7 +45,7 @@ def main():
         path = NETWORKS.get(network, pathlib.Path(network))
         started = time.monotonic()
         report = build_bitstream(path, board=board, output=args.out / config.replace(":", "-"),
-                                 lanes={"auto": None, "max": "max"}.get(lanes) or int(lanes), clock_mhz=float(mhz),
+                                 lanes={"auto": None, "max": "max"}.get(lanes, lanes if lanes in ("auto", "max") else int(lanes)), clock_mhz=float(mhz),
                                  progress=False, log=lambda *_: None)
         wall = time.monotonic() - started
         res, inference = report["resources"], report["inference"]
