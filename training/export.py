@@ -33,7 +33,7 @@ from .integer import IntegerNetwork
 from .qat import Quantized, QuantizedConv2D, QuantizedDense
 from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode
 from .nhot import decode_spikes
-from .quantize import quantize_neurons
+from .quantize import clip_thresholds, quantize_neurons
 from .sharpeners import sharpness_of
 
 __all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "evaluate_export"]
@@ -352,7 +352,7 @@ def _quantized_item(source, spiking):
     trained = None
     if source.is_quantized():
         w = np.rint(keras.ops.convert_to_numpy(source.integer_kernel)).astype(np.int64).transpose(order)
-        theta = np.rint(keras.ops.convert_to_numpy(source.integer_threshold)).astype(np.int64)
+        theta = np.asarray(keras.ops.convert_to_numpy(source.integer_threshold), np.float64)  # unclipped
         trained = (source.weight_bits, source.input_bits, source.per_neuron, w, theta)
     return FloatLayer(source.name, kind, kernel.transpose(order), spiking.threshold - bias, padding, trained)
 
@@ -398,6 +398,8 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
         if item.trained is not None and item.trained[:3] == (weight_bits, input_bits if index == 0 else None,
                                                              per_neuron):
             w, theta = item.trained[3:]  # what the quantization-aware layer computed: no second rounding
+            theta = clip_thresholds(w.reshape(len(w), -1).astype(np.float64), theta,
+                                    input_max if index == 0 else 1).astype(np.int64)
         else:
             flat = item.weights.reshape(len(item.weights), -1)
             w, theta = quantize_neurons(flat, item.thresholds, weight_bits, per_neuron=per_neuron,

@@ -110,19 +110,19 @@ class Quantized(keras.layers.Layer):
         return kernel * scale, beta - scale * norm.moving_mean
 
     def _neurons(self):
-        """``(rows, T, input_max)``: the folded neurons as the exporter sees them, one row each
-        (a first layer's weights absorb ``1 / (2**K - 1)``), and their thresholds."""
+        """``(a, T, input_max)``: the folded neurons as the exporter sees them, one column each
+        (``(fan_in, outputs)``; a first layer's weights absorb ``1 / (2**K - 1)``), and their thresholds."""
         kernel, bias = self.folded()
         input_max = 1 if self.input_bits is None else 2 ** self.input_bits - 1
         if self.input_bits is not None:
             kernel = kernel / float(input_max)
-        return ops.transpose(ops.reshape(kernel, (-1, kernel.shape[-1]))), self.threshold - bias, input_max
+        return ops.reshape(kernel, (-1, kernel.shape[-1])), self.threshold - bias, input_max
 
     def choose_span(self):
         """Set each neuron's range (hence its scale) from the weights now, as the exporter chooses it
         (:func:`~hone.training.quantize.neuron_span`); the training steps hold it."""
-        rows = np.asarray(ops.convert_to_numpy(self._neurons()[0]), np.float64)
-        span = neuron_span(rows, self.weight_bits, per_neuron=self.per_neuron)
+        columns = np.asarray(ops.convert_to_numpy(self._neurons()[0]), np.float64)
+        span = neuron_span(columns, self.weight_bits, per_neuron=self.per_neuron, axis=0)
         self.integer_span.assign(span.astype(self.integer_span.dtype))
 
     def _pixels(self, inputs):
@@ -153,17 +153,17 @@ class Quantized(keras.layers.Layer):
         BN is folded with its moving statistics, which hold still meanwhile (as the exporter folds it).
         The forward value is exact: ``W + (v - stop_gradient(v)) == W``.
         """
-        rows, t, input_max = self._neurons()
+        a, t, input_max = self._neurons()
         w, theta, scale = (ops.stop_gradient(v) for v in neuron_integers(
-            rows, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span), input_max=input_max,
-            xp=ops))
-        self.integer_kernel.assign(ops.reshape(ops.transpose(w), self.kernel.shape))
+            a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span), input_max=input_max,
+            clip=False, axis=0, xp=ops))  # clipping changes no output: the export clips (hone.training.export)
+        self.integer_kernel.assign(ops.reshape(w, self.kernel.shape))
         self.integer_threshold.assign(theta)
         self.integer_scale.assign(scale)
         carry = ops.stop_gradient(ops.minimum(scale, 1e30))  # finite: 0 * carry stays 0
-        w = w + (rows - ops.stop_gradient(rows)) * ops.expand_dims(carry, 1)
+        w = w + (a - ops.stop_gradient(a)) * ops.expand_dims(carry, 0)
         theta = theta + (t - ops.stop_gradient(t)) * carry
-        margin = self.linear(self._pixels(inputs), ops.reshape(ops.transpose(w), self.kernel.shape)) - theta
+        margin = self.linear(self._pixels(inputs), ops.reshape(w, self.kernel.shape)) - theta
         return self._fire_side(margin, scale)
 
     def is_quantized(self):

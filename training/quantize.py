@@ -22,7 +22,7 @@ import numpy as np
 
 from .netfile import weight_range
 
-__all__ = ["CLIP_FRACTIONS", "neuron_span", "neuron_integers", "quantize_neurons"]
+__all__ = ["CLIP_FRACTIONS", "neuron_span", "neuron_integers", "clip_thresholds", "quantize_neurons"]
 
 _TIE_TOLERANCE = 1e-9
 
@@ -30,7 +30,7 @@ _TIE_TOLERANCE = 1e-9
 CLIP_FRACTIONS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
-def neuron_span(weights, bits, *, per_neuron=True, xp=np):
+def neuron_span(weights, bits, *, per_neuron=True, axis=1, xp=np):
     """The real range each neuron's integer weights span: ``c max|a|`` (``mean|a|`` at 1 bit), 0 for a
     neuron whose weights are all zero. Its scale is ``(2**(bits-1) - 1) / span`` (``1 / span`` at 1 bit).
 
@@ -38,27 +38,30 @@ def neuron_span(weights, bits, *, per_neuron=True, xp=np):
         weights: ``(outputs, fan_in)`` real weights, one row per neuron.
         bits: Weight width, 1..16 (a Python int).
         per_neuron: One range per neuron, else one per layer. Defaults to `True`.
+        axis: The fan-in axis: `1` for rows ``(outputs, fan_in)``, `0` for a Keras kernel
+            ``(fan_in, outputs)``. Defaults to `1`.
         xp: Array namespace, `numpy` or `keras.ops` (see :func:`neuron_integers`). Defaults to `numpy`.
     """
     a = weights
     low, high = weight_range(bits)
     magnitude = xp.abs(a)
     if bits == 1:
-        reference = xp.mean(magnitude, axis=1)
+        reference = xp.mean(magnitude, axis=axis)
         target = 1.0
     else:
-        reference = xp.max(magnitude, axis=1)
+        reference = xp.max(magnitude, axis=axis)
         target = float(high)
     if not per_neuron:
         reference = xp.zeros_like(reference) + (xp.mean(reference) if bits == 1 else xp.max(reference))
     alive = reference > 0
     span = xp.where(alive, reference, xp.zeros_like(reference) + 1.0)
     if bits > 1:
-        span, _ = _least_squares_range(a, span, target, low, high, per_neuron, xp)
+        span, _ = _least_squares_range(a, span, target, low, high, per_neuron, axis, xp)
     return xp.where(alive, span, 0.0)
 
 
-def neuron_integers(weights, thresholds, bits, *, span=None, per_neuron=True, input_max=1, xp=np):
+def neuron_integers(weights, thresholds, bits, *, span=None, per_neuron=True, input_max=1, clip=True, axis=1,
+                    xp=np):
     """Integer-valued ``(W, theta, scale)`` of real neurons, in any array namespace: the one quantizer.
 
     Export calls it with numpy in float64 (:func:`quantize_neurons`); quantization-aware training calls
@@ -75,6 +78,9 @@ def neuron_integers(weights, thresholds, bits, *, span=None, per_neuron=True, in
             chosen for these weights.
         per_neuron: One scale per neuron, else one per layer (when choosing the span). Defaults to `True`.
         input_max: Largest input value (1 for spikes, ``2**K - 1`` for K-bit pixels). Defaults to `1`.
+        clip: Clip the thresholds to the reachable sums (:func:`clip_thresholds`, which changes no
+            output). Defaults to `True`.
+        axis: The fan-in axis, as in :func:`neuron_span`. Defaults to `1`.
         xp: Array namespace, `numpy` or `keras.ops`. Defaults to `numpy`.
 
     Returns:
@@ -85,30 +91,39 @@ def neuron_integers(weights, thresholds, bits, *, span=None, per_neuron=True, in
     low, high = weight_range(bits)
     target = 1.0 if bits == 1 else float(high)
     if span is None:
-        span = neuron_span(a, bits, per_neuron=per_neuron, xp=xp)
+        span = neuron_span(a, bits, per_neuron=per_neuron, axis=axis, xp=xp)
     alive = span > 0
     span = xp.where(alive, span, xp.zeros_like(span) + 1.0)
     if bits == 1:
         w = xp.where(a >= 0, 1.0, -1.0)
     else:
-        w = xp.clip(xp.round(a / xp.expand_dims(span, 1) * target), low, high)  # divide first: no overflow
+        w = xp.clip(xp.round(a / xp.expand_dims(span, axis) * target), low, high)  # divide first: no overflow
     errors = np.errstate(over="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
     with errors:  # tiny weights: the threshold runs off to +-inf
         scaled = t / span * target
         theta = xp.where(xp.isfinite(scaled),
                          xp.ceil(scaled - _TIE_TOLERANCE * xp.maximum(1.0, xp.abs(scaled))), scaled)
     # constant neurons: all-zero weights fire iff 0 >= T
-    w = xp.where(xp.expand_dims(alive, 1), w, 1.0 if bits == 1 else 0.0)
+    w = xp.where(xp.expand_dims(alive, axis), w, 1.0 if bits == 1 else 0.0)
     theta = xp.where(alive, theta, xp.where(t <= 0, -np.inf, np.inf))
-    # A threshold below the smallest possible sum always fires, one above the largest never does:
-    # clipping to [smallest, largest + 1] changes no output and bounds the accumulator.
-    smallest = xp.sum(xp.minimum(w, 0.0), axis=1) * float(input_max)
-    largest = xp.sum(xp.maximum(w, 0.0), axis=1) * float(input_max)
-    theta = xp.minimum(xp.maximum(theta, smallest), largest + 1.0)
+    if clip:
+        theta = clip_thresholds(w, theta, input_max, axis=axis, xp=xp)
     return w, theta, target / span
 
 
-def _least_squares_range(a, reference, target, low, high, per_neuron, xp):
+def clip_thresholds(w, theta, input_max=1, *, axis=1, xp=np):
+    """Thresholds clipped to ``[smallest possible sum, largest + 1]`` of integer weights ``w``
+    ``(outputs, fan_in)`` on inputs in ``0..input_max``.
+
+    A threshold below the smallest sum always fires, one above the largest never does: clipping changes
+    no output and bounds the accumulator.
+    """
+    smallest = xp.sum(xp.minimum(w, 0.0), axis=axis) * float(input_max)
+    largest = xp.sum(xp.maximum(w, 0.0), axis=axis) * float(input_max)
+    return xp.minimum(xp.maximum(theta, smallest), largest + 1.0)
+
+
+def _least_squares_range(a, reference, target, low, high, per_neuron, axis, xp):
     """Pick the clipping range ``c * max|a|`` (c from 1 down to 0.3) with the least squared weight
     error: at few bits, clipping the largest weights buys resolution for all the others.
 
@@ -118,8 +133,8 @@ def _least_squares_range(a, reference, target, low, high, per_neuron, xp):
     best_error = best_range = best_w = None
     for fraction in CLIP_FRACTIONS:
         span = reference * fraction
-        w = xp.clip(xp.round(a / xp.expand_dims(span, 1) * target), low, high)  # divide first: no overflow
-        error = xp.sum((w * xp.expand_dims(span / target, 1) - a) ** 2, axis=1)
+        w = xp.clip(xp.round(a / xp.expand_dims(span, axis) * target), low, high)  # divide first: no overflow
+        error = xp.sum((w * xp.expand_dims(span / target, axis) - a) ** 2, axis=axis)
         if not per_neuron:
             error = xp.zeros_like(error) + xp.sum(error)
         if best_error is None:
@@ -128,7 +143,7 @@ def _least_squares_range(a, reference, target, low, high, per_neuron, xp):
         better = error < best_error
         best_error = xp.where(better, error, best_error)
         best_range = xp.where(better, span, best_range)
-        best_w = xp.where(xp.expand_dims(better, 1), w, best_w)
+        best_w = xp.where(xp.expand_dims(better, axis), w, best_w)
     return best_range, best_w
 
 
