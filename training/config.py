@@ -25,7 +25,7 @@ class TrainConfig:
     kernel: int | None = None
     padding: str | None = None        # conv: "valid" (default) or "same"
     batch_norm: bool = True
-    dropout: float = 0.2
+    dropout: float = 0.3
     decode_scale: float = 0.25
     gradient: str = "straight-through"
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
@@ -36,7 +36,7 @@ class TrainConfig:
     qat: bool = True                  # train as the integer network once sharp (see hone.training.qat)
     sharpener: str = "simple"
     bottom_up: bool = True
-    epochs: int = 60                  # upper bound; the sharpener ends training once sharp
+    epochs: int = 80                  # upper bound; the sharpener ends training once sharp
     batch_size: int = 128
     learning_rate: float = 1e-3
     optimizer: str = "adam"           # "sgd": SGD with momentum 0.9 (wants a larger learning rate, e.g. 0.01)
@@ -51,12 +51,12 @@ class TrainConfig:
     sig_increase: float = 0.1
     sig_decrease: float = 0.1
     # SimpleSharpener
-    start_epoch: int = 6
+    start_epoch: int = 15
     steps: int = 2
     epochs_per_step: float = 1.0
     # both
     settle_epochs: int = 1
-    finetune_epochs: int = 20
+    finetune_epochs: int = 40
 
     def __post_init__(self):
         if self.distribution not in DISTRIBUTIONS:

@@ -245,7 +245,7 @@ class SimpleSharpener(Sharpener):
     ``epochs_per_step`` epochs each, spread evenly over the batches.
 
     Args:
-        start_epoch: First epoch (0-based) that sharpens. Defaults to `6`, as ``hone train``.
+        start_epoch: First epoch (0-based) that sharpens. Defaults to `6` (``hone train`` starts at 15).
         steps: Steps per layer; sharpness reaches ``k / steps`` at the end of step ``k``. Defaults to
             `2`, as ``hone train``.
         epochs_per_step: Epochs per step. Defaults to `1`.
