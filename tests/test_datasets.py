@@ -326,18 +326,18 @@ def test_train_on_a_flat_npz_through_the_cli(tmp_path, digits_npz):
     assert not any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize("args, message, status", [
     (["--dataset", "{bad}"], r"{bad}: x_train\[0, 0\] is 1\.5; expected uint8 pixels 0\.\.255 or float pixels in "
-                             r"\[0, 1\]"),
+                             r"\[0, 1\]", 1),
     (["--dataset", "{flat}", "--arch", "conv"],
      r"`arch='conv'` \(train flat data with arch 'dense'\) needs image input \(height, width, channels\)\. "
-     r"Received: input_shape=\(20,\)"),
+     r"Received: input_shape=\(20,\)", 2),    # an argument that does not fit the data: a usage error
 ], ids=["bad-pixels", "conv-on-flat"])
-def test_bad_npz_in_the_cli_is_one_error_line(tmp_path, args, message):
+def test_bad_npz_in_the_cli_is_one_error_line(tmp_path, args, message, status):
     paths = {"bad": write_npz(tmp_path / "bad.npz", x_train=np.full((12, 20), 1.5), x_test=np.zeros((6, 20))),
              "flat": write_npz(tmp_path / "flat.npz", x_train=np.zeros((12, 20)), x_test=np.zeros((6, 20)))}
     result = hone_cli("train", *[arg.format(**paths) for arg in args], "--out", tmp_path / "run")
-    assert result.returncode == 1
+    assert result.returncode == status
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("hone")]
     escaped = {name: re.escape(str(path)) for name, path in paths.items()}
