@@ -515,11 +515,13 @@ def test_hone_infer_cli(capsys):
 def test_hone_infer_errors(capsys):
     from hone.host.cli import main
 
-    assert main(["infer", FASHION, "--images", "2"]) == 1
+    assert main(["infer", FASHION, "--images", "2"]) == 2
     assert "give either --port PORT (a board) or --sim (a simulated board)" in capsys.readouterr().err
     assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--images", "2"]) == 1
     assert "hone: error: cannot open serial port '/dev/ttyNOPE9'" in capsys.readouterr().err
-    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--faults", "0.1", "--images", "2"]) == 1
-    assert "--faults applies to a simulated board (--sim) only" in capsys.readouterr().err
-    assert main(["sim-board", FASHION, "--faults", "2"]) == 1
-    assert "--faults must be a rate in [0, 1), got 2.0" in capsys.readouterr().err
+    assert main(["infer", FASHION, "--port", "/dev/ttyNOPE9", "--faults", "0.1", "--images", "2"]) == 2
+    assert "argument --faults: applies to a simulated board (--sim) only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["sim-board", FASHION, "--faults", "2"])
+    assert exit.value.code == 2
+    assert "argument --faults: expected a number in [0, 1), got 2" in capsys.readouterr().err
