@@ -5,27 +5,29 @@ switched on, the integer neuron of the network file.
 BatchNormalization of their own. Until quantization is switched on (``quantizing``, a non-trainable
 flag that :class:`QuantizeWhenSharp` sets once every spiking layer is a step) they compute what Dense
 (or Conv2D) + BatchNormalization compute. From then on each training step folds BN with its moving
-statistics, quantizes every neuron with :func:`~hone.training.quantize.neuron_integers` (the exporter's
-own function, here on ``keras.ops``: the same per-neuron scale, clipping fraction, rounding and ceiled
-threshold), quantizes the first layer's pixels to the network file's K bits, and fires the next spiking
-layer iff the integer sum reaches the integer threshold. Gradients pass straight through, as the float
-layer's. The integers of the last training step are kept in non-trainable weights; inference uses
-them, and :func:`~hone.training.export.export_network` writes them as they are, so the Keras model and
-the network file compute the same function.
+statistics (which then hold still), quantizes every neuron with
+:func:`~hone.training.quantize.neuron_integers` (the exporter's own function, here on ``keras.ops``:
+the same per-neuron range, chosen once per epoch by the exporter's least-squares clipping
+(:func:`~hone.training.quantize.neuron_span`), rounding and ceiled threshold), quantizes the first
+layer's pixels to the network file's K bits, and fires the next spiking layer iff the integer sum
+reaches the integer threshold. Gradients pass straight through to the float weights and BN's scale
+and shift. The integers of the last training step are kept in non-trainable weights; inference uses
+them, and :func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to
+the reachable sums, which changes no output), so the Keras model and the network file compute the
+same function.
 
 The output handed to the spiking layer is ``threshold + (W . q - theta) / S``: on the float scale of
 the folded neuron (its straight-through gradient is the ramp's), and on the right side of the threshold
 exactly when ``W . q >= theta``. Sums are exact in float32 below ``2**24``.
 """
 
+import numpy as np
 import keras
 from keras import ops
 
-import numpy as np
-
 from .quantize import neuron_integers, neuron_span
 
-__all__ = ["QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers", "start_quantizing"]
+__all__ = ["Quantized", "QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers", "start_quantizing"]
 
 
 def _bits(name, value, *, allow_none=False):
@@ -73,10 +75,6 @@ class Quantized(keras.layers.Layer):
 
     def linear(self, x, kernel):
         raise NotImplementedError
-
-    @property
-    def units(self):
-        return self.kernel.shape[-1]
 
     # -- shared ------------------------------------------------------------------------------------
 
