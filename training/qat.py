@@ -136,14 +136,18 @@ class Quantized(keras.layers.Layer):
     def call(self, inputs, training=False):
         if training and self.quantize_training:
             return self._integer_training_step(inputs)
-        z = self.linear(inputs, self.kernel)
-        z = z + self.bias if self.norm is None else self.norm(z, training=training)
         if training:
-            return z
-        # The integers the last training step ran (all zero before quantization-aware training).
+            return self._float(inputs, training)
+        return ops.cond(self.quantizing > 0.5, lambda: self._integer(inputs), lambda: self._float(inputs, False))
+
+    def _float(self, inputs, training):
+        z = self.linear(inputs, self.kernel)
+        return z + self.bias if self.norm is None else self.norm(z, training=training)
+
+    def _integer(self, inputs):
+        """The integers the last training step ran, on the network file's pixels."""
         margin = self.linear(self._pixels(inputs), self.integer_kernel) - self.integer_threshold
-        integer = ops.stop_gradient(self._fire_side(margin, self.integer_scale))
-        return ops.where(self.quantizing > 0.5, integer, z)
+        return ops.stop_gradient(self._fire_side(margin, self.integer_scale))
 
     def _integer_training_step(self, inputs):
         """The integer neurons of the parameters now, with straight-through gradients.
