@@ -10,8 +10,8 @@ statistics (which then hold still), quantizes every neuron with
 the same per-neuron range, chosen once per epoch by the exporter's least-squares clipping
 (:func:`~hone.training.quantize.neuron_span`), rounding and ceiled threshold), quantizes the first
 layer's pixels to the network file's K bits, and fires the next spiking layer iff the integer sum
-reaches the integer threshold. Gradients pass straight through to the float weights and BN's scale
-and shift. The integers of the last training step are kept in non-trainable weights; inference uses
+reaches the integer threshold. Gradients pass straight through to the float weights and BN's shift
+(BN's scale holds still with its statistics). The integers of the last training step are kept in non-trainable weights; inference uses
 them, and :func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to
 the reachable sums, which changes no output), so the Keras model and the network file compute the
 same function.
@@ -97,14 +97,19 @@ class Quantized(keras.layers.Layer):
         self.integer_span = state("integer_span", (units,), 0.0)
 
     def folded(self):
-        """``(kernel, bias)`` with BN folded by its moving statistics (keras tensors)."""
+        """``(kernel, bias)`` with BN folded by its moving statistics (keras tensors).
+
+        BN's scale ``gamma / sqrt(var + eps)`` is held (no gradient): while the layer trains as integers
+        the kernel and BN's shift learn, its scale and statistics stay as they were (a gradient into
+        ``gamma`` through every folded weight cost a quarter of the training step).
+        """
         kernel = ops.convert_to_tensor(self.kernel)
         if self.norm is None:
             return kernel, ops.convert_to_tensor(self.bias)
         norm = self.norm
         gamma = norm.gamma if norm.scale else ops.ones_like(norm.moving_variance)
         beta = norm.beta if norm.center else ops.zeros_like(norm.moving_mean)
-        scale = gamma / ops.sqrt(norm.moving_variance + norm.epsilon)
+        scale = ops.stop_gradient(gamma / ops.sqrt(norm.moving_variance + norm.epsilon))
         return kernel * scale, beta - scale * norm.moving_mean
 
     def _neurons(self):
