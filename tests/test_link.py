@@ -390,7 +390,7 @@ def test_receiver_tolerates_skewed_bit_times_at_the_fewest_clocks_per_bit_of_any
 
 # -- gateware under cocotb: 10,000 garbage frames ----------------------------------------------------
 
-@pytest.mark.parametrize("simulator, count", [("verilator", 10_000), ("icarus", 150)])
+@pytest.mark.parametrize("simulator, count", [("verilator", 3_000), ("icarus", 150)])
 def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulator, count):
     from hone.sim.board import run_bridge
 
@@ -413,7 +413,7 @@ def test_board_infers_every_image_exactly_once(small_net, builds, faults):
     from hone.host.board import Board
 
     network, path = small_net
-    images = np.random.default_rng(5).integers(0, 8, size=(60 if faults else 120, 16))
+    images = np.random.default_rng(5).integers(0, 8, size=(30 if faults else 120, 16))
     reference = IntegerNetwork(network).run(images)
     with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, faults=faults,
                     seed=3, build_root=builds) as board:
@@ -440,7 +440,7 @@ def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(
                                    classes=4, nhot=2)
     path = tmp_path / "wide.hone"
     write_network(path, network)
-    images = np.random.default_rng(6).integers(0, 1 << 12, size=(24, 25))
+    images = np.random.default_rng(6).integers(0, 1 << 12, size=(12, 25))
     images[::3, ::2] = 0
     reference = IntegerNetwork(network).run(images)
     with Board.open(f"sim:{path}", baud=1_500_000, lanes=4, clock_hz=12_000_000, slots=3, build_root=builds) as board:
