@@ -518,7 +518,7 @@ def add_commands(commands):
                        help="a hyperparameter and its values (repeatable), e.g. --vary rate=0.1,0.25 "
                             "--vary nhot=2,4 (default: rate, critical, patience, nhot, finetune-epochs)")
     sweep.add_argument("--search", choices=("grid", "random", "bayesian"), default="grid")
-    sweep.add_argument("--trials", type=int, help="trials to run (default: the whole grid; 10 otherwise)")
+    sweep.add_argument("--trials", type=integer_in(1), help="trials to run (default: the whole grid; 10 otherwise)")
     sweep.add_argument("--out", required=True, type=pathlib.Path, metavar="DIR",
                        help="sweep folder (trial run folders, table, plot); rerun to resume")
     sweep.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
