@@ -18,6 +18,7 @@ answered for :attr:`Board.deadline` seconds (default :data:`DEADLINE` for a seri
 """
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -223,24 +224,20 @@ class Board:
         self.stats.frames_sent += 1
         self.stats.bytes_sent += len(frame)
 
+    @contextlib.contextmanager
     def _port_errors(self):
         """Every failure of the port (pyserial's or the OS's) as one :class:`LinkError`."""
-        import contextlib
-
         import serial
 
-        @contextlib.contextmanager
-        def translate():
-            try:
-                yield
-            except (serial.SerialException, OSError) as error:
-                reason = str(error).strip() or type(error).__name__
-                if self._process is not None and self._process[0].poll() is not None:
-                    raise LinkError(f"{self.description} exited with status {self._process[0].returncode} "
-                                    f"({reason})") from None
-                raise LinkError(f"{self.description}: the serial port failed: {reason}; the board was "
-                                f"unplugged or lost power, or another program took the port") from None
-        return translate()
+        try:
+            yield
+        except (serial.SerialException, OSError) as error:
+            reason = str(error).strip() or type(error).__name__
+            if self._process is not None and self._process[0].poll() is not None:
+                raise LinkError(f"{self.description} exited with status {self._process[0].returncode} "
+                                f"({reason})") from None
+            raise LinkError(f"{self.description}: the serial port failed: {reason}; the board was "
+                            f"unplugged or lost power, or another program took the port") from None
 
     def _check_deadline(self, waiting):
         """Give up once no request has been answered for :attr:`deadline` seconds."""

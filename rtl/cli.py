@@ -3,20 +3,12 @@
 import json
 import pathlib
 
-from hone.training.cli import UsageError, UserError
+from hone.training.cli import UsageError, UserError, integer_in
 
 __all__ = ["add_commands", "check_lanes", "lanes_for", "lanes_argument"]
 
 
-def lanes_argument(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        import argparse
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+lanes_argument = integer_in(1)   # ``type=`` of every --lanes; its range against a network: lanes_for
 
 
 def check_lanes(network, lanes, option="--lanes"):

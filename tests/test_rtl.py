@@ -268,7 +268,7 @@ def test_hone_rtl_errors_are_one_line(tmp_path, capsys):
     assert re.match(r"^hone: error: .*bad\.hone", capsys.readouterr().err.strip().splitlines()[-1])
     with pytest.raises(SystemExit):
         main(["rtl", str(tmp_path / "bad.hone"), "--lanes", "0", "-o", str(tmp_path / "x.v")])
-    assert "expected a positive integer, got '0'" in capsys.readouterr().err
+    assert "argument --lanes: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 # -- conv2d and maxpool2d ------------------------------------------------------------------------
