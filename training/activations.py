@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["PLAN_STEPS", "Spiking", "SpikingBReLU", "SpikingSigmoid", "spiking_layers"]
+__all__ = ["PLAN_STEPS", "Spiking", "SpikingBReLU", "SpikingSigmoid", "layers_of", "spiking_layers"]
 
 #: Training steps a sharpener can plan at once: one epoch (469 at batch 128 on 60k images). Longer
 #: epochs fall back to setting the sharpness after every step.
@@ -175,12 +175,17 @@ class SpikingSigmoid(Spiking):
         return ops.sigmoid(x / (1.0 - sharpness + 1e-3))
 
 
-def spiking_layers(model):
-    """The model's spiking layers, bottom-up (in the order their outputs are computed)."""
+def layers_of(model, kind):
+    """The model's layers of class ``kind``, in order, nested models included."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, Spiking):
+        if isinstance(layer, kind):
             found.append(layer)
         elif isinstance(layer, keras.Model):
-            found.extend(spiking_layers(layer))
+            found.extend(layers_of(layer, kind))
     return found
+
+
+def spiking_layers(model):
+    """The model's spiking layers, bottom-up (in the order their outputs are computed)."""
+    return layers_of(model, Spiking)

@@ -17,6 +17,8 @@ Conventions (NIR's, where hone's differ):
   takes them; the graph metadata states the quantization ``q = floor(p (2**bits - 1) + 1/2)``.
 """
 
+import pathlib
+
 import numpy as np
 
 from .netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, NetworkFileError, OutputCode,
@@ -62,14 +64,12 @@ def to_nir(network, *, meta=None):
     nodes = {"input": nir.Input(input_type={"input": np.array(shape)})}
     order = ["input"]
     for layer in network.layers:
-        if layer.kind == "dense" and len(shape) == 3:
-            nodes["flatten"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
-            order.append("flatten")
-            shape = (int(np.prod(shape)),)
         if layer.kind == "dense":
             weights = layer.weights.astype(np.float64)
-            if len(network.input.shape) == 3 and layer is _first_dense(network):
-                weights = _hwc_columns_to_chw(weights, _dense_input_shape(network, layer))
+            if len(shape) == 3:          # the first dense layer flattens a map: NIR in (C, H, W) order
+                nodes["flatten"] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
+                order.append("flatten")
+                weights = _hwc_columns_to_chw(weights, (shape[1], shape[2], shape[0]))
             node = nir.Affine(weight=weights, bias=np.full(layer.outputs, 0.5))
             shape = (layer.outputs,)
             threshold = layer.thresholds.astype(np.float64)
@@ -110,20 +110,6 @@ def to_nir(network, *, meta=None):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             metadata[f"{METADATA}.meta.{key}"] = value
     return nir.NIRGraph(nodes=nodes, edges=list(zip(order, order[1:])), metadata=metadata)
-
-
-def _first_dense(network):
-    return next(layer for layer in network.layers if layer.kind == "dense")
-
-
-def _dense_input_shape(network, dense):
-    """(H, W, C) of the map a dense layer flattens."""
-    shape = tuple(network.input.shape)
-    for layer in network.layers:
-        if layer is dense:
-            return shape
-        shape = layer.output_shape(shape)
-    raise AssertionError("layer not in network")
 
 
 def _hwc_columns_to_chw(weights, shape):
@@ -598,7 +584,7 @@ def import_graph(path, output, *, weight_bits=None, input_bits=None, dt=None, nh
                       class_agreement=int((float_classes == integer.classes).sum()),
                       spike_agreement=int((floats == integer.spikes[-1]).all(axis=1).sum()))
         meta.update(dataset=dataset, accuracy=report["integer_accuracy"])
-    output = __import__("pathlib").Path(output)
+    output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_network(output, network, meta=meta)
     return report
@@ -634,8 +620,6 @@ def cmd_import(args):
 
 def add_commands(commands):
     """``hone nir export`` and ``hone nir import``."""
-    import pathlib
-
     from .cli import integer_in, number_in
     from .datasets import dataset_argument
 

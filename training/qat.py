@@ -25,6 +25,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from .activations import layers_of
 from .quantize import neuron_integers, neuron_span
 
 __all__ = ["Quantized", "QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers", "start_quantizing"]
@@ -264,13 +265,7 @@ class QuantizedConv2D(Quantized):
 
 def quantized_layers(model):
     """The model's quantization-aware layers, in order (nested models included)."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, Quantized):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(quantized_layers(layer))
-    return found
+    return layers_of(model, Quantized)
 
 
 def start_quantizing(model, layers=None):
