@@ -3,7 +3,8 @@
 Data path: UART receiver -> :class:`~hone.rtl.link.FrameDecoder` (chunk data into a staging buffer) ->
 dispatcher, which acts only on frames whose CRC checked: it copies the chunk into an image slot (one
 byte per clock, always ahead of the next frame's bytes, so staging is never overwritten unread),
-decoding zero runs on the way for LOAD_ZR / INFER_ZR (:func:`hone.rtl.protocol.zero_run_encode`), and
+decoding zero runs on the way for LOAD_ZR / INFER_ZR (:func:`hone.rtl.protocol.zero_run_encode`) and the
+predictive code for LOAD_PR / INFER_PR (:func:`hone.rtl.protocol.predictive_encode`, one bit per clock), and
 acknowledges it (LOAD) or queues the slot for inference (INFER). A loader unpacks the slot's bytes
 into pixels for :class:`~hone.rtl.core.NetworkCore`; the core's trace gives the output spikes. Replies
 (INFO, ACK, ERROR, RESULT) are serialised from field tables into :class:`~hone.rtl.link.FrameEncoder`.
@@ -30,6 +31,8 @@ __all__ = ["BoardTop", "link_figures", "loader_cycles"]
 KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
 REPLY_DEPTH = 16
 ZR_SLACK = 8       # clocks of the copy engine beyond one per byte (start, read latency, finish)
+PR_SLACK = 8       # clocks of the predictive decoder beyond one per decoded byte and one per bit (start,
+                   # three header bytes, finish)
 ERROR_ROOM = 2     # an ERROR is queued only behind fewer replies than this, so errors can never crowd
                    # out the replies to good frames (those are never longer than their requests)
 
@@ -49,9 +52,15 @@ def link_figures(network, *, clock_hz, baud, slots):
     # frame's data reaches staging byte j no sooner than 8 + j bytes (80 + 10 j bit times) after the
     # verdict, so decoding stays ahead of it when an image takes fewer clocks than 80 bit times
     encodings = protocol.Encoding.ZERO_RUN if image + ZR_SLACK <= 80 * divisor else protocol.Encoding(0)
+    # the predictive decoder takes one clock per bit and one per decoded byte: it reads bit-stream byte
+    # j no later than 8 j + image + PR_SLACK clocks after the verdict (8 j < 10 j bit times), so the
+    # same bound keeps it ahead of the next frame's data
+    row = protocol.image_row_bytes(network.input.shape, bits) if image + PR_SLACK <= 80 * divisor else 0
+    if image + PR_SLACK <= 80 * divisor:
+        encodings |= protocol.Encoding.PREDICTIVE
     return {"divisor": divisor, "image_bytes": image, "max_chunk": max_chunk, "slots": slots,
             "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud),
-            "encodings": int(encodings)}
+            "encodings": int(encodings), "row_bytes": row}
 
 
 def loader_cycles(network):
@@ -82,6 +91,8 @@ class BoardTop(wiring.Component):
         UART line to the host.
     last_label : Out(range(classes))
         The class of the latest inference (for LEDs).
+    slot_data : amaranth.lib.memory.MemoryData
+        The image slots' bytes (slot ``s`` at ``s * image_bytes``), for tests to inspect.
     """
 
     def __init__(self, network, *, lanes, clock_hz, baud, slots=4):
@@ -89,6 +100,7 @@ class BoardTop(wiring.Component):
         self._lanes = lanes
         self.figures = link_figures(network, clock_hz=clock_hz, baud=baud, slots=slots)
         self.core = NetworkCore(network, lanes=lanes, trace=True)
+        self.slot_data = memory.MemoryData(shape=8, depth=slots * self.figures["image_bytes"], init=[])
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
                           "last_label": Out(self.core.result_layout["label"].shape)})
 
@@ -113,7 +125,7 @@ class BoardTop(wiring.Component):
         staging_write, staging_read = staging.write_port(), staging.read_port()
         m.d.comb += [staging_write.addr.eq(decoder.store_addr), staging_write.data.eq(decoder.store_data),
                      staging_write.en.eq(decoder.store_en)]
-        m.submodules.slots = slots = memory.Memory(shape=8, depth=S * image, init=[])
+        m.submodules.slots = slots = memory.Memory(data=self.slot_data)
         slot_write, slot_read = slots.write_port(), slots.read_port()
 
         # -- counters, reported by INFO
@@ -168,6 +180,7 @@ class BoardTop(wiring.Component):
         copy_slot = Signal(slot_bits)
         copy_infer = Signal()
         copy_zr = Signal()
+        copy_pr = Signal()
         read_valid = Signal()
         write_addr = Signal(range(S * image + 1))
 
@@ -175,6 +188,8 @@ class BoardTop(wiring.Component):
         chunk_types = [FrameType.LOAD, FrameType.INFER]
         if fig["encodings"] & protocol.Encoding.ZERO_RUN:
             chunk_types += [FrameType.LOAD_ZR, FrameType.INFER_ZR]
+        if fig["encodings"] & protocol.Encoding.PREDICTIVE:
+            chunk_types += [FrameType.LOAD_PR, FrameType.INFER_PR]
         frame = decoder.frames.payload
         data_length = Signal(17)
         m.d.comb += data_length.eq(frame.length - CHUNK_HEADER)
@@ -191,11 +206,14 @@ class BoardTop(wiring.Component):
                         reply(holds[0], KIND_INFO, frame.seq)
                     with m.Case(*chunk_types):
                         is_zr = (frame.type == FrameType.LOAD_ZR) | (frame.type == FrameType.INFER_ZR)
-                        is_infer = (frame.type == FrameType.INFER) | (frame.type == FrameType.INFER_ZR)
+                        is_pr = (frame.type == FrameType.LOAD_PR) | (frame.type == FrameType.INFER_PR)
+                        is_infer = ((frame.type == FrameType.INFER) | (frame.type == FrameType.INFER_ZR) |
+                                    (frame.type == FrameType.INFER_PR))
                         with m.If(frame.length < CHUNK_HEADER):
                             error(ErrorCode.LENGTH, frame.seq)
-                        # zero-run data is checked against the slot as it decodes
-                        with m.Elif((frame.slot >= S) | (frame.offset + Mux(is_zr, 0, data_length) > image)):
+                        # encoded data is checked against the slot as it decodes
+                        with m.Elif((frame.slot >= S) |
+                                    (frame.offset + Mux(is_zr | is_pr, 0, data_length) > image)):
                             error(ErrorCode.ADDRESS, frame.seq)
                         with m.Elif(copying | (is_infer & ~queue.w_rdy)):
                             error(ErrorCode.BUSY, frame.seq)
@@ -205,7 +223,7 @@ class BoardTop(wiring.Component):
                                 copy_base.eq(frame.slot * image + frame.offset),
                                 copy_end.eq(frame.slot * image + image),
                                 copy_seq.eq(frame.seq), copy_slot.eq(frame.slot),
-                                copy_infer.eq(is_infer), copy_zr.eq(is_zr),
+                                copy_infer.eq(is_infer), copy_zr.eq(is_zr), copy_pr.eq(is_pr),
                             ]
                     with m.Default():
                         error(ErrorCode.TYPE, frame.seq)
@@ -221,7 +239,7 @@ class BoardTop(wiring.Component):
         m.d.comb += [slot_write.addr.eq(write_addr), slot_write.data.eq(staging_read.data),
                      slot_write.en.eq(read_valid)]
         m.d.sync += read_valid.eq(0)
-        with m.If(copying & ~copy_zr):
+        with m.If(copying & ~copy_zr & ~copy_pr):
             m.d.comb += staging_read.addr.eq(copy_index)
             m.d.sync += [read_valid.eq(copy_index < copy_count), write_addr.eq(copy_base + copy_index)]
             with m.If(copy_index < copy_count):
@@ -235,7 +253,7 @@ class BoardTop(wiring.Component):
         zeros = Signal(4)
         out_addr = Signal(range(S * image + 1))
         advance = Signal()
-        m.d.comb += staging_read.addr.eq(Mux(copying & copy_zr, copy_index + advance, copy_index))
+        m.d.comb += staging_read.addr.eq(Mux(copying & (copy_zr | copy_pr), copy_index + advance, copy_index))
         with m.If(advance):
             m.d.sync += copy_index.eq(copy_index + 1)
 
@@ -246,9 +264,12 @@ class BoardTop(wiring.Component):
                 m.d.comb += [slot_write.addr.eq(out_addr), slot_write.data.eq(data), slot_write.en.eq(1)]
                 m.d.sync += out_addr.eq(out_addr + 1)
 
-        def zr_error():
+        def fail():
             m.d.sync += [copying.eq(0), counters["errors_encoding"].eq(counters["errors_encoding"] + 1)]
             reply(holds[1], KIND_ERROR, copy_seq, ErrorCode.ENCODING)
+
+        def zr_error():
+            fail()
             m.next = "IDLE"
 
         with m.FSM(name="zero_runs"):
@@ -285,6 +306,12 @@ class BoardTop(wiring.Component):
                     m.d.sync += zeros.eq(zeros - 1)
                     with m.If(zeros == 1):
                         m.next = "HEADER"
+
+        if fig["encodings"] & protocol.Encoding.PREDICTIVE:
+            self._predictive_decoder(m, fig, staging_read=staging_read, slot_write=slot_write, advance=advance,
+                                     copying=copying, copy_pr=copy_pr, copy_index=copy_index,
+                                     copy_count=copy_count, copy_base=copy_base, copy_end=copy_end,
+                                     out_addr=out_addr, copy_done=copy_done, fail=fail)
 
         # -- loader: slot bytes -> K-bit pixels, one per clock (the next byte is read while the
         # buffered bits are handed over); images the core holds wait in `running` for their result
@@ -357,6 +384,7 @@ class BoardTop(wiring.Component):
             "version": protocol.VERSION, "input_bits": K, "slots": S, "lanes": plan.lanes,
             "inputs": N, "classes": plan.classes, "outputs": outputs, "max_chunk": max_chunk,
             "clock_hz": fig["clock_hz"], "baud": fig["baud"], "encodings": fig["encodings"],
+            "row_bytes": fig["row_bytes"],
             "network_sha256": int.from_bytes(bytes.fromhex(self._network.sha256), "little"),
         }
         live = dict(snapshot, uptime_cycles=snapshot_uptime)
@@ -423,4 +451,181 @@ class BoardTop(wiring.Component):
                     with m.If(encoder.body.payload.last):
                         m.next = "IDLE"
         return m
+
+    @staticmethod
+    def _predictive_decoder(m, fig, *, staging_read, slot_write, advance, copying, copy_pr, copy_index,
+                            copy_count, copy_base, copy_end, out_addr, copy_done, fail):
+        """LOAD_PR / INFER_PR: the predictive code (:func:`hone.rtl.protocol.predictive_decode`, its
+        reference model) from staging into the slot, one bit per clock and one clock per decoded
+        byte. The staging read port shows byte ``copy_index``; ``advance`` moves it on."""
+        R = fig["row_bytes"]
+        count = Signal(16)
+        k = Signal(3)
+        run_k = Signal(3)
+        n = Signal(16)              # bytes decoded
+        bit_pos = Signal(3)         # of the next bit in staging byte copy_index
+        q = Signal(8)               # unary part so far
+        r = Signal(8)               # low bits so far
+        j = Signal(3)               # low bits read
+        run_left = Signal(15)
+        ending = Signal()           # the next value ends a run of zeros
+        left = Signal(8)            # a: the byte before
+        upper = Signal(8)           # b: the byte row_bytes back
+        upper_left = Signal(8)      # c: the one before that
+
+        write = Signal()
+        write_data = Signal(8)
+        with m.If(write):
+            m.d.comb += [slot_write.addr.eq(out_addr), slot_write.data.eq(write_data), slot_write.en.eq(1)]
+            m.d.sync += [out_addr.eq(out_addr + 1), n.eq(n + 1), left.eq(write_data), upper_left.eq(upper)]
+        if R:
+            m.submodules.pr_rows = rows = memory.Memory(shape=8, depth=R, init=[])
+            row_write = rows.write_port()
+            row_read = rows.read_port(transparent_for=(row_write,))
+            pointer = Signal(range(R))
+            following = Signal.like(pointer)
+            m.d.comb += [following.eq(Mux(pointer == R - 1, 0, pointer + 1)),
+                         row_read.addr.eq(Mux(write, following, pointer)),     # ready for the next byte
+                         row_write.addr.eq(pointer), row_write.data.eq(write_data), row_write.en.eq(write),
+                         upper.eq(Mux(n >= R, row_read.data, 0))]
+            with m.If(write):
+                m.d.sync += pointer.eq(following)
+        else:
+            pointer = None
+
+        run_mode = Signal()
+        width = Signal(3)
+        q_max = Signal(8)
+        bit = Signal()
+        have_bit = Signal()
+        m.d.comb += [
+            run_mode.eq(~ending & (left == 0) & (upper == 0)),
+            width.eq(Mux(run_mode, run_k, k)),
+            q_max.eq(Mux(run_mode, protocol.PR_Q_MAX, C(protocol.PR_Q_MAX, 8) >> k)),
+            bit.eq(staging_read.data.bit_select(bit_pos, 1)),
+            have_bit.eq(copy_index < copy_count),
+        ]
+
+        def take_bit():
+            m.d.sync += bit_pos.eq(bit_pos + 1)
+            with m.If(bit_pos == 7):
+                m.d.comb += advance.eq(1)
+
+        def error():
+            fail()
+            m.next = "IDLE"
+
+        def token_done(low):
+            """The token's last bit is in: a run length goes on at once, a value in APPLY."""
+            value = Signal(16)
+            m.d.comb += value.eq((q << width) | low)
+            with m.If(~run_mode):
+                m.d.sync += r.eq(low)
+                m.next = "APPLY"
+            with m.Else():
+                m.d.sync += q.eq(0)
+                with m.If(value == 0):
+                    m.d.sync += ending.eq(1)
+                    m.next = "UNARY"
+                with m.Elif(n + value > count):
+                    error()
+                with m.Else():
+                    m.d.sync += run_left.eq(value)
+                    m.next = "ZEROS"
+
+        def byte_done():
+            with m.If(n + 1 == count):
+                m.next = "FINISH"
+            with m.Else():
+                m.next = "UNARY"
+
+        with m.FSM(name="predictive"):
+            with m.State("IDLE"):
+                with m.If(copying & copy_pr):
+                    m.d.sync += out_addr.eq(copy_base)
+                    m.next = "COUNT_LOW"        # byte 0 is on the read port from the next clock
+            for state, following_state in (("COUNT_LOW", "COUNT_HIGH"), ("COUNT_HIGH", "PARAMS")):
+                with m.State(state):
+                    with m.If(~have_bit):
+                        error()
+                    with m.Else():
+                        m.d.comb += advance.eq(1)
+                        field = count[0:8] if state == "COUNT_LOW" else count[8:16]
+                        m.d.sync += field.eq(staging_read.data)
+                        m.next = following_state
+            with m.State("PARAMS"):
+                with m.If(~have_bit | (copy_base + count > copy_end)):
+                    error()
+                with m.Else():
+                    m.d.comb += advance.eq(1)
+                    m.d.sync += [k.eq(staging_read.data[0:3]), run_k.eq(staging_read.data[4:7]), n.eq(0),
+                                 bit_pos.eq(0), q.eq(0), ending.eq(0), left.eq(0), upper_left.eq(0)]
+                    if pointer is not None:
+                        m.d.sync += pointer.eq(0)
+                    with m.If(count == 0):
+                        m.next = "FINISH"
+                    with m.Else():
+                        m.next = "UNARY"
+            with m.State("UNARY"):
+                with m.If(~have_bit):
+                    error()
+                with m.Elif(bit):
+                    take_bit()
+                    with m.If(q == q_max):
+                        error()
+                    with m.Else():
+                        m.d.sync += q.eq(q + 1)
+                with m.Else():
+                    take_bit()
+                    with m.If(width == 0):
+                        token_done(0)
+                    with m.Else():
+                        m.d.sync += [r.eq(0), j.eq(0)]
+                        m.next = "LOW"
+            with m.State("LOW"):
+                low = Signal(8)
+                m.d.comb += low.eq(r | (bit << j))
+                with m.If(~have_bit):
+                    error()
+                with m.Else():
+                    take_bit()
+                    with m.If(j == width - 1):
+                        token_done(low)
+                    with m.Else():
+                        m.d.sync += [r.eq(low), j.eq(j + 1)]
+            with m.State("ZEROS"):
+                m.d.comb += [write.eq(1), write_data.eq(0)]
+                m.d.sync += run_left.eq(run_left - 1)
+                with m.If(run_left == 1):
+                    m.d.sync += ending.eq(1)
+                    byte_done()
+            with m.State("APPLY"):
+                value = Signal(8)
+                m.d.comb += value.eq((q << k) | r)
+                m.d.sync += q.eq(0)
+                with m.If(ending):
+                    with m.If(value == 255):
+                        error()
+                    with m.Else():
+                        m.d.comb += [write.eq(1), write_data.eq(value + 1)]
+                        m.d.sync += ending.eq(0)
+                        byte_done()
+                with m.Else():
+                    # MED prediction, plus the zigzagged residual (0, -1, 1, -2, ...) mod 256
+                    a, b, c = left, upper, upper_left
+                    low_ab, high_ab = Mux(a < b, a, b), Mux(a < b, b, a)
+                    prediction = Signal(8)
+                    m.d.comb += prediction.eq(Mux(c >= high_ab, low_ab, Mux(c <= low_ab, high_ab, a + b - c)))
+                    half = Signal(8)
+                    m.d.comb += half.eq(value >> 1)
+                    residual = Mux(value[0], ~half, half)
+                    m.d.comb += [write.eq(1), write_data.eq(prediction + residual)]
+                    byte_done()
+            with m.State("FINISH"):
+                # every byte of the data used, and no more
+                with m.If(copy_index + (bit_pos != 0) != copy_count):
+                    error()
+                with m.Else():
+                    copy_done()
+                    m.next = "IDLE"
 

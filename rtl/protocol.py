@@ -1,4 +1,4 @@
-"""The serial link protocol (version 2): constants, field tables and the software reference model.
+"""The serial link protocol (version 3): constants, field tables and the software reference model.
 
 One home for everything both ends must agree on. The gateware (:mod:`hone.rtl.link`, :mod:`hone.rtl.board`)
 builds its frames from these tables; :class:`FrameParser` and :func:`encode_frame` are the
@@ -26,10 +26,10 @@ __all__ = [
     "FrameParser", "encode_frame", "slip_encode", "frame_bytes", "crc32", "ProtocolError", "BoardInfo", "Result",
     "parse_info", "info_payload", "result_fields", "parse_result", "chunk_payload", "pack_image",
     "unpack_image", "image_bytes", "line_rate", "Encoding", "zero_run_encode", "zero_run_decode",
-    "image_request", "request_frame_bytes",
+    "EncodingError", "predictive_encode", "predictive_decode", "image_row_bytes", "image_request", "request_frame_bytes",
 ]
 
-VERSION = 2
+VERSION = 3
 
 END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
 HEADER_BYTES = 5          # seq (u16), type, length (u16)
@@ -52,6 +52,8 @@ class FrameType(enum.IntEnum):
     INFER = 0x03       # slot u8, offset u16, data (may be empty): write, then run the slot; RESULT
     LOAD_ZR = 0x04     # LOAD with the data zero-run encoded (zero_run_encode); offset counts decoded bytes
     INFER_ZR = 0x05    # INFER with the data zero-run encoded
+    LOAD_PR = 0x06     # LOAD with the data predictively coded (predictive_encode); offset counts decoded bytes
+    INFER_PR = 0x07    # INFER with the data predictively coded
     INFO_REPLY = 0x81  # INFO_FIELDS
     ACK = 0x82         # no payload
     RESULT = 0x83      # result_fields(outputs)
@@ -65,18 +67,20 @@ class ErrorCode(enum.IntEnum):
     BUSY = 4           # the inference queue is full: nothing was written, send again later
     ADDRESS = 5        # slot or offset out of range
     FRAMING = 6        # a UART framing error (e.g. a break) or an invalid SLIP escape inside the frame
-    ENCODING = 7       # zero-run data that ends inside a literal run or decodes past the image slot
+    ENCODING = 7       # encoded image data (zero-run, predictive) that is not valid or decodes past the slot
 
 
 class Encoding(enum.IntFlag):
     """Image encodings a board decodes, announced in INFO's ``encodings``."""
-    ZERO_RUN = 1       # LOAD_ZR / INFER_ZR (zero_run_encode)
+    ZERO_RUN = 1       # LOAD_ZR / INFER_ZR (zero_run_encode), version 2
+    PREDICTIVE = 2     # LOAD_PR / INFER_PR (predictive_encode), version 3
 
 
 # name, bytes (little-endian unsigned); the board's reply to INFO, in order
 INFO_FIELDS = (
     ("version", 1), ("input_bits", 1), ("slots", 1), ("lanes", 2), ("inputs", 4), ("classes", 2),
-    ("outputs", 2), ("max_chunk", 2), ("clock_hz", 4), ("baud", 4), ("encodings", 1), ("network_sha256", 32),
+    ("outputs", 2), ("max_chunk", 2), ("clock_hz", 4), ("baud", 4), ("encodings", 1), ("row_bytes", 2),
+    ("network_sha256", 32),
     ("uptime_cycles", 8), ("frames", 4),
     ("errors_crc", 4), ("errors_length", 4), ("errors_type", 4), ("errors_busy", 4),
     ("errors_address", 4), ("errors_framing", 4), ("errors_encoding", 4), ("replies_dropped", 4),
@@ -234,6 +238,7 @@ class BoardInfo:
     clock_hz: int
     baud: int
     encodings: int
+    row_bytes: int          # packed bytes of one image row (0: no row prediction), for predictive_encode
     network_sha256: str
     uptime_cycles: int
     counters: dict
@@ -366,17 +371,217 @@ def zero_run_decode(encoded, limit=None):
     return bytes(out)
 
 
-def image_request(data, *, final, encodings):
-    """``(type, data)`` to send image bytes ``data`` with: LOAD (or INFER when ``final``), or their
-    zero-run forms when the board decodes them and they are shorter (else the raw frame)."""
+# -- predictive image encoding (version 3) ---------------------------------------------------------
+
+PR_HEADER = 3      # predictive data: count u16 (decoded bytes), params u8 (k | run_k << 4), then the bits
+PR_PARAM_MAX = 7   # k and run_k are 0..7
+PR_Q_MAX = 255     # the longest unary part of a run length; a value's is 255 >> k (values are 0..255)
+
+
+class EncodingError(ProtocolError):
+    """Encoded image data the board answers ``ERROR ENCODING``; ``decoded``: the bytes it wrote into
+    the slot (from the chunk's offset on) before it found the fault."""
+
+    def __init__(self, message, decoded=b""):
+        super().__init__(message)
+        self.decoded = bytes(decoded)
+
+
+def image_row_bytes(shape, bits):
+    """The packed bytes of one image row of ``shape`` ``(height, width, channels)`` at ``bits`` bits
+    a pixel: the distance to the byte above for :func:`predictive_encode`; 0 (left neighbours only)
+    when a row is not a whole number of bytes or the image is one row."""
+    shape = tuple(shape)
+    if len(shape) != 3 or shape[0] < 2 or (shape[1] * shape[2] * bits) % 8:
+        return 0
+    return min(shape[1] * shape[2] * bits // 8, 0xFFFF)
+
+
+def _med(a, b, c):
+    """The median edge detector of LOCO-I / JPEG-LS: min(a, b) above an edge, max(a, b) below one, else
+    the plane through a, b and c."""
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    return np.where(c >= high, low, np.where(c <= low, high, a + b - c))
+
+
+def _predictive_tokens(data, row_bytes):
+    """The token stream of :func:`predictive_encode`, in stream order: ``(values, is_run)``. Runs of
+    zero bytes (started where the left and upper neighbours are 0) are one run-length token and, unless
+    the run ends the data, one token ``x - 1`` for the nonzero byte ending it; any other byte is one
+    token, its zigzagged residual against the MED prediction. One loop step per run."""
+    x = np.frombuffer(bytes(data), dtype=np.uint8).astype(np.int64)
+    n = len(x)
+    R = row_bytes
+    padded = np.concatenate([np.zeros(R + 1, dtype=np.int64), x])
+    a = padded[R:R + n]                                   # x[i - 1]
+    b = padded[1:1 + n] if R else np.zeros(n, np.int64)   # x[i - R]
+    c = padded[0:n] if R else np.zeros(n, np.int64)       # x[i - R - 1]
+    residual = (x - _med(a, b, c)) & 0xFF
+    residual = np.where(residual >= 128, residual - 256, residual)
+    zigzag = np.where(residual >= 0, 2 * residual, -2 * residual - 1)
+    # zeros[i]: zero bytes from i on
+    nonzero = np.flatnonzero(np.concatenate([x, [1]]))
+    zeros = nonzero[np.searchsorted(nonzero, np.arange(n))] - np.arange(n)
+    starts = np.flatnonzero((a == 0) & (b == 0))
+    regular = np.ones(n, dtype=bool)
+    run_positions, runs, end_positions = [], [], []
+    i = 0
+    while i < n:
+        j = np.searchsorted(starts, i)
+        if j == len(starts):
+            break
+        start = int(starts[j])
+        end = start + int(zeros[start])
+        regular[start:end + 1] = False
+        run_positions.append(start)
+        runs.append(end - start)
+        if end < n:
+            end_positions.append(end)
+        i = end + 1
+    order = np.concatenate([2 * np.flatnonzero(regular), 2 * np.array(run_positions, dtype=np.int64),
+                            2 * np.array(end_positions, dtype=np.int64) + 1])
+    values = np.concatenate([zigzag[regular], np.array(runs, dtype=np.int64),
+                             x[np.array(end_positions, dtype=np.int64)] - 1])
+    is_run = np.concatenate([np.zeros(regular.sum(), bool), np.ones(len(runs), bool),
+                             np.zeros(len(end_positions), bool)])
+    sort = np.argsort(order, kind="stable")
+    return values[sort], is_run[sort]
+
+
+def _rice_bits(values, k):
+    """Bits of each value as a Rice code of parameter ``k``: unary ``value >> k``, a 0, ``k`` bits."""
+    return (values >> k) + 1 + k
+
+
+def predictive_encode(data, *, row_bytes, k=None, run_k=None):
+    """Image bytes as a predictive code (LOCO-I / JPEG-LS style, lossless): ``count u16, params u8``
+    (``k | run_k << 4``) and a bit stream, LSB first within bytes. Each byte is predicted from its
+    left neighbour ``a``, the byte ``row_bytes`` back ``b`` and the one before that ``c`` (0 outside
+    the data): where ``a == b == 0``, a run of zero bytes follows (its length as a Rice code of
+    ``run_k``, then the byte ending it less 1 as a Rice code of ``k``); else the residual against the
+    MED prediction, mod 256 and zigzagged (0, -1, 1, -2, ...), as a Rice code of ``k``. A Rice code of
+    ``k``: ``v >> k`` one bits, a zero bit, the low ``k`` bits of ``v`` (LSB first). ``k`` and ``run_k``
+    (0..7) default to those giving the fewest bits. :class:`ProtocolError` for data the code cannot
+    carry (over 65,535 bytes, or a run too long for every ``run_k``). The reference model of the
+    gateware's decoder (:class:`hone.rtl.board.BoardTop`)."""
+    data = bytes(data)
+    if len(data) > 0xFFFF:
+        raise ProtocolError(f"predictive data of {len(data)} bytes exceeds the 65535-byte count field")
+    if not 0 <= row_bytes <= 0xFFFF:
+        raise ProtocolError(f"row_bytes must be 0..65535, got {row_bytes}")
+    values, is_run = _predictive_tokens(data, row_bytes)
+    ks = np.arange(PR_PARAM_MAX + 1)
+    runs, others = values[is_run], values[~is_run]
+    longest = runs.max(initial=0)
+    valid = (longest >> ks) <= PR_Q_MAX
+    if not valid.any():
+        raise ProtocolError(f"a run of {longest} zero bytes is too long for the predictive code")
+    if k is None:
+        k = int(np.argmin(_rice_bits(others[None, :], ks[:, None]).sum(axis=1)))
+    if run_k is None:
+        costs = _rice_bits(runs[None, :], ks[:, None]).sum(axis=1)
+        run_k = int(np.argmin(np.where(valid, costs, np.iinfo(np.int64).max)))
+    if not (0 <= k <= PR_PARAM_MAX and 0 <= run_k <= PR_PARAM_MAX) or not valid[run_k]:
+        raise ProtocolError(f"k and run_k must be 0..{PR_PARAM_MAX} and carry every run, got k={k} run_k={run_k}")
+    width = np.where(is_run, run_k, k)
+    q, r = values >> width, values & ((1 << width) - 1)
+    lengths = q + 1 + width
+    starts = np.cumsum(lengths) - lengths
+    total = int(lengths.sum())
+    edges = np.zeros(total + 1, dtype=np.int64)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, starts + q, -1)
+    bits = (np.cumsum(edges)[:total] > 0).astype(np.uint8)
+    first = np.repeat(starts + q + 1, width)
+    within = np.arange(int(width.sum())) - np.repeat(np.cumsum(width) - width, width)
+    bits[first + within] = (np.repeat(r, width) >> within) & 1
+    stream = np.packbits(bits, bitorder="little").tobytes()
+    return struct.pack("<HB", len(data), k | run_k << 4) + stream
+
+
+def predictive_decode(encoded, *, row_bytes, limit=None):
+    """Inverse of :func:`predictive_encode`, step by step as the board decodes (one bit at a time);
+    :class:`EncodingError` (with the bytes written before it) where the board answers ``ENCODING``:
+    data shorter than its header, ``count`` over ``limit``, bits that end before ``count`` bytes are
+    decoded, a unary part longer than any valid value's, a run past ``count``, a run-ending byte of 0
+    (``v == 255``), or whole bytes left over after the last bit used."""
+    encoded = bytes(encoded)
+    if len(encoded) < PR_HEADER:
+        raise EncodingError(f"predictive data of {len(encoded)} bytes is shorter than its {PR_HEADER}-byte header")
+    count, params = struct.unpack_from("<HB", encoded)
+    k, run_k = params & 7, params >> 4 & 7
+    if limit is not None and count > limit:
+        raise EncodingError(f"predictive data decodes past {limit} bytes ({count})")
+    stream = encoded[PR_HEADER:]
+    out = bytearray()
+    position = 0
+
+    def bit():
+        nonlocal position
+        if position >= 8 * len(stream):
+            raise EncodingError(f"predictive data ends after {len(out)} of {count} bytes", out)
+        value = stream[position >> 3] >> (position & 7) & 1
+        position += 1
+        return value
+
+    def rice(width, q_max):
+        q = 0
+        while bit():
+            if q == q_max:
+                raise EncodingError(f"predictive data has a unary part over {q_max} at byte {len(out)}", out)
+            q += 1
+        r = 0
+        for index in range(width):
+            r |= bit() << index
+        return q << width | r
+
+    R = row_bytes
+    while len(out) < count:
+        n = len(out)
+        a = out[n - 1] if n >= 1 else 0
+        b = out[n - R] if R and n >= R else 0
+        c = out[n - R - 1] if R and n >= R + 1 else 0
+        if a == 0 and b == 0:
+            run = rice(run_k, PR_Q_MAX)
+            if n + run > count:
+                raise EncodingError(f"predictive data has a run past {count} bytes at byte {n}", out)
+            out += bytes(run)
+            if len(out) < count:
+                value = rice(k, PR_Q_MAX >> k)
+                if value >= 255:
+                    raise EncodingError(f"predictive data ends a run with a zero byte at byte {len(out)}", out)
+                out.append(value + 1)
+        else:
+            e = rice(k, PR_Q_MAX >> k)
+            residual = e >> 1 if e % 2 == 0 else -(e + 1 >> 1)
+            out.append((int(_med(a, b, c)) + residual) & 0xFF)
+    if (position + 7) // 8 != len(stream):
+        raise EncodingError(f"predictive data has {len(stream) - (position + 7) // 8} bytes after its last "
+                            f"bit", out)
+    return bytes(out)
+
+
+def image_request(data, *, final, encodings, row_bytes=0):
+    """``(type, data)`` to send image bytes ``data`` with: the shortest of LOAD (or INFER when
+    ``final``) and the zero-run and predictive forms the board decodes (``encodings``; ``row_bytes``:
+    its INFO's, for the predictive code)."""
+    data = bytes(data)
+    choices = [(len(data), FrameType.INFER if final else FrameType.LOAD, data)]
     if encodings & Encoding.ZERO_RUN:
         encoded = zero_run_encode(data)
-        if len(encoded) < len(data):
-            return (FrameType.INFER_ZR if final else FrameType.LOAD_ZR), encoded
-    return (FrameType.INFER if final else FrameType.LOAD), bytes(data)
+        choices.append((len(encoded), FrameType.INFER_ZR if final else FrameType.LOAD_ZR, encoded))
+    if encodings & Encoding.PREDICTIVE and data:
+        try:
+            encoded = predictive_encode(data, row_bytes=row_bytes)
+        except ProtocolError:
+            pass
+        else:
+            choices.append((len(encoded), FrameType.INFER_PR if final else FrameType.LOAD_PR, encoded))
+    _, type, payload = min(choices, key=lambda choice: choice[0])
+    return type, payload
 
 
-def request_frame_bytes(data, *, encodings, slot=0, offset=0):
+def request_frame_bytes(data, *, encodings, row_bytes=0, slot=0, offset=0):
     """Bytes on the wire for one INFER frame carrying ``data`` (escapes and encoding included)."""
-    type, payload = image_request(data, final=True, encodings=encodings)
+    type, payload = image_request(data, final=True, encodings=encodings, row_bytes=row_bytes)
     return len(encode_frame(0, type, chunk_payload(slot, offset, payload)))

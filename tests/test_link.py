@@ -121,6 +121,109 @@ def test_zero_runs_fall_back_to_raw_frames_when_they_do_not_pay():
     assert protocol.image_request(sparse, final=True, encodings=0) == (FrameType.INFER, sparse)
 
 
+@st.composite
+def packed_chunks(draw):
+    """A random image of 1..16-bit pixels, packed, its row bytes, and a chunk of it."""
+    bits = draw(st.integers(1, 16))
+    shape = (draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.integers(1, 3)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 1 << bits, size=shape)
+    pixels *= rng.random(shape) < draw(st.sampled_from([0.0, 0.3, 0.7, 1.0]))    # zeros, in runs or not
+    if draw(st.booleans()):
+        pixels = np.minimum(np.cumsum(pixels, axis=1) // 3, (1 << bits) - 1)   # smooth, like photographs
+    data = protocol.pack_image(pixels, bits)
+    start = draw(st.integers(0, len(data)))
+    end = draw(st.integers(start, len(data)))
+    return data, protocol.image_row_bytes(shape, bits), start, end
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunk=packed_chunks(), params=st.none() | st.tuples(st.integers(0, 7), st.integers(0, 7)))
+def test_predictive_code_round_trips(chunk, params):
+    data, row, start, end = chunk
+    k, run_k = params or (None, None)
+    piece = data[start:end]
+    encoded = protocol.predictive_encode(piece, row_bytes=row, k=k, run_k=run_k)
+    assert protocol.predictive_decode(encoded, row_bytes=row, limit=len(data) - start) == piece
+    assert encoded[:2] == len(piece).to_bytes(2, "little")
+    if params is None:      # the chosen parameters are the best of all 64
+        assert len(encoded) == min(len(protocol.predictive_encode(piece, row_bytes=row, k=a, run_k=b))
+                                   for a in range(8) for b in range(8))
+    else:
+        assert encoded[2] == k | run_k << 4
+
+
+def test_predictive_code_beats_zero_runs_on_fashion_mnist():
+    from hone.training.cli import network_test_images
+
+    network, pixels, _, _ = network_test_images(FASHION, 300)
+    row = protocol.image_row_bytes(network.input.shape, network.input.bits)
+    assert row == 28
+    sizes = {encodings: np.mean([protocol.request_frame_bytes(protocol.pack_image(image, 8), encodings=encodings,
+                                                              row_bytes=row) for image in pixels])
+             for encodings in (0, protocol.Encoding.ZERO_RUN, protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE)}
+    assert sizes[0] >= 798 and 460 < sizes[protocol.Encoding.ZERO_RUN] < 500      # escapes included
+    assert sizes[protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE] < 440, sizes
+
+
+PR_ERRORS = (r"^predictive data (of \d+ bytes is shorter than its 3-byte header|decodes past \d+ bytes \(\d+\)|"
+             r"ends after \d+ of \d+ bytes|has a unary part over \d+ at byte \d+|has a run past \d+ bytes at byte \d+|"
+             r"ends a run with a zero byte at byte \d+|has \d+ bytes after its last bit)$")
+
+
+@settings(max_examples=500, deadline=None)
+@given(encoded=st.binary(max_size=40), limit=st.integers(0, 60), row=st.integers(0, 6))
+def test_predictive_decoder_model_accepts_or_refuses_anything(encoded, limit, row):
+    try:
+        decoded = protocol.predictive_decode(encoded, row_bytes=row, limit=limit)
+    except protocol.EncodingError as error:
+        assert re.match(PR_ERRORS, str(error)), str(error)
+        assert len(error.decoded) <= limit
+    else:
+        assert len(decoded) <= limit and len(decoded) == int.from_bytes(encoded[:2], "little")
+
+
+def test_predictive_decoder_refuses_corrupt_data():
+    data = bytes([0, 0, 0, 9, 9, 8, 0, 0, 7, 6, 0, 0])
+    good = protocol.predictive_encode(data, row_bytes=4, k=1, run_k=0)
+
+    def refused(encoded, message, decoded=None, limit=None):
+        with pytest.raises(protocol.EncodingError, match=message) as error:
+            protocol.predictive_decode(encoded, row_bytes=4, limit=limit)
+        if decoded is not None:
+            assert error.value.decoded == decoded
+        return error.value.decoded
+
+    assert protocol.predictive_decode(good, row_bytes=4) == data
+    refused(good[:2], r"^predictive data of 2 bytes is shorter than its 3-byte header$", b"")
+    refused(good, r"^predictive data decodes past 11 bytes \(12\)$", b"", limit=11)
+    partial = refused(good[:-1], r"^predictive data ends after \d+ of 12 bytes$")
+    assert data.startswith(partial) and 0 < len(partial) < 12
+    refused(good + b"\x00", r"^predictive data has 1 bytes after its last bit$", data)
+    # a run of 4 zero bytes where 3 are left: run_k 0, unary 1111 then 0
+    refused(bytes([3, 0, 0, 0b01111]), r"^predictive data has a run past 3 bytes at byte 0$", b"")
+    # a run of 2 ended by 'v = 255' (k = 7: unary 1, then 7 ones): that would be a zero byte
+    refused(bytes([4, 0, 0x07, 0b11101011, 0b1111]), r"^predictive data ends a run with a zero byte at byte 2$",
+            bytes(2))
+    # k = 7 allows a unary part of 1 at most (values are 0..255); every unary bit is bounded
+    refused(bytes([2, 0, 0x07, 0b110]), r"^predictive data has a unary part over 1 at byte 0$", b"")
+    refused(bytes([0xFF, 0xFF, 0x00]) + b"\xff" * 40, r"^predictive data has a unary part over 255 at byte 0$", b"")
+
+
+def test_image_requests_take_the_shortest_encoding_the_board_decodes():
+    both = protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE
+    dense = bytes(range(1, 101))[::-1] + bytes(range(1, 101))
+    assert protocol.image_request(dense, final=True, encodings=both, row_bytes=10)[0] == FrameType.INFER_PR
+    noise = np.random.default_rng(0).integers(1, 256, size=100).astype(np.uint8).tobytes()
+    assert protocol.image_request(noise, final=True, encodings=both, row_bytes=10) == (FrameType.INFER, noise)
+    sparse = bytes(50) + b"\x05" + bytes(49)
+    assert protocol.image_request(sparse, final=False, encodings=both, row_bytes=0) == (
+        FrameType.LOAD_PR, protocol.predictive_encode(sparse, row_bytes=0))
+    assert protocol.image_request(sparse, final=True, encodings=protocol.Encoding.ZERO_RUN)[0] == FrameType.INFER_ZR
+    assert protocol.image_request(b"", final=True, encodings=both) == (FrameType.INFER, b"")
+
+
 @pytest.mark.parametrize("bits", range(1, 17))
 def test_images_pack_and_unpack(bits):
     pixels = np.random.default_rng(bits).integers(0, 1 << bits, size=37)
@@ -256,7 +359,7 @@ def test_board_decodes_zero_runs_and_answers_corrupt_ones_with_an_error(small_ne
     network, _ = small_net
     clock = 1_000_000
     top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
-    assert top.figures["encodings"] == protocol.Encoding.ZERO_RUN
+    assert top.figures["encodings"] == protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE
     image = top.figures["image_bytes"]
     rng = np.random.default_rng(11)
     images = rng.integers(0, 8, size=(3, 16)) * (rng.random((3, 16)) < 0.4)
@@ -294,7 +397,134 @@ def test_board_decodes_zero_runs_and_answers_corrupt_ones_with_an_error(small_ne
         assert result.label == reference.classes[index]
         np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
     info = protocol.parse_info(frames[-1].payload)
-    assert info.encodings == protocol.Encoding.ZERO_RUN
+    assert info.encodings == protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE
+    assert info.counters["errors_encoding"] == sum(kind == FrameType.ERROR for _, kind in expected)
+
+
+def run_board_slots(top, stream, *, clock):
+    """:func:`run_board`, and the slot memory's bytes afterwards."""
+    received = bytearray()
+    slots = []
+    divisor = top.figures["divisor"]
+    sim = Simulator(top)
+    sim.add_clock(1 / clock)
+
+    async def drive(ctx):
+        for byte in stream:
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                ctx.set(top.rx, bit)
+                await ctx.tick().repeat(divisor)
+        await ctx.tick().repeat(2000 * divisor)        # the replies, INFO's included, go out
+        slots.extend(ctx.get(top.slot_data[i]) for i in range(top.slot_data.depth))
+
+    async def watch(ctx):
+        while True:
+            await ctx.tick().until(top.tx == 0)
+            await ctx.tick().repeat(divisor // 2)
+            byte = 0
+            for i in range(8):
+                await ctx.tick().repeat(divisor)
+                byte |= ctx.get(top.tx) << i
+            await ctx.tick().repeat(divisor)
+            received.append(byte)
+
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    return bytes(received), bytes(slots)
+
+
+def test_board_decodes_predictive_frames_like_the_model():
+    """LOAD_PR / INFER_PR (valid with random parameters, corrupted, truncated, padded, garbage) against
+    predictive_decode: ACK or RESULT where the model accepts, ERROR ENCODING where it refuses, the
+    slot memory byte for byte as the model writes it (also the bytes before an error), and the board
+    answers INFO afterwards."""
+    rng = np.random.default_rng(21)
+    network = random_dense_network(rng, input_shape=(5, 6, 1), input_bits=8, widths=(10,), classes=3, nhot=2)
+    clock = 1_000_000
+    top = BoardTop(network, lanes=4, clock_hz=clock, baud=125_000, slots=2)
+    fig = top.figures
+    image, row, max_chunk = fig["image_bytes"], fig["row_bytes"], fig["max_chunk"]
+    assert (image, row, max_chunk) == (30, 6, 30)
+    assert fig["encodings"] == protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE
+    pyrng = random.Random(5)
+    memory = bytearray(2 * image)
+
+    def chunk_bytes(length):
+        kind = pyrng.choice(("sparse", "smooth", "noise", "zeros"))
+        if kind == "zeros":
+            return bytes(length)
+        if kind == "smooth":
+            level = pyrng.randrange(256)
+            return bytes((level := (level + pyrng.randrange(-3, 4)) % 256) for _ in range(length))
+        return bytes(pyrng.randrange(256) if kind == "noise" or pyrng.random() < 0.3 else 0 for _ in range(length))
+
+    # a unary part over 1 at k = 7; a run ended by v = 255 (a zero byte); over 127 at k = 1
+    crafted = [bytes([2, 0, 0x07, 0b110]), bytes([4, 0, 0x07, 0b11101011, 0b1111]), bytes([3, 0, 0x01, 0xFE]) + b"\xff" * 16]
+    stream, expected, infers = [], [], []
+    seq = 100
+    for index in range(48):
+        seq += 1
+        slot = pyrng.randrange(2)
+        offset = pyrng.randrange(image + 1)
+        length = pyrng.randrange(image - offset + 1)
+        data = chunk_bytes(length)
+        params = {} if pyrng.random() < 0.5 else {"k": pyrng.randrange(8), "run_k": pyrng.randrange(8)}
+        try:
+            encoded = protocol.predictive_encode(data, row_bytes=row, **params)
+        except protocol.ProtocolError:
+            encoded = protocol.predictive_encode(data, row_bytes=row)
+        damage = pyrng.choice(("none", "none", "flip", "truncate", "pad", "garbage", "count"))
+        if damage == "flip" and len(encoded) > 3:
+            position = pyrng.randrange(3, len(encoded))
+            encoded = encoded[:position] + bytes([encoded[position] ^ 1 << pyrng.randrange(8)]) + encoded[position + 1:]
+        elif damage == "truncate":
+            encoded = encoded[:pyrng.randrange(len(encoded))]
+        elif damage == "pad":
+            encoded += bytes([pyrng.randrange(256)])
+        elif damage == "garbage":
+            encoded = bytes([pyrng.randrange(image + 2), 0]) + pyrng.randbytes(pyrng.randrange(1, 12))
+        elif damage == "count":
+            encoded = (int.from_bytes(encoded[:2], "little") + pyrng.choice((-1, 1))).to_bytes(2, "little", signed=True)[:2] + encoded[2:]
+        if index < len(crafted):
+            encoded = crafted[index]
+        encoded = encoded[:max_chunk]
+        try:
+            decoded = protocol.predictive_decode(encoded, row_bytes=row, limit=image - offset)
+            want = FrameType.ACK
+        except protocol.EncodingError as error:
+            decoded = error.decoded
+            want = FrameType.ERROR
+        memory[slot * image + offset:slot * image + offset + len(decoded)] = decoded
+        stream += [bytes([END]) * 4, protocol.encode_frame(seq, FrameType.LOAD_PR,
+                                                           protocol.chunk_payload(slot, offset, encoded))]
+        expected.append((seq, want))
+        if index % 16 == 15:      # a whole image, predictively coded, run: its result is the reference's
+            pixels = np.frombuffer(chunk_bytes(image), dtype=np.uint8)
+            seq += 1
+            stream += [bytes([END]) * 4, protocol.encode_frame(seq, FrameType.INFER_PR, protocol.chunk_payload(
+                slot, 0, protocol.predictive_encode(pixels.tobytes(), row_bytes=row)))]
+            stream.append(bytes([END]) * 40)
+            memory[slot * image:(slot + 1) * image] = pixels.tobytes()
+            expected.append((seq, FrameType.RESULT))
+            infers.append(pixels)
+    stream += [bytes([END]) * 4, protocol.encode_frame(999, FrameType.INFO)]
+    expected.append((999, FrameType.INFO_REPLY))
+    assert {kind for _, kind in expected} >= {FrameType.ACK, FrameType.ERROR, FrameType.RESULT}
+    received, slots = run_board_slots(top, b"".join(stream), clock=clock)
+    frames = protocol.FrameParser().feed(received)
+    assert all(isinstance(f, Frame) for f in frames), frames
+    got = [(f.seq, f.type) for f in frames]
+    assert got == expected, (len(got), len(expected), next(((i, got[i], expected[i]) for i in range(len(got)) if got[i] != expected[i]), None))
+    assert all(f.payload == bytes([ErrorCode.ENCODING]) for f in frames if f.type == FrameType.ERROR)
+    assert slots == bytes(memory), [i for i in range(len(memory)) if slots[i] != memory[i]]
+    reference = IntegerNetwork(network).run(np.array(infers, dtype=np.int64))
+    for index, frame in enumerate(f for f in frames if f.type == FrameType.RESULT):
+        result = protocol.parse_result(frame.payload, network.layers[-1].outputs)
+        assert result.label == reference.classes[index]
+        np.testing.assert_array_equal(result.spikes, reference.spikes[-1][index])
+    info = protocol.parse_info(frames[-1].payload)
+    assert (info.encodings, info.row_bytes) == (protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE, 6)
     assert info.counters["errors_encoding"] == sum(kind == FrameType.ERROR for _, kind in expected)
 
 
