@@ -76,11 +76,11 @@ class LinkStats:
 def line_rate_limit(info, images=None):
     """:func:`hone.rtl.protocol.line_rate` for the board that sent ``info``: with ``images`` (integer
     pixels, ``(n, inputs)``), for their mean bytes on the wire as this host sends them on a clean line
-    (one INFER frame each, zero-run encoded where the board decodes it and it pays, escapes included)."""
+    (one INFER frame each, in the shortest encoding the board decodes, escapes included)."""
     up = None
     if images is not None and len(images):
         up = float(np.mean([protocol.request_frame_bytes(protocol.pack_image(image, info.input_bits),
-                                                         encodings=info.encodings)
+                                                         encodings=info.encodings, row_bytes=info.row_bytes)
                             for image in np.asarray(images).reshape(len(images), -1)]))
     return protocol.line_rate(baud=info.baud, image_bytes=info.image_bytes, outputs=info.outputs, up=up)
 
@@ -209,10 +209,11 @@ class Board:
     def _send(self, request):
         type, payload = request.type, b""
         if request.type in (FrameType.LOAD, FrameType.INFER):
-            # zero-run encoded where the board decodes it and it pays (replies are the same)
-            encodings = self.info_cache.encodings if self.info_cache else 0
+            # the shortest encoding the board decodes: raw, zero runs or predictive (replies are the same)
+            info = self.info_cache
             type, data = protocol.image_request(request.data, final=request.type == FrameType.INFER,
-                                                encodings=encodings)
+                                                encodings=info.encodings if info else 0,
+                                                row_bytes=info.row_bytes if info else 0)
             payload = protocol.chunk_payload(request.slot, request.offset, data)
         frame = protocol.encode_frame(request.seq, type, payload)
         with self._port_errors():

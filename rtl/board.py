@@ -31,8 +31,6 @@ __all__ = ["BoardTop", "link_figures", "loader_cycles"]
 KIND_ACK, KIND_INFO, KIND_ERROR, KIND_RESULT = range(4)
 REPLY_DEPTH = 16
 ZR_SLACK = 8       # clocks of the copy engine beyond one per byte (start, read latency, finish)
-PR_SLACK = 8       # clocks of the predictive decoder beyond one per decoded byte and one per bit (start,
-                   # three header bytes, finish)
 ERROR_ROOM = 2     # an ERROR is queued only behind fewer replies than this, so errors can never crowd
                    # out the replies to good frames (those are never longer than their requests)
 
@@ -51,13 +49,13 @@ def link_figures(network, *, clock_hz, baud, slots):
     # zero-run decoding writes up to a whole image from a short chunk, one byte per clock; the next
     # frame's data reaches staging byte j no sooner than 8 + j bytes (80 + 10 j bit times) after the
     # verdict, so decoding stays ahead of it when an image takes fewer clocks than 80 bit times
-    encodings = protocol.Encoding.ZERO_RUN if image + ZR_SLACK <= 80 * divisor else protocol.Encoding(0)
-    # the predictive decoder takes one clock per bit and one per decoded byte: it reads bit-stream byte
-    # j no later than 8 j + image + PR_SLACK clocks after the verdict (8 j < 10 j bit times), so the
-    # same bound keeps it ahead of the next frame's data
-    row = protocol.image_row_bytes(network.input.shape, bits) if image + PR_SLACK <= 80 * divisor else 0
-    if image + PR_SLACK <= 80 * divisor:
-        encodings |= protocol.Encoding.PREDICTIVE
+    fast = image + ZR_SLACK <= 80 * divisor
+    # the predictive decoder takes one clock per bit and one per decoded byte: it has read bit-stream
+    # byte j (staging byte 3 + j) within 8 j + image + 13 clocks of the verdict, the next frame's data
+    # reaches it no sooner than 110 + 10 j bit times after (8 clocks or more a bit), so the zero-run
+    # bound keeps it ahead too
+    encodings = protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE if fast else protocol.Encoding(0)
+    row = protocol.image_row_bytes(network.input.shape, bits) if fast else 0
     return {"divisor": divisor, "image_bytes": image, "max_chunk": max_chunk, "slots": slots,
             "inputs": inputs, "input_bits": bits, "clock_hz": int(round(clock_hz)), "baud": int(baud),
             "encodings": int(encodings), "row_bytes": row}
@@ -457,7 +455,8 @@ class BoardTop(wiring.Component):
                             copy_count, copy_base, copy_end, out_addr, copy_done, fail):
         """LOAD_PR / INFER_PR: the predictive code (:func:`hone.rtl.protocol.predictive_decode`, its
         reference model) from staging into the slot, one bit per clock and one clock per decoded
-        byte. The staging read port shows byte ``copy_index``; ``advance`` moves it on."""
+        byte: ``5 + bits + count`` clocks a frame. The staging read port shows byte ``copy_index``;
+        ``advance`` moves it on."""
         R = fig["row_bytes"]
         count = Signal(16)
         k = Signal(3)
@@ -469,29 +468,18 @@ class BoardTop(wiring.Component):
         j = Signal(3)               # low bits read
         run_left = Signal(15)
         ending = Signal()           # the next value ends a run of zeros
-        left = Signal(8)            # a: the byte before
-        upper = Signal(8)           # b: the byte row_bytes back
-        upper_left = Signal(8)      # c: the one before that
+        # the bytes decoded last, newest first: a (the byte before), ..., b (row_bytes back), c; in
+        # flip-flops (no memory block: row_bytes is small for an image the line bound admits)
+        history = Signal(8 * (R + 1))
+        left = history[0:8]
+        upper = history[8 * (R - 1):8 * R] if R else C(0, 8)
+        upper_left = history[8 * R:8 * R + 8] if R else C(0, 8)
 
         write = Signal()
         write_data = Signal(8)
         with m.If(write):
             m.d.comb += [slot_write.addr.eq(out_addr), slot_write.data.eq(write_data), slot_write.en.eq(1)]
-            m.d.sync += [out_addr.eq(out_addr + 1), n.eq(n + 1), left.eq(write_data), upper_left.eq(upper)]
-        if R:
-            m.submodules.pr_rows = rows = memory.Memory(shape=8, depth=R, init=[])
-            row_write = rows.write_port()
-            row_read = rows.read_port(transparent_for=(row_write,))
-            pointer = Signal(range(R))
-            following = Signal.like(pointer)
-            m.d.comb += [following.eq(Mux(pointer == R - 1, 0, pointer + 1)),
-                         row_read.addr.eq(Mux(write, following, pointer)),     # ready for the next byte
-                         row_write.addr.eq(pointer), row_write.data.eq(write_data), row_write.en.eq(write),
-                         upper.eq(Mux(n >= R, row_read.data, 0))]
-            with m.If(write):
-                m.d.sync += pointer.eq(following)
-        else:
-            pointer = None
+            m.d.sync += [out_addr.eq(out_addr + 1), n.eq(n + 1), history.eq(Cat(write_data, history[:-8]))]
 
         run_mode = Signal()
         width = Signal(3)
@@ -559,9 +547,7 @@ class BoardTop(wiring.Component):
                 with m.Else():
                     m.d.comb += advance.eq(1)
                     m.d.sync += [k.eq(staging_read.data[0:3]), run_k.eq(staging_read.data[4:7]), n.eq(0),
-                                 bit_pos.eq(0), q.eq(0), ending.eq(0), left.eq(0), upper_left.eq(0)]
-                    if pointer is not None:
-                        m.d.sync += pointer.eq(0)
+                                 bit_pos.eq(0), q.eq(0), ending.eq(0), history.eq(0)]
                     with m.If(count == 0):
                         m.next = "FINISH"
                     with m.Else():

@@ -235,11 +235,32 @@ def _zero_run_prefix(encoded, limit):
     return bytes(out)
 
 
-def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
+def _damaged_predictive(rng, image_bytes, max_chunk, row_bytes):
+    """Predictive data for a chunk, damaged: bits flipped, cut short, padded, its count changed, or
+    garbage after a header."""
+    length = rng.randrange(0, min(image_bytes, 24) + 1)
+    data = bytes(rng.randrange(256) if rng.random() < 0.4 else 0 for _ in range(length))
+    encoded = bytearray(protocol.predictive_encode(data, row_bytes=row_bytes))
+    damage = rng.choice(("flip", "truncate", "pad", "count", "garbage"))
+    if damage == "flip" and len(encoded) > protocol.PR_HEADER:
+        encoded[rng.randrange(protocol.PR_HEADER, len(encoded))] ^= 1 << rng.randrange(8)
+    elif damage == "truncate":
+        del encoded[rng.randrange(len(encoded)):]
+    elif damage == "pad":
+        encoded.append(rng.randrange(256))
+    elif damage == "count":
+        encoded[0:2] = ((length + rng.choice((-1, 1, image_bytes))) % 0x10000).to_bytes(2, "little")
+    else:
+        encoded[protocol.PR_HEADER:] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 12)))
+    return bytes(encoded[:max_chunk])
+
+
+def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0, row_bytes=0):
     """``count`` pieces of garbage, each followed by a valid frame; returns the stream as a list of
     ``bytes`` and ``("break", bit_times)`` items, and the valid frames as ``(seq, type, slot)``.
-    With ``encodings`` (a board that decodes zero runs), garbage includes good frames with corrupt
-    zero-run data (answered ERROR ENCODING), and a third of the valid LOADs are zero-run encoded."""
+    With ``encodings`` (a board that decodes zero runs, predictive frames; ``row_bytes`` from its
+    INFO), garbage includes good frames with corrupt encoded data (answered ERROR ENCODING), and a
+    third of the valid LOADs are encoded (zero runs, or predictive half the time when it decodes both)."""
     items, valid = [], []
     images = {}
     last_infer = {}
@@ -248,6 +269,9 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
     for index in range(count):
         kind = rng.choice(("noise", "noise_ends", "truncated", "bad_crc", "oversize", "bad_type",
                            "bad_escape", "bad_length", "break") + (("bad_encoding",) * 2 if encodings else ()))
+        if kind == "bad_encoding" and encodings & protocol.Encoding.PREDICTIVE and (
+                not encodings & protocol.Encoding.ZERO_RUN or rng.random() < 0.5):
+            kind = "bad_predictive"
         sample = good(rng.randrange(256), FrameType.LOAD,
                       protocol.chunk_payload(0, 0, bytes(rng.randrange(256) for _ in range(8))))
         if kind == "noise":
@@ -265,7 +289,7 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
         elif kind == "oversize":
             items.append(good(rng.randrange(256), FrameType.LOAD, bytes(max_chunk + protocol.CHUNK_HEADER + 1)))
         elif kind == "bad_type":
-            items.append(good(rng.randrange(256), rng.choice([0x00, 0x06, 0x7F, 0x81, 0xFF])))
+            items.append(good(rng.randrange(256), rng.choice([0x00, 0x08, 0x7F, 0x81, 0xFF])))
         elif kind == "bad_escape":
             items.append(bytes([protocol.END, 1, 2, protocol.ESC, 0x41, 3, protocol.END]))
         elif kind == "bad_length":
@@ -294,6 +318,20 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
                 items.append(good(rng.randrange(256), FrameType.LOAD_ZR, protocol.chunk_payload(target, offset, data)))
             else:
                 items.append(bytes([protocol.END]))   # too long to be corrupt within max_chunk: no garbage
+        elif kind == "bad_predictive":
+            target = rng.choice([slot for slot in range(slots) if len(valid) - last_infer.get(slot, -100) > 20])
+            offset = rng.randrange(0, image_bytes + 1)
+            data = _damaged_predictive(rng, image_bytes, max_chunk, row_bytes)
+            try:
+                protocol.predictive_decode(data, row_bytes=row_bytes, limit=image_bytes - offset)
+            except protocol.EncodingError as error:
+                # the board writes what decodes before the fault
+                current = bytearray(images.get(target, bytes(image_bytes)))
+                current[offset:offset + len(error.decoded)] = error.decoded
+                images[target] = bytes(current)
+                items.append(good(rng.randrange(256), FrameType.LOAD_PR, protocol.chunk_payload(target, offset, data)))
+            else:
+                items.append(bytes([protocol.END]))   # the damage left it valid: no garbage
         else:
             items.append(("break", rng.randrange(10, 200)))   # at least a byte long: a break
         seq = (seq + 1) % 256
@@ -317,9 +355,13 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0):
             current = bytearray(images.get(slot, bytes(image_bytes)))
             current[offset:offset + length] = data
             images[slot] = bytes(current)
-            encoded = protocol.zero_run_encode(data)
+            if zero_run and encodings & protocol.Encoding.PREDICTIVE and (
+                    not encodings & protocol.Encoding.ZERO_RUN or rng.random() < 0.5):
+                type, encoded = FrameType.LOAD_PR, protocol.predictive_encode(data, row_bytes=row_bytes)
+            else:
+                type, encoded = FrameType.LOAD_ZR, protocol.zero_run_encode(data)
             if zero_run and len(encoded) <= max_chunk:
-                items.append(good(seq, FrameType.LOAD_ZR, protocol.chunk_payload(slot, offset, encoded)))
+                items.append(good(seq, type, protocol.chunk_payload(slot, offset, encoded)))
             else:
                 items.append(good(seq, FrameType.LOAD, protocol.chunk_payload(slot, offset, data)))
             valid.append((seq, FrameType.ACK, None))
@@ -338,7 +380,8 @@ async def garbage_is_answered(dut):
     network, _ = read_network(config["network"])
     rng = random.Random(config.get("seed", 0))
     items, valid = garbage_stream(rng, config["count"], slots=link["slots"], image_bytes=link["image_bytes"],
-                                  max_chunk=link["max_chunk"], encodings=link.get("encodings", 0))
+                                  max_chunk=link["max_chunk"], encodings=link.get("encodings", 0),
+                                  row_bytes=link.get("row_bytes", 0))
     if "items" in config:   # replay a slice (debugging)
         first, last = config["items"]
         kept = [i for i in range(first, last) if i % 2]

@@ -633,7 +633,13 @@ def test_rtl_answers_every_valid_frame_after_garbage(small_net, builds, simulato
     assert summary["bad_replies"] == 0
     codes = summary["error_codes"]
     assert codes["CRC"] and codes["LENGTH"] and codes["TYPE"] and codes["FRAMING"], codes
-    assert codes["ENCODING"], codes            # corrupt zero-run data (a good frame) is answered
+    assert codes["ENCODING"], codes            # corrupt zero-run and predictive data (a good frame) is answered
+    # the stream had both kinds of encoded frames, valid and corrupt
+    items, _ = garbage_stream(random.Random(0), count, slots=3, image_bytes=6, max_chunk=6,
+                              encodings=protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE)
+    types = [f.type for f in protocol.FrameParser().feed(b"".join(i for i in items if isinstance(i, bytes)))
+             if isinstance(f, Frame)]
+    assert types.count(FrameType.LOAD_PR) > 10 and types.count(FrameType.LOAD_ZR) > 10
 
 
 # -- host Board against a simulated board ---------------------------------------------------------
@@ -732,10 +738,18 @@ def test_hone_infer_cli(capsys):
     assert report["equal"] and report["results"] == 6 and report["lost"] == 0 and report["duplicated"] == 0
     assert report["class_agreement"] == report["spike_agreement"] == 6
     assert 0 < report["line_rate_fraction"] <= 1.0
-    # zero-run frames: fewer bytes than the 798 of a raw frame, and the line-rate limit follows them
-    assert report["encodings"] == protocol.Encoding.ZERO_RUN and report["raw_frame_bytes_up"] == 798
-    assert report["frame_bytes_up"] < 798 and report["wire_bytes_up_per_image"] == pytest.approx(
-        report["frame_bytes_up"], rel=0.01)
+    # predictive frames: fewer bytes than zero runs, than the 798 of a raw frame, and the line-rate
+    # limit follows them
+    both = protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE
+    assert report["encodings"] == both and report["raw_frame_bytes_up"] == 798
+    from hone.training.cli import network_test_images
+
+    _, pixels, _, _ = network_test_images(FASHION, 6)
+    sizes = {encodings: np.mean([protocol.request_frame_bytes(protocol.pack_image(image, 8), encodings=encodings,
+                                                              row_bytes=28) for image in pixels])
+             for encodings in (protocol.Encoding.ZERO_RUN, both)}
+    assert report["frame_bytes_up"] == pytest.approx(sizes[both]) and sizes[both] < sizes[protocol.Encoding.ZERO_RUN]
+    assert report["wire_bytes_up_per_image"] == pytest.approx(report["frame_bytes_up"], rel=0.01)
     assert report["line_rate_limit"] == pytest.approx(115200 / 10 / report["frame_bytes_up"])
     assert re.search(r"^bytes per image +\d+\.\d up on the wire \(retries included; \d+\.\d on a clean line, "
                      r"798 as raw frames, zero runs where they pay\), 23 down$", out, re.M), out
