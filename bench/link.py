@@ -3,7 +3,8 @@
 Runs ``hone infer --sim`` (the whole board top level under Verilator behind a pty, driven by the
 same host code as a real board) with a board target's settings (its clock, its baud rate, the lanes
 ``hone build`` picks for it without ``--lanes``), once on a clean line and once per fault rate, and
-prints the figures that matter: bytes per image on the wire, images per second in board time against
+prints the figures that matter: bytes per image on the wire (over the whole test set in each encoding
+the board decodes, and as sent in the run), images per second in board time against
 the line-rate limit (baud / 10 / bytes per image, busier direction), board time extrapolated to
 10,000 images, results lost / duplicated, agreement with the integer reference, retransmissions.
 
@@ -20,6 +21,30 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from hone.host.infer import run_infer
+
+
+def test_set_bytes(network_path, *, clock_hz, baud):
+    """Bytes on the wire per test image as one INFER frame (escapes included): mean, min and max over
+    the whole test set, raw and in each encoding the board at ``clock_hz`` and ``baud`` decodes."""
+    import numpy as np
+
+    from hone.rtl import protocol
+    from hone.rtl.board import link_figures
+    from hone.training.cli import network_test_images
+
+    network, pixels, _, _ = network_test_images(network_path)
+    figures = link_figures(network, clock_hz=clock_hz, baud=baud, slots=4)
+    images = [protocol.pack_image(image, network.input.bits) for image in pixels.reshape(len(pixels), -1)]
+    out = {"test_images": len(images), "row_bytes": figures["row_bytes"], "encodings": figures["encodings"]}
+    for name, encodings in (("raw", 0), ("zero_run", protocol.Encoding.ZERO_RUN),
+                            ("board", figures["encodings"])):
+        if encodings & ~figures["encodings"]:
+            continue
+        sizes = np.array([protocol.request_frame_bytes(image, encodings=encodings, row_bytes=figures["row_bytes"])
+                          for image in images])
+        out[f"bytes_up_{name}"] = {"mean": round(float(sizes.mean()), 1), "min": int(sizes.min()),
+                                   "max": int(sizes.max())}
+    return out
 
 
 def main():
@@ -46,6 +71,7 @@ def main():
         lanes = lanes_for_link(TestImages(args.network), choose_lanes(network, target), clock_hz=target.clock_hz,
                                baud=baud)[0]
     print(f"{target.name}: {target.clock_hz / 1e6:g} MHz, {baud:,} baud, {lanes} lanes", flush=True)
+    print(json.dumps(test_set_bytes(args.network, clock_hz=target.clock_hz, baud=baud)), flush=True)
     rates = [0.0] + [float(rate) for rate in args.faults.split(",") if rate]
     rows = []
     for rate in rates:
