@@ -35,7 +35,12 @@ class TestImages:
         if meta.get("dataset"):
             network, self.pixels, labels, self.dataset = network_test_images(network_path, images)
             self.reference = IntegerNetwork(network).run(self.pixels)
-            self.accuracy = float((self.reference.classes == labels).mean())
+            if network.classes:
+                self.accuracy = float((self.reference.classes == labels).mean())
+            else:     # a spike output: the pixel accuracy of its reconstructions
+                from hone.training.reconstruction import reconstruction_figures
+
+                self.accuracy = reconstruction_figures(self.reference.outputs, labels)["pixel_accuracy"]
         else:
             self.pixels, self.reference, self.accuracy = [], None, None
         self.network = network

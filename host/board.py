@@ -49,7 +49,7 @@ class LinkError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class InferResult:
     index: int
-    label: int
+    label: int | None      # the class; None for a network without classes (its output is ``spikes``)
     cycles: int
     spikes: np.ndarray
     attempts: int          # INFER frames sent for this image (1 when nothing was lost)
@@ -501,7 +501,8 @@ class Board:
                     outstanding[frame.seq] = request
                     continue
                 if job.index not in done:
-                    done[job.index] = InferResult(job.index, result.label, result.cycles, result.spikes,
+                    label = result.label if info.classes else None    # classes 0: the spikes are the output
+                    done[job.index] = InferResult(job.index, label, result.cycles, result.spikes,
                                                   job.infer_attempts, job.slot)
                     free.append(job.slot)
             # timeouts: the board answers in order, so only the oldest request can be overdue; one

@@ -26,12 +26,15 @@ PLOTS = {"Training": "\n\n![sharpening](train/sharpening.png)",
          "Network": "\n\n![activity of the integer network on the test set](net.hone.activity.png)",
          "RTL": "\n\n![activity counted from the RTL's trace](sim-activity.png)",
          "Host": "\n\n![activity of the images sent to the board](board-activity.png)",
-         "Bitstream": "\n\n![resources and throughput](bitstream/build.png)"}
+         "Bitstream": "\n\n![resources and throughput](bitstream/build.png)",
+         "Reconstructions": "\n\n![originals, Keras' and the simulated board's reconstructions](reconstructions.png)"}
 
 
 def cmd_flow(args):
     """The main job: train and sharpen the default network, export it, check its RTL, run test images
-    over serial through the simulated board with the host code, write one report."""
+    over serial through the simulated board with the host code, write one report. With ``--arch
+    autoencoder`` the figures are pixel accuracy and bits wrong per image, and ``reconstructions.png``
+    shows test images next to Keras' and the simulated board's reconstructions."""
     config = training_cli.config_from(args)
     if args.lanes is not None:
         _check_flow_lanes(config, args.lanes)
@@ -47,10 +50,12 @@ def cmd_flow(args):
                                 lanes=args.lanes, build_root=out / "sim", progress=not args.json,
                                 activity_plot=out / "sim-activity.png")
     from .infer import format_infer, run_infer
+    autoencoder = config.arch == "autoencoder"
     hosted = run_infer(network_path, images=args.board_images, progress=not args.json,
                        activity_plot=out / "board-activity.png",
                        simulation={"simulator": args.simulator, "lanes": args.lanes,
-                                   "build_root": out / "sim-board"})
+                                   "build_root": out / "sim-board"}, keep_outputs=autoencoder)
+    reconstructions = _plot_reconstructions(config, out, hosted.pop("outputs")) if autoencoder else None
     from hone.boards import cli as boards_cli
     built = None
     if args.board != "none":
@@ -68,6 +73,9 @@ def cmd_flow(args):
     ]
     if built is not None:
         sections.append((f"Bitstream for {built['board']}", boards_cli.format_build(built)))
+    if reconstructions is not None:
+        sections.append(("Reconstructions", f"the first {reconstructions} test images: originals, Keras (exact "
+                                            f"steps) and the simulated board over serial"))
     (out / "report.md").write_text(
         "# hone flow report\n\n" + "\n\n".join(
             f"## {title}\n\n" + (text if title.startswith("Bitstream") else f"```\n{text}\n```")
@@ -86,19 +94,47 @@ def cmd_flow(args):
         raise UserError(f"the bitstream for {built['board']} does not meet timing; see the report")
 
 
+def _plot_reconstructions(config, out, board_outputs):
+    """``reconstructions.png``: test images, Keras' reconstructions (exact steps) and the simulated
+    board's; the number of images shown."""
+    import keras
+
+    from hone.training import layers  # noqa: F401  (registers hone's layers and metrics)
+    from hone.training.autoencoder import hard_reconstructions
+    from hone.training.datasets import load_dataset
+    from hone.training.reconstruction import plot_reconstructions
+
+    data = load_dataset(config.dataset, binarize=config.binarize)
+    count = min(10, len(board_outputs))
+    images = data.x_test[:count]
+    model = keras.saving.load_model(out / "train" / "model.keras")
+    shape = data.input_shape if len(data.input_shape) > 1 else (1, data.input_shape[0])
+    plot_reconstructions(out / "reconstructions.png", images,
+                         {"Keras": hard_reconstructions(model, images), "board": board_outputs[:count]},
+                         shape=shape, count=count)
+    return count
+
+
 def _check_flow_lanes(config, lanes):
     """``--lanes`` against the widest layer the configured network will have, before training starts."""
     from hone.training.datasets import DatasetError, load_dataset
-    from hone.training.config import DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
+    import numpy as np
+
+    from hone.training.config import DEFAULT_AUTOENCODER_WIDTHS, DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
 
     try:
-        classes = load_dataset(config.dataset).classes
+        data = load_dataset(config.dataset)
     except DatasetError:
         return       # training says what is wrong with the data
     conv = config.arch == "conv"
-    widths = config.widths or (DEFAULT_CONV["widths"] if conv else DEFAULT_DENSE_WIDTHS)
-    filters = (config.filters or DEFAULT_CONV["filters"]) if conv else ()
-    most = max(*widths, *filters, config.output_width or classes * config.nhot)
+    if config.arch == "autoencoder":    # its output layer has one unit per pixel
+        widths = config.widths or DEFAULT_AUTOENCODER_WIDTHS
+        filters, output = (), int(np.prod(data.input_shape))
+    else:
+        widths = config.widths or (DEFAULT_CONV["widths"] if conv else DEFAULT_DENSE_WIDTHS)
+        filters = (config.filters or DEFAULT_CONV["filters"]) if conv else ()
+        output = config.output_width or data.classes * config.nhot
+    most = max(*widths, *filters, output)
     if lanes > most:
         raise UsageError(f"argument --lanes: expected 1..{most} for this network (its widest layer has {most} "
                          f"neurons or filters; more lanes would stay idle), got {lanes}")

@@ -26,7 +26,7 @@ def _build_report(folder):
 
 
 def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chunk=None, progress=True,
-              activity_plot=None, simulation=None, deadline=None):
+              activity_plot=None, simulation=None, deadline=None, keep_outputs=False):
     """Run the first ``images`` test images on the board at ``port`` (or on a simulated board started
     with the keywords in ``simulation``) and compare every result with :class:`IntegerNetwork`.
 
@@ -34,6 +34,10 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
     images per second in wall time and in board time (from the board's cycle counter), the line-rate
     limit and the fraction of it reached, link statistics and the board's error counters.
     ``deadline``: seconds without an answer before giving up (see :class:`~hone.host.board.Board`).
+    For a network whose output is its spike vector (an autoencoder) the accuracy is the pixel accuracy
+    of the board's reconstructions (``reconstruction``: also bits wrong per image) against the binarized
+    test images; ``keep_outputs`` adds the board's output spikes, ``(images, units)`` ``uint8``, as
+    ``outputs`` (not JSON: pop it before dumping the report).
     """
     from hone.rtl.cli import lanes_for
     from hone.sim.cli import DEFAULT_LANES
@@ -81,8 +85,16 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
         raise UserError(f"{error} ({len(results)} of {len(pixels)} images done)") from None
 
     index = np.array([r.index for r in results])
-    got = np.array([r.label for r in results])
-    spikes = np.array([r.spikes for r in results])
+    spikes = np.array([r.spikes for r in results], dtype=np.uint8).reshape(len(results), reference.outputs.shape[1])
+    if network.classes:
+        got = np.array([r.label for r in results])
+        accuracy, class_agreement = float((got == labels).mean()), int((got == reference.classes).sum())
+    else:   # a spike output: the board's output spikes are the reconstruction, scored against the targets
+        from hone.training.reconstruction import reconstruction_figures
+
+        reconstruction = reconstruction_figures(spikes, labels[:len(results)]) if results else None
+        accuracy = reconstruction["pixel_accuracy"] if results else 0.0
+        class_agreement = sum(r.label is None for r in results)   # the board reports no class
     limit, up, down = line_rate_limit(info, pixels)
     raw_up = line_rate_limit(info)[1]
     board_seconds = (after.uptime_cycles - before.uptime_cycles) / info.clock_hz
@@ -91,9 +103,9 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
         "board": board.description, "dataset": dataset, "images": len(pixels), "results": len(results),
         "lost": int(len(pixels) - len(set(index.tolist()))), "duplicated": int(len(index) - len(set(index.tolist()))),
         "in_order": bool(np.array_equal(index, np.arange(len(pixels)))),
-        "accuracy": float((got == labels).mean()),
-        "class_agreement": int((got == reference.classes).sum()),
-        "spike_agreement": int((spikes == reference.spikes[-1]).all(axis=1).sum()),
+        "accuracy": accuracy,
+        "class_agreement": class_agreement,
+        "spike_agreement": int((spikes == reference.outputs[:len(results)]).all(axis=1).sum()),
         "images_per_s_wall": len(results) / wall if wall else 0.0, "wall_seconds": wall,
         "board_seconds": board_seconds, "images_per_s_board": per_s_board,
         "line_rate_limit": limit, "line_rate_fraction": per_s_board / limit if limit else 0.0,
@@ -106,6 +118,10 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
         "board_counters": {name: after.counters[name] - before.counters[name] for name in after.counters},
         "simulation": simulated,
     }
+    if not network.classes:
+        report["reconstruction"] = reconstruction
+    if keep_outputs:
+        report["outputs"] = spikes
     report["equal"] = (report["results"] == report["images"] and report["in_order"] and report["lost"] == 0
                        and report["class_agreement"] == len(pixels) and report["spike_agreement"] == len(pixels))
     # activity: a board returns the output layer's spikes only (checked above against the integer
@@ -120,6 +136,8 @@ def run_infer(network_path, *, images, port=None, baud=115200, dataset=None, chu
 
 
 def format_infer(report):
+    from hone.training.reconstruction import format_reconstruction
+
     n = report["images"]
     link = report["link"]
     errors = ", ".join(f"{name} {count}" for name, count in sorted(link["errors"].items())) or "none"
@@ -127,15 +145,21 @@ def format_infer(report):
         f"board                   {report['board']}",
         f"images                  {n} ({report['dataset']} test set): {report['results']} results, "
         f"{report['lost']} lost, {report['duplicated']} duplicated, {'in order' if report['in_order'] else 'OUT OF ORDER'}",
+    ] + ([
+        f"reconstruction          {format_reconstruction(report['reconstruction'])}",
+        f"agreement               output spikes {report['spike_agreement']}/{n} with the integer reference "
+        f"(bit for bit)",
+    ] if "reconstruction" in report else [
         f"accuracy                {report['accuracy']:.2%}",
         f"agreement               classes {report['class_agreement']}/{n}, output spikes "
         f"{report['spike_agreement']}/{n} with the integer reference",
+    ]) + [
         f"throughput              {report['images_per_s_board']:.2f} images/s in board time "
         f"({report['board_seconds']:.2f} s at {report['clock_hz'] / 1e6:g} MHz), "
         f"{report['images_per_s_wall']:.2f} images/s wall",
         f"bytes per image         {report['wire_bytes_up_per_image']:.1f} up on the wire (retries included; "
         f"{report['frame_bytes_up']:.1f} on a clean line, {report['raw_frame_bytes_up']} as raw frames"
-        f"{', zero runs where they pay' if report['encodings'] else ''}), {report['frame_bytes_down']} down",
+        f"{', encoded where it pays' if report['encodings'] else ''}), {report['frame_bytes_down']} down",
         f"line-rate limit         {report['line_rate_limit']:.2f} images/s at {report['baud']:,} baud "
         f"-> {report['line_rate_fraction']:.1%} reached",
         f"link                    {link['frames_sent']} frames, {link['retransmissions']} resent "

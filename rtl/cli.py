@@ -48,7 +48,8 @@ def cmd_rtl(args):
     plan = description["plan"]
     print(f"{args.output}: module {description['top']}, {plan['lanes']} lanes, network {description['sha256'][:16]}...")
     print(f"input {plan['input_size']} pixels x {plan['input_bits']} bit-planes, {plan['weight_bits']}-bit weights, "
-          f"{plan['accumulator_bits']}-bit accumulators, {plan['classes']} classes x {plan['nhot']}-hot")
+          f"{plan['accumulator_bits']}-bit accumulators, "
+          + (f"{plan['classes']} classes x {plan['nhot']}-hot" if plan["classes"] else "output spikes, no classes"))
     print(f"{'layer':<16}{'inputs':>8}{'outputs':>9}{'groups':>8}{'weight ROM bits':>17}")
     for layer in plan["layers"]:
         print(f"{layer['name']:<16}{layer['inputs']:>8}{layer['outputs']:>9}{layer['groups']:>8}"

@@ -11,7 +11,8 @@ in a per-position memory (``H' * W'`` words of ``P * A`` bits) through a read-mo
 with forwarding, then walk the positions once to compare and clear them; a max-pool after a conv
 layer is an OR of each window's spikes, folded into that walk, so each pooled unit is listed once.
 The output layer's spikes vote through the N-hot key ROM as they are emitted, keeping a running
-arg-max that breaks ties towards the lowest class.
+arg-max that breaks ties towards the lowest class; a network without classes (its output is the spike
+vector itself) has neither the key ROM nor the vote, and its label is 0.
 The exact cycle count is :func:`hone.rtl.cycles.inference_cycles`; docs/rtl.md has the block diagram.
 """
 
@@ -83,7 +84,8 @@ class NetworkCore(wiring.Component):
         delimits images. Ready while one of the two input buffers is free: the next image loads
         while the current one runs.
     result : Out(stream.Signature(result_layout))
-        One transfer per image: ``label`` (the decoded class) and ``cycles`` (the inference's cycles).
+        One transfer per image: ``label`` (the decoded class; 0 for a network whose output is its spike
+        vector) and ``cycles`` (the inference's cycles).
     trace : Out(stream.Signature(trace_layout))
         Present with ``trace=True``: the spikes of every network layer, in order: ``layer`` (the
         network file's layer index), ``neuron`` and ``mask``, meaning units ``neuron + j`` for every
@@ -97,7 +99,7 @@ class NetworkCore(wiring.Component):
         self._trace = bool(trace)
         plan = self._plan
         self.result_layout = data.StructLayout({
-            "label": unsigned(_bits_for(plan.classes - 1)),
+            "label": unsigned(_bits_for(max(plan.classes - 1, 0))),
             "cycles": unsigned(plan.cycle_bits),
         })
         self.trace_layout = data.StructLayout({
@@ -146,9 +148,10 @@ class NetworkCore(wiring.Component):
             m.submodules[f"thresholds_{layer.index}"] = rom = memory.Memory(
                 shape=unsigned(P * A), depth=layer.groups, init=layer.threshold_words)
             threshold_reads.append(rom.read_port())
-        m.submodules.key = key = memory.Memory(
-            shape=range(plan.classes + 1), depth=len(plan.unit_class), init=plan.unit_class)
-        key_read = key.read_port(domain="comb")
+        if plan.classes:
+            m.submodules.key = key = memory.Memory(
+                shape=range(plan.classes + 1), depth=len(plan.unit_class), init=plan.unit_class)
+            key_read = key.read_port(domain="comb")
 
         # -- sequencer state
         layer = Signal(range(max(len(layers), 2)))
@@ -386,14 +389,15 @@ class NetworkCore(wiring.Component):
                             m.d.comb += [write.addr.eq(counts[index + 1]), write.data.index.eq(neuron),
                                          write.en.eq(1)]
                             m.d.sync += counts[index + 1].eq(counts[index + 1] + 1)
-                    with m.If(layer == last):
-                        m.d.comb += key_read.addr.eq(neuron)
-                        for cls, tally in enumerate(votes):
-                            with m.If(key_read.data == cls):
-                                m.d.sync += tally.eq(tally + 1)
-                                with m.If((tally + 1 > best_votes) |
-                                          ((tally + 1 == best_votes) & (best > cls))):
-                                    m.d.sync += [best.eq(cls), best_votes.eq(tally + 1)]
+                    if plan.classes:    # the output layer's spike votes for its class
+                        with m.If(layer == last):
+                            m.d.comb += key_read.addr.eq(neuron)
+                            for cls, tally in enumerate(votes):
+                                with m.If(key_read.data == cls):
+                                    m.d.sync += tally.eq(tally + 1)
+                                    with m.If((tally + 1 > best_votes) |
+                                              ((tally + 1 == best_votes) & (best > cls))):
+                                        m.d.sync += [best.eq(cls), best_votes.eq(tally + 1)]
                     m.d.sync += pending.eq(pending_after)
                     with m.If(pending_after == 0):
                         finish_group()

@@ -222,14 +222,17 @@ class CorePlan:
             else:
                 raise PlanError(f"layer {layer.name!r} is {layer.kind}, which the core does not run")
             self.layers.append(plan)
-        key = network.output.key
-        self.classes = int(key.shape[0])
-        # output unit -> class, or `classes` for a unit that belongs to none
-        owner = np.full(key.shape[1], self.classes, dtype=np.int64)
-        for cls, row in enumerate(key):
-            owner[np.flatnonzero(row)] = cls
-        self.unit_class = owner.tolist()
-        self.nhot = network.output.nhot
+        # classes 0: the output is the last layer's spikes themselves (no key ROM, no vote)
+        self.classes = network.classes
+        self.unit_class, self.nhot = [], 0
+        if self.classes:
+            key = network.output.key
+            # output unit -> class, or `classes` for a unit that belongs to none
+            owner = np.full(key.shape[1], self.classes, dtype=np.int64)
+            for cls, row in enumerate(key):
+                owner[np.flatnonzero(row)] = cls
+            self.unit_class = owner.tolist()
+            self.nhot = network.output.nhot
         self.cycle_bits = max(32, _bits_for(self.worst_cycles()))
 
     @property

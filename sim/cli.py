@@ -47,7 +47,13 @@ def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root=
     labels = np.asarray(report.pop("labels"))
     report["dataset"] = dataset
     report["jobs"] = min(jobs, len(labels))
-    report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
+    if "outputs" in report:    # a spike output: the RTL's reconstructions against the binarized images
+        from hone.training.reconstruction import reconstruction_figures
+
+        report["reconstruction"] = reconstruction_figures(report.pop("outputs"), y_test[:len(labels)])
+        report["accuracy"] = report["reconstruction"]["pixel_accuracy"]
+    else:
+        report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
     if report.get("activity"):   # counted from the RTL's trace; plotted beside the run by default
         from hone.training.activity import plot_activity
 
@@ -65,8 +71,15 @@ def format_sim(report):
         lines.append(f"  {name:<22}{equal}/{n} spike-for-spike equal")
     lines += [
         f"all layers equal        {report['all_layers_equal']}/{n}",
-        f"class agreement         {report['class_agreement']}/{n}",
-        f"accuracy (RTL)          {100 * report['accuracy']:.2f}%",
+    ]
+    if "reconstruction" in report:
+        from hone.training.reconstruction import format_reconstruction
+
+        lines += [f"reconstruction (RTL)    {format_reconstruction(report['reconstruction'])}"]
+    else:
+        lines += [f"class agreement         {report['class_agreement']}/{n}",
+                  f"accuracy (RTL)          {100 * report['accuracy']:.2f}%"]
+    lines += [
         f"cycles / inference      mean {report['cycles_mean']:.1f}, max {report['cycles_max']} "
         f"(model: {report['cycles_equal_model']}/{n} exact)",
         f"bound                   mean {report['bound_mean']:.1f} -> ratio {report['cycles_over_bound']:.3f}",

@@ -11,7 +11,8 @@ import operator
 
 import numpy as np
 
-from hone.training.netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, weight_range
+from hone.training.netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput,
+                                  weight_range)
 from hone.training.nhot import nhot_key
 
 __all__ = ["THRESHOLDS", "random_dense_network", "random_conv_network", "random_conv_stages",
@@ -59,10 +60,13 @@ def random_dense_network(rng, *, input_shape=(4, 4, 1), input_bits=1, widths=(12
 
     ``thresholds`` is ``"random"`` (around the typical sum, so neurons fire sometimes), ``"low"``
     (the lowest sum reachable: always fires), ``"high"`` (the highest reachable sum plus one: never
-    fires) or ``"mixed"`` (each neuron picks one of the three).
+    fires) or ``"mixed"`` (each neuron picks one of the three). ``classes=0`` makes the output the
+    last layer's spike vector itself (no key; an autoencoder's shape: ``output_width`` defaults to the
+    input's size then).
     """
     _check_thresholds(thresholds)
-    output_width = classes * nhot if output_width is None else output_width
+    if output_width is None:
+        output_width = classes * nhot if classes else int(np.prod(input_shape))
     layers, fan_in = [], int(np.prod(input_shape))
     for index, width in enumerate(tuple(widths) + (output_width,)):
         w = _weights(rng, (width, fan_in), weight_bits)
@@ -71,6 +75,8 @@ def random_dense_network(rng, *, input_shape=(4, 4, 1), input_bits=1, widths=(12
         name = "out" if index == len(widths) else f"dense_{index}"
         layers.append(DenseLayer(name, w, theta))
         fan_in = width
+    if not classes:
+        return Network(InputSpec(tuple(input_shape), input_bits), tuple(layers), SpikeOutput(), weight_bits)
     key = nhot_key(classes, nhot, width=output_width, seed=int(rng.integers(1 << 16)))
     return Network(InputSpec(tuple(input_shape), input_bits), tuple(layers), OutputCode(key), weight_bits)
 

@@ -188,7 +188,8 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
             to `1`.
 
     Returns:
-        A report dict: ``labels`` (the RTL's class per image), ``equal`` (every layer, class and cycle
+        A report dict: ``labels`` (the RTL's class per image; 0 for a spike output, whose report
+        has ``outputs`` instead: the output layer's spikes per image, ``(n, units)`` ``uint8``), ``equal`` (every layer, class and cycle
         count matched), agreement per layer, class agreement, cycles (mean, max) against the model and
         the bound, images/s at ``clock_hz``, simulated time (summed over shards) and wall time (of the
         whole run, all shards), the first mismatches (global image indices), ``activity`` (the report
@@ -391,6 +392,10 @@ def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
         "simulated_ns": results["sim_ns"],
         "mismatches": results["mismatches"], "labels": labels.tolist(), "run_dir": str(test_dir),
     }
+    if plan.classes == 0:     # a spike output: the output layer's spikes the RTL traced, per image
+        width = plan.layers[-1].outputs
+        report["outputs"] = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(image["output"]), np.uint8))[:width]
+                                      for image in images], dtype=np.uint8).reshape(n, width)
     if waves:
         report["waves"] = str(test_dir / ("dump.vcd" if simulator == "verilator" else f"{TOP}.fst"))
     # activity (spikes, synaptic operations, Gini per layer) counted from the RTL's trace, and whether

@@ -130,7 +130,7 @@ class Checker:
         self.activity.add(self.pixels[index:index + 1], [s[None] for s in spikes])
         equal = [bool(order_ok and np.array_equal(rtl, ref[index].reshape(-1)))
                  for rtl, ref in zip(spikes, self.reference.spikes)]
-        expected_label = int(self.reference.classes[index])
+        expected_label = int(self.reference.labels[index])     # 0 for a spike output (no classes)
         expected_cycles = int(self.expected_cycles[index])
         for layer, (same, rtl, ref) in enumerate(zip(equal, spikes, self.reference.spikes)):
             if not same and len(self.mismatches) < 20:
@@ -141,9 +141,11 @@ class Checker:
             self.mismatches.append(f"class differs at image {index}: rtl={label} ref={expected_label}")
         if cycles != expected_cycles and len(self.mismatches) < 20:
             self.mismatches.append(f"cycles differ at image {index}: rtl={cycles} model={expected_cycles}")
-        self.images.append({"label": label, "expected_label": expected_label, "cycles": cycles,
-                            "expected_cycles": expected_cycles, "bound": int(self.bound[index]),
-                            "layers_equal": equal})
+        image = {"label": label, "expected_label": expected_label, "cycles": cycles,
+                 "expected_cycles": expected_cycles, "bound": int(self.bound[index]), "layers_equal": equal}
+        if self.reference.classes is None:    # a spike output: the RTL's own output spikes are the result
+            image["output"] = np.packbits(spikes[-1]).tobytes().hex()
+        self.images.append(image)
         if len(self.images) == len(self.expected_cycles):
             self.done.set()
 

@@ -124,7 +124,7 @@ def test_malformed_network_files_are_one_line_naming_the_field(document, tmp_pat
     (b"\xff\xfe", r"invalid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, r"nested too deeply"),
     (b'{"format": "hone-network", "version": ' + b"9" * 5000 + b"}", r"not a hone network file"),
-    (b'{"format": "hone-network", "version": 2}', r"version: format version 2 is newer than this hone reads"),
+    (b'{"format": "hone-network", "version": 3}', r"version: format version 3 is newer than this hone reads"),
     (b'{"format": "hone-network", "version": 0}', r"version: invalid format version 0"),
     (b'{"format": "hone-network", "version": 1.0}', r"version: expected int, got float 1\.0"),
     (b'{"format": [1, 2]}', r"format: expected 'hone-network', got \[1, 2\]"),

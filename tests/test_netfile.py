@@ -67,7 +67,7 @@ def rehash(document):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d.update(version=2), r"version: format version 2 is newer than this hone reads \(1\); upgrade hone$"),
+    (lambda d: d.update(version=3), r"version: format version 3 is newer than this hone reads \(2\); upgrade hone$"),
     (lambda d: d.update(format="onnx"), r"format: expected 'hone-network', got 'onnx'$"),
     (lambda d: d["network"]["layers"][2]["weights"].__setitem__(0, 99),
      r"sha256: content hash mismatch: the file declares [0-9a-f]{16}\.\.\. but its network hashes to "
@@ -204,8 +204,8 @@ def test_hone_info_reports_a_bad_file_in_one_line(tmp_path, network, capsys):
     from hone.host.cli import main
     path = tmp_path / "net.hone"
     write_network(path, network)
-    edit(path, lambda d: d.update(version=2))
+    edit(path, lambda d: d.update(version=3))
     assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err == (f"hone: error: {path}: version: format version 2 is newer than this hone reads (1); "
+    assert err == (f"hone: error: {path}: version: format version 3 is newer than this hone reads (2); "
                    f"upgrade hone\n")

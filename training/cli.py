@@ -79,6 +79,8 @@ def network_test_images(network_path, images=None, dataset=None):
     it takes them.
 
     Returns ``(network, pixels, labels, dataset)``; bad files, data sets or counts raise ``UserError``.
+    For a network whose output is its spike vector (an autoencoder), ``labels`` are the binary targets
+    ``(images, pixels)``: the test images binarized (``pixel >= 0.5``).
     """
     from hone.training.datasets import DatasetError, load_dataset
     from hone.training.netfile import NetworkFileError, read_network
@@ -113,6 +115,14 @@ def network_test_images(network_path, images=None, dataset=None):
         raise UsageError(f"argument --images: expected 1..{len(data.x_test)} (the {dataset} test set), "
                          f"got {images}")
     pixels = data.x_test[:images].reshape((images,) + wanted)
+    if network.output.kind == "spikes":
+        from hone.training.reconstruction import pixel_targets
+
+        if network.layers[-1].outputs != network.input.size:
+            raise UserError(f"{network_path}: its output is {network.layers[-1].outputs} spikes, not a "
+                            f"reconstruction of its {network.input.size} input pixels: hone measures a spike "
+                            f"output against its binarized input only")
+        return network, network.input.quantize(pixels), pixel_targets(pixels), dataset
     return network, network.input.quantize(pixels), data.y_test[:images], dataset
 
 
@@ -159,9 +169,15 @@ def add_train_arguments(parser, defaults):
                             "(default: %(default)s)")
     group.add_argument("--binarize", action="store_true", default=defaults.binarize,
                        help="binary input: pixel >= 0.5 (the cheapest hardware path)")
-    group.add_argument("--arch", choices=("dense", "conv"), default=defaults.arch)
+    group.add_argument("--arch", choices=("dense", "conv", "autoencoder"), default=defaults.arch,
+                       help="dense, conv, or autoencoder: a dense chain whose output spikes reconstruct the "
+                            "binarized input (pixel >= 0.5), exported with no key (default: %(default)s)")
     group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
-                       help="hidden dense widths (default: 256,64 for dense, 256 for conv)")
+                       help="hidden dense widths (default: 256,64 for dense, 256 for conv, 256,64,256 for "
+                            "autoencoder)")
+    group.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss,
+                       help="autoencoder: reconstruction loss, mean squared error or binary cross-entropy "
+                            "(default: %(default)s)")
     group.add_argument("--filters", type=_int_tuple, default=defaults.filters, metavar="F1,F2,..",
                        help="conv filters per conv-pool stage (default: 32,64)")
     group.add_argument("--kernel", type=int, default=defaults.kernel, help="conv kernel size (default: 5)")
@@ -172,8 +188,9 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
                        help="output layer width (default: classes x nhot)")
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
-    group.add_argument("--dropout", type=float, default=defaults.dropout,
-                       help="dropout after hidden dense spiking layers, training only")
+    group.add_argument("--dropout", type=float, default=None,
+                       help=f"dropout after hidden dense spiking layers, training only (default: {defaults.dropout}; "
+                            f"0 for autoencoder)")
     group.add_argument("--augment", action="store_true", default=defaults.augment,
                        help="random horizontal flips and 2-pixel shifts while training (for data such as "
                             "Fashion-MNIST where a mirror image keeps its class; not for digits)")
@@ -211,13 +228,15 @@ def add_train_arguments(parser, defaults):
                        help="sharpen all layers together instead of bottom-up")
     group.add_argument("--settle-epochs", type=int, default=defaults.settle_epochs,
                        help="epochs without sharpening after each layer becomes sharp")
-    group.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs,
-                       help="straight-through epochs after every layer is sharp")
+    group.add_argument("--finetune-epochs", type=int, default=None,
+                       help=f"straight-through epochs after every layer is sharp (default: {defaults.finetune_epochs}; "
+                            f"3 for autoencoder)")
     for name in ("min_init_epochs", "patience"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("rate", "critical", "cz_rate", "sig_increase", "sig_decrease"):
         group.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    group.add_argument("--start-epoch", type=int, default=defaults.start_epoch, help="simple sharpener")
+    group.add_argument("--start-epoch", type=int, default=None,
+                       help=f"simple sharpener (default: {defaults.start_epoch}; 10 for autoencoder)")
     group.add_argument("--steps", type=int, default=defaults.steps, help="simple sharpener")
     group.add_argument("--epochs-per-step", type=float, default=defaults.epochs_per_step,
                        help="simple sharpener")
@@ -240,9 +259,15 @@ def add_network_arguments(parser, defaults):
 def config_from(args):
     from .config import TrainConfig
 
+    from .config import AUTOENCODER_DEFAULTS
+
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    values = {name: value for name, value in vars(args).items() if name in fields}
+    for name, value in AUTOENCODER_DEFAULTS.items():   # options whose default depends on the architecture
+        if values.get(name, 0) is None:
+            values[name] = value if values.get("arch") == "autoencoder" else getattr(TrainConfig, name)
     try:
-        return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+        return TrainConfig(**values)
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
 
@@ -263,13 +288,19 @@ def run_training(config, out, *, quiet, backend=None, cpu_devices=None):
 
 
 def format_summary(summary, out):
+    from .reconstruction import format_reconstruction
+
     before = summary["best_accuracy_before_sharpening"]
+    reconstruction = summary.get("reconstruction")      # an autoencoder's pixel accuracy and bits wrong
     lines = [
         f"run folder              {out}",
         f"data                    {summary['dataset']} ({summary['encoding']} input), {summary['arch']}, "
-        f"{summary['nhot']}-hot, {summary['sharpener']} sharpener",
-        f"best before sharpening  {'-' if before is None else f'{100 * before:.2f}%'}",
-        f"sharpened (hard steps)  {100 * summary['sharpened_accuracy']:.2f}%"
+        + ("binarized input as the target" if reconstruction else f"{summary['nhot']}-hot")
+        + f", {summary['sharpener']} sharpener",
+        f"best before sharpening  {'-' if before is None else f'{100 * before:.2f}%'}"
+        + (" of pixels" if reconstruction and before is not None else ""),
+        f"sharpened (hard steps)  "
+        + (format_reconstruction(reconstruction) if reconstruction else f"{100 * summary['sharpened_accuracy']:.2f}%")
         + ("" if summary["fully_sharp"] else "  (NOT fully sharp)")
         + (f", as {summary['weight_bits']}-bit integers" if summary.get("quantization_aware") else ""),
         f"network file            {summary.get('weight_bits', 4)}-bit weights, {summary.get('input_bits', 8)}-bit "
@@ -286,11 +317,14 @@ def format_summary(summary, out):
 
 
 def train_figures(summary):
-    return {key: summary[key] for key in (
+    figures = {key: summary[key] for key in (
         "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
         "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
         "sharpness", "backend", "engine", "replicas", "workers", "weight_bits", "input_bits",
         "quantization_aware") if key in summary}
+    if summary.get("reconstruction"):     # an autoencoder: pixel accuracy and bits wrong per image
+        figures["reconstruction"] = summary["reconstruction"]
+    return figures
 
 
 def cmd_train(args):
@@ -354,6 +388,25 @@ def format_export(report, out):
     ]
     if "accuracy" not in report:
         lines.append(f"test images             none: {report['evaluation']}")
+    elif report.get("output") == "spikes":    # an autoencoder: pixel accuracy, bits wrong, bit for bit
+        acc, wrong, sources = report["accuracy"], report["bits_wrong_per_image"], report["disagreement_sources"]
+        lines += [
+            f"test images             {report['images']} ({report['dataset']}), the target: each binarized "
+            f"(pixel >= 0.5)",
+            "",
+            f"{'stage':<34}{'pixel accuracy':<16}bits wrong per image",
+        ] + [f"{label:<34}{100 * acc[name]:.2f}%{'':<10}{wrong[name]:.2f}" for name, label in (
+            ("keras_sharpened", "keras sharpened (steps)"), ("keras_quantized_pixels", "keras on the quantized pixels"),
+            ("float_folded", "float folded"), ("integer", "integer"))] + [
+            "",
+            f"image agreement keras/integer  {100 * report['image_agreement_keras_integer']:.2f}% bit for bit "
+            f"({report['disagreements']} differ in {report['bits_differing_keras_integer']} bits, "
+            f"{report['disagreements_near_threshold']} of them with a neuron at its threshold)",
+            f"  from pixel quantization      {sources['pixel_quantization']} (keras on raw vs quantized "
+            f"{report['input_bits']}-bit pixels)",
+            f"  from weight quantization     {sources['weight_quantization']} (keras on quantized pixels vs "
+            f"integer; {sources['weight_quantization_near_threshold']} at a threshold)",
+        ]
     else:
         acc, sources = report["accuracy"], report["disagreement_sources"]
         lines += [
@@ -428,8 +481,13 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
             raise UserError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but the model takes "
                             f"{model_shape}; pass the data set it was trained on with --dataset")
         x_test = data.x_test.reshape((len(data.x_test),) + model_shape)
+        targets = data.y_test
+        if network.output.kind == "spikes":     # an autoencoder: its binarized input is the target
+            from .reconstruction import pixel_targets
+
+            targets = pixel_targets(data.x_test)
         try:
-            report.update(evaluate_export(model, network, floats, x_test, data.y_test))
+            report.update(evaluate_export(model, network, floats, x_test, targets))
         except ValueError as error:
             raise UserError(f"dataset {dataset!r}: {error}") from None
     report["layers"] = {layer.name: layer.kind for layer in network.layers}
@@ -474,15 +532,17 @@ def cmd_info(args):
     figures = {
         "file": str(args.network), "sha256": network.sha256, "input_shape": list(network.input.shape),
         "input_bits": network.input.bits, "weight_bits": network.weight_bits,
-        "classes": int(network.output.key.shape[0]), "nhot": network.output.nhot,
-        "tie_break": network.output.tie_break, "layers": layers,
+        "output": network.output.kind, "classes": network.classes,
+        "nhot": network.output.nhot if network.classes else None,
+        "tie_break": network.output.tie_break if network.classes else None, "layers": layers,
         "weights": int(sum(l.weights.size for l in network.layers if l.kind != "maxpool2d")),
         "meta": meta,
     }
     print(f"{args.network}: valid hone network, sha256 {network.sha256}")
     print(f"input {'x'.join(map(str, network.input.shape))} x {network.input.bits}-bit, "
           f"{network.weight_bits}-bit weights ({figures['weights']} in all), "
-          f"{figures['classes']} classes x {network.output.nhot}-hot, tie-break {network.output.tie_break}")
+          + (f"{figures['classes']} classes x {network.output.nhot}-hot, tie-break {network.output.tie_break}"
+             if network.classes else f"output: the last layer's {network.layers[-1].outputs} spikes (no classes)"))
     for entry in layers:
         extra = (f"fan-in {entry['fan_in']}, accumulator {entry['accumulator_bits']} bits"
                  if "fan_in" in entry else "OR of spikes")

@@ -15,7 +15,9 @@ are the ones it trained at, else it is quantized like any other layer): it fires
 are K-bit integers ``q`` standing for ``q / (2**K - 1)``, so its ``a`` absorbs that factor. Flatten
 (channel-last, row-major; a Reshape to a flat vector is the same), Dropout, RandomFlip, RandomTranslation
 and folded BN placeholders vanish; MaxPooling2D after a spiking layer is an OR of spikes;
-``SoftmaxDecode`` gives the N-hot key.
+``SoftmaxDecode`` gives the N-hot key. A model that ends in its last spiking layer instead (an
+autoencoder, :mod:`hone.training.autoencoder`) has no key: its output is that layer's spike vector
+(a network file of format version 2).
 """
 
 import collections
@@ -31,7 +33,7 @@ from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm, fold_parameters
 from .integer import IntegerNetwork
 from .qat import Quantized, QuantizedConv2D, QuantizedDense
-from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode
+from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput
 from .nhot import decode_spikes
 from .quantize import clip_thresholds, quantize_neurons
 from .sharpeners import sharpness_of
@@ -182,7 +184,7 @@ def _layer_chain(model):
     if len(graph.outputs) != 1:
         names = ", ".join(repr(tensor._keras_history.operation.name) for tensor in graph.outputs)
         raise ExportError(f"the model has {len(graph.outputs)} outputs (from {names}); the network file has "
-                          f"one output, the class its SoftmaxDecode key decodes")
+                          f"one output: the class its SoftmaxDecode key decodes, or the last layer's spikes")
     by_depth = graph._nodes_by_depth  # what folding.py reads too; the input's node is the deepest
     nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
     applied = collections.Counter(id(node.operation) for node in nodes)
@@ -324,9 +326,7 @@ def _folded_layers(model, chain):
                           f"MaxPooling2D, Flatten, Dropout, BatchNormalization and SoftmaxDecode")
     if pending is not None:
         raise ExportError(f"layer {pending[0].name!r} is not followed by a spiking activation")
-    if key is None:
-        raise ExportError("the model does not end in SoftmaxDecode (the N-hot key)")
-    return items, key
+    return items, key   # key None: the last layer's spikes are the output
 
 
 def _quantized_item(source, spiking):
@@ -415,8 +415,12 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
         shape = (1, shape[0], 1)
     if len(shape) == 2:
         shape = shape + (1,)
-    network = Network(InputSpec(shape, input_bits), tuple(layers), OutputCode(np.asarray(key, np.int8)),
-                      weight_bits)
+    if key is None and layers[-1].kind != "dense":
+        raise ExportError(f"the model ends in {layers[-1].kind} layer {layers[-1].name!r}: it needs SoftmaxDecode "
+                          f"(the N-hot key) or a Dense layer with a spiking activation last (its spikes are the "
+                          f"output)")
+    output = SpikeOutput() if key is None else OutputCode(np.asarray(key, np.int8))
+    network = Network(InputSpec(shape, input_bits), tuple(layers), output, weight_bits)
     return network, floats
 
 
@@ -466,7 +470,10 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
             :func:`export_network` returned with it.
         x: ``(n, *model.input_shape[1:])`` floats in [0, 1] (any shape holding ``n`` images of
             ``network.input.size`` pixels).
-        y: ``(n,)`` integer class labels.
+        y: ``(n,)`` integer class labels; for a network whose output is its spike vector (an
+            autoencoder), the binary targets ``(n, units)`` (:func:`~hone.training.reconstruction.pixel_targets`),
+            and the stages are measured in pixel accuracy and bits wrong per image, the agreement
+            image by image, bit for bit.
         tie_margin: Relative margin that counts as "at the threshold". Defaults to `1e-5`.
 
     Returns:
@@ -475,6 +482,8 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
     Raises:
         ValueError: ``x`` holds pixels outside [0, 1], or ``x`` and ``y`` differ in length.
     """
+    if network.output.kind == "spikes":
+        return _evaluate_reconstruction(model, network, floats, x, y, tie_margin=tie_margin)
     from .train import hard_classes
 
     x, y = np.asarray(x), np.asarray(y).reshape(-1)
@@ -506,6 +515,52 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
         "class_agreement_keras_integer": float(np.mean(~disagree)),
         "disagreements": int(disagree.sum()),
         "disagreements_near_threshold": int((disagree & tie).sum()),
+        "disagreement_sources": {
+            "pixel_quantization": int(by_pixels.sum()),
+            "weight_quantization": int(by_weights.sum()),
+            "weight_quantization_near_threshold": int((by_weights & tie).sum()),
+        },
+        "spike_rate": dict(zip(names, integer.spike_rates())),
+        "accumulator_bits": network.accumulator_bits(),
+    }
+
+
+def _evaluate_reconstruction(model, network, floats, x, y, *, tie_margin):
+    """:func:`evaluate_export` of a spike output: the stages' reconstructions against the binary targets
+    ``y``, and Keras against the integer network image by image, bit for bit."""
+    from .autoencoder import hard_reconstructions
+    from .reconstruction import reconstruction_figures
+
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} images but {len(y)} targets")
+    q = network.input.quantize(x.reshape((len(x),) + network.input.shape))
+    requantized = (q / (2 ** network.input.bits - 1)).astype(np.float32).reshape(x.shape)
+    stages = {"keras_sharpened": hard_reconstructions(model, x),
+              "keras_quantized_pixels": hard_reconstructions(model, requantized)}
+    float_spikes, margins = _float_forward(network, floats, q.astype(np.float64))
+    integer = IntegerNetwork(network).run(q)
+    stages["float_folded"] = float_spikes[-1].reshape(len(x), -1)
+    stages["integer"] = integer.outputs
+    figures = {name: reconstruction_figures(spikes, y) for name, spikes in stages.items()}
+    keras, quantized = stages["keras_sharpened"], stages["keras_quantized_pixels"]
+    disagree = (keras != integer.outputs).any(axis=1)
+    by_pixels = (keras != quantized).any(axis=1)
+    by_weights = (quantized != integer.outputs).any(axis=1)
+    tie = margins < tie_margin
+    names = [layer.name for layer in network.layers]
+    return {
+        "images": int(len(x)),
+        "weight_bits": network.weight_bits,
+        "input_bits": network.input.bits,
+        "output": "spikes",
+        "accuracy": {name: figure["pixel_accuracy"] for name, figure in figures.items()},
+        "bits_wrong_per_image": {name: figure["bits_wrong_per_image"] for name, figure in figures.items()},
+        "reconstruction": figures["integer"],
+        "image_agreement_keras_integer": float(np.mean(~disagree)),
+        "disagreements": int(disagree.sum()),
+        "disagreements_near_threshold": int((disagree & tie).sum()),
+        "bits_differing_keras_integer": int((keras != integer.outputs).sum()),
         "disagreement_sources": {
             "pixel_quantization": int(by_pixels.sum()),
             "weight_quantization": int(by_weights.sum()),

@@ -1,7 +1,8 @@
 """``IntegerNetwork``: the bit-exact integer reference model of a network file (numpy only).
 
 It is the golden model that the RTL, the simulators and the boards are checked against: every
-layer's spike vector, and the decoded class, for a batch of images. Sums are computed with float64
+layer's spike vector, and the decoded class (none for a network whose output is its spike vector), for
+a batch of images. Sums are computed with float64
 matrix products, which are exact for integers below 2**53; the reader caps accumulators far below that.
 """
 
@@ -51,7 +52,8 @@ class IntegerNetwork:
                 integer product by construction; kept to prove it.
 
         Returns:
-            A :class:`Result` with ``spikes`` (one 0/1 ``uint8`` array per layer) and ``classes``.
+            A :class:`Result` with ``spikes`` (one 0/1 ``uint8`` array per layer) and ``classes``
+            (None for a spike output: the last layer's spikes are the output).
         """
         spec = self.network.input
         q = np.asarray(pixels)
@@ -64,6 +66,8 @@ class IntegerNetwork:
         chunks = [self._forward(q[start:start + self.chunk], bit_planes)
                   for start in range(0, len(q), self.chunk)] or [self._forward(q, bit_planes)]
         spikes = [np.concatenate(layer_spikes) for layer_spikes in zip(*chunks)]
+        if self.network.output.kind == "spikes":
+            return Result(spikes, None)
         return Result(spikes, decode_spikes(spikes[-1], self.network.output.key))
 
     def _forward(self, q, bit_planes):
@@ -100,11 +104,24 @@ class IntegerNetwork:
 
 
 class Result:
-    """Spikes of every layer (list of ``uint8`` arrays, batch first) and the decoded ``classes``."""
+    """Spikes of every layer (list of ``uint8`` arrays, batch first) and the decoded ``classes``
+    (None when the network's output is its last layer's spike vector)."""
 
     def __init__(self, spikes, classes):
         self.spikes = spikes
         self.classes = classes
+
+    @property
+    def outputs(self):
+        """The output layer's spikes, ``(n, units)`` ``uint8``: a spike output's result itself."""
+        return self.spikes[-1].reshape(len(self.spikes[-1]), -1)
+
+    @property
+    def labels(self):
+        """The label field the hardware's RESULT carries: the class, or 0 for a spike output."""
+        if self.classes is None:
+            return np.zeros(len(self.spikes[-1]), dtype=np.int64)
+        return self.classes
 
     def spike_rates(self):
         """Mean fraction of units spiking, per layer."""

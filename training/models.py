@@ -1,24 +1,27 @@
-"""The two architectures hone trains: ``dense`` (an MLP) and ``conv`` (conv-pool-conv-pool-dense).
+"""The architectures hone trains: ``dense`` (an MLP), ``conv`` (conv-pool-conv-pool-dense) and
+``autoencoder`` (a dense chain whose output reconstructs its input, see :mod:`hone.training.autoencoder`).
 
-Every hidden and output unit is a spiking activation; the output layer has ``classes x nhot`` units
-read by a frozen N-hot key (:class:`~hone.training.nhot.SoftmaxDecode`). Max-pooling comes *after* the
+Every hidden and output unit is a spiking activation; a classifier's output layer has ``classes x nhot``
+units read by a frozen N-hot key (:class:`~hone.training.nhot.SoftmaxDecode`), an autoencoder's has one
+unit per input pixel and no key: its spikes are the output. Max-pooling comes *after* the
 spiking activation, so in hardware it is an OR of binary spikes. With ``batch_norm=True`` each
 Dense/Conv2D is followed by a BatchNormalization (folded away before export) and has no bias.
 """
 
+import math
 import operator
 
 import keras
 
 from .activations import SpikingBReLU, SpikingSigmoid
-from .config import DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
+from .config import DEFAULT_AUTOENCODER_WIDTHS, DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
 from .decode import SoftmaxDecode
 from .nhot import nhot_key
 from .qat import QuantizedConv2D, QuantizedDense
 
 __all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_model", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV"]
 
-ARCHITECTURES = ("dense", "conv")
+ARCHITECTURES = ("dense", "conv", "autoencoder")
 ACTIVATIONS = {"brelu": SpikingBReLU, "sigmoid": SpikingSigmoid}
 
 
@@ -40,13 +43,16 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
     """Build an untrained Whetstone model.
 
     Args:
-        arch: `"dense"` or `"conv"`.
+        arch: `"dense"`, `"conv"` or `"autoencoder"` (dense layers of `widths`, then one spiking
+            unit per input pixel as the output, with no key: ``classes``, ``nhot`` and
+            ``output_width`` do not apply).
         input_shape: Shape of one image, e.g. `(28, 28, 1)`, or `(features,)` for flat input (dense
             only; no Flatten layer then).
         classes: Number of classes.
         nhot: Output units per class. Defaults to `4`.
         output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
-        widths: Hidden dense widths. Defaults to `(256, 64)` for dense, `(256,)` for conv.
+        widths: Hidden dense widths. Defaults to `(256, 64)` for dense, `(256,)` for conv,
+            `(256, 64, 256)` for autoencoder.
         filters: Conv filters per conv-pool stage (conv only). Defaults to `(32, 64)`.
         kernel: Conv kernel size (conv only). Defaults to `5`.
         padding: `"valid"` or `"same"` (conv only). Defaults to `"valid"`.
@@ -73,11 +79,16 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    key = nhot_key(classes, nhot, width=output_width, seed=key_seed)
+    autoencoder = arch == "autoencoder"
+    if autoencoder and augment:
+        raise ValueError("`augment` does not apply to arch='autoencoder' (its target is its own input). "
+                         "Received: augment=True")
+    key = None if autoencoder else nhot_key(classes, nhot, width=output_width, seed=key_seed)
     spiking = ACTIVATIONS[activation]
-    is_dense = arch == "dense"
-    widths = _positive_ints("widths", widths if widths is not None
-                            else DEFAULT_DENSE_WIDTHS if is_dense else DEFAULT_CONV["widths"])
+    is_dense = arch in ("dense", "autoencoder")
+    default_widths = {"dense": DEFAULT_DENSE_WIDTHS, "conv": DEFAULT_CONV["widths"],
+                      "autoencoder": DEFAULT_AUTOENCODER_WIDTHS}[arch]
+    widths = _positive_ints("widths", widths if widths is not None else default_widths)
 
     input_shape = tuple(input_shape)
     if len(input_shape) != 3 and (not is_dense or augment):
@@ -132,6 +143,8 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         layers.append(keras.layers.Flatten(name="flatten"))
     for index, units in enumerate(widths):
         block("dense", index, lambda cls=keras.layers.Dense, **kw: cls(units, **kw))
-    block("dense", "out", lambda cls=keras.layers.Dense, **kw: cls(key.shape[1], **kw))
-    layers.append(SoftmaxDecode(key, scale=decode_scale, name="decode"))
+    outputs = math.prod(input_shape) if autoencoder else key.shape[1]
+    block("dense", "out", lambda cls=keras.layers.Dense, **kw: cls(outputs, **kw))
+    if not autoencoder:
+        layers.append(SoftmaxDecode(key, scale=decode_scale, name="decode"))
     return keras.Sequential(layers, name=name or f"hone_{arch}")

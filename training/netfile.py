@@ -4,6 +4,10 @@ A network file is one UTF-8 JSON object (``docs/network-file.md`` is the full sp
 
     {"format": "hone-network", "version": 1, "sha256": "<hex>", "network": {...}, "meta": {...}}
 
+A classifier's file (an N-hot key) is version 1; a network whose output is the last layer's spike
+vector itself (``"output": {"kind": "spikes"}``, no key, no vote) is version 2, the only thing version 2
+adds: every version-1 file reads, hashes and writes exactly as before.
+
 ``network`` holds only integers, strings, booleans, lists and objects; ``sha256`` is the SHA-256 of
 its canonical JSON (keys sorted, no whitespace, ASCII). ``meta`` is free-form, informational and not
 hashed. Readers validate everything: format name, version, hash, every field's type, shape and range.
@@ -21,11 +25,12 @@ import numpy as np
 from .nhot import check_key
 
 __all__ = ["FORMAT", "VERSION", "NetworkFileError", "InputSpec", "DenseLayer", "ConvLayer",
-           "MaxPoolLayer", "OutputCode", "Network", "weight_range", "accumulator_bits",
+           "MaxPoolLayer", "OutputCode", "SpikeOutput", "Network", "weight_range", "accumulator_bits",
            "read_network", "write_network", "canonical_hash"]
 
 FORMAT = "hone-network"
-VERSION = 1
+VERSION = 2                  # the newest format version this module reads
+SPIKES_VERSION = 2           # the first version whose output may be the spike vector itself
 TIE_BREAKS = ("lowest-index",)
 MAX_DIMENSION = 1 << 16      # largest size of one axis (image side, channels, neurons, kernel, pool)
 MAX_ELEMENTS = 1 << 28       # largest weight count of one layer, and the largest map
@@ -151,18 +156,50 @@ class OutputCode:
 
     key: np.ndarray          # (classes, width) 0/1
     tie_break: str = "lowest-index"
+    kind = "classes"
+
+    @property
+    def classes(self):
+        return int(self.key.shape[0])
 
     @property
     def nhot(self):
         return int(self.key[0].sum())
+
+    def to_dict(self):
+        return {"key": self.key.tolist(), "nhot": self.nhot, "tie_break": self.tie_break}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeOutput:
+    """The output is the last layer's spike vector itself: no key, no vote, no class (format version 2).
+
+    What an autoencoder's reconstruction, or any multi-label output, is: one bit per output unit.
+    """
+
+    kind = "spikes"
+    classes = 0
+
+    def to_dict(self):
+        return {"kind": self.kind}
 
 
 @dataclasses.dataclass(frozen=True)
 class Network:
     input: InputSpec
     layers: tuple
-    output: OutputCode
+    output: OutputCode | SpikeOutput
     weight_bits: int
+
+    @property
+    def classes(self):
+        """Classes the N-hot key decodes, 0 when the output is the spike vector itself."""
+        return self.output.classes
+
+    @property
+    def format_version(self):
+        """The file version that holds this network: 1 for a classifier, 2 for a spike output."""
+        return SPIKES_VERSION if self.output.kind == "spikes" else 1
 
     def shapes(self):
         """Output shape of every layer, in order."""
@@ -201,8 +238,7 @@ class Network:
             "input": {"shape": list(self.input.shape), "bits": self.input.bits},
             "weight_bits": self.weight_bits,
             "layers": layers,
-            "output": {"key": self.output.key.tolist(), "nhot": self.output.nhot,
-                       "tie_break": self.output.tie_break},
+            "output": self.output.to_dict(),
         }
 
     @property
@@ -281,8 +317,8 @@ def _short(value, limit=60):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def network_from_dict(data, source="<network>"):
-    """Build and validate a :class:`Network` from the ``network`` object of a file."""
+def network_from_dict(data, source="<network>", version=VERSION):
+    """Build and validate a :class:`Network` from the ``network`` object of a file of ``version``."""
     check = _Checker(source)
     if not isinstance(data, dict):
         check.fail("network", f"expected an object, got {type(data).__name__}")
@@ -340,8 +376,42 @@ def network_from_dict(data, source="<network>"):
             check.fail(field, f"output shape {current} is empty")
         layers.append(layer)
     if layers[-1].kind != "dense":
-        check.fail("network.layers", f"the last layer must be dense (the N-hot output), not {layers[-1].kind}")
+        check.fail("network.layers", f"the last layer must be dense (the output), not {layers[-1].kind}")
     output = check.get(data, "output", dict, "network.output")
+    if "kind" in output:
+        code = _spike_output(check, output, version)
+    else:
+        code = _output_code(check, output, layers[-1])
+    network = Network(InputSpec(shape, bits), tuple(layers), code, weight_bits)
+    widths = network.accumulator_bits()
+    for index, entry in enumerate(raw_layers):
+        if entry["kind"] != "maxpool2d":
+            field = f"network.layers[{index}].accumulator_bits"
+            declared = check.integer(entry, "accumulator_bits", field, 1, 64)
+            needed = widths[entry["name"]]
+            if declared != needed:
+                check.fail(field, f"declares {declared} but the weights need {needed}")
+    return network
+
+
+def _spike_output(check, output, version):
+    """``{"kind": "spikes"}``: the last layer's spikes are the output (version 2 and later)."""
+    kind = check.get(output, "kind", str, "network.output.kind")
+    if kind != SpikeOutput.kind:
+        check.fail("network.output.kind", f"unknown output kind {_short(kind)} (expected 'spikes'; a "
+                                          f"classifier's output has no kind, only its key)")
+    if version < SPIKES_VERSION:
+        check.fail("network.output.kind", f"a spike output needs format version {SPIKES_VERSION}, the file "
+                                          f"declares version {version}")
+    extra = sorted(set(output) - {"kind"})
+    if extra:
+        check.fail(f"network.output.{extra[0]}", "a spike output has no key, nhot or tie-break (the output "
+                                                 "is the last layer's spikes themselves)")
+    return SpikeOutput()
+
+
+def _output_code(check, output, last):
+    """The N-hot key of a classifier, checked against the ``last`` layer."""
     key_rows = check.get(output, "key", list, "network.output.key")
     for row_index, row in enumerate(key_rows):
         field = f"network.output.key[{row_index}]"
@@ -356,32 +426,26 @@ def network_from_dict(data, source="<network>"):
         key = check_key(np.asarray(key_rows))
     except (ValueError, TypeError) as error:
         check.fail("network.output.key", str(error))
-    if key.shape[1] != layers[-1].outputs:
-        check.fail("network.output.key", f"key width {key.shape[1]} != last layer's {layers[-1].outputs} outputs")
+    if key.shape[1] != last.outputs:
+        check.fail("network.output.key", f"key width {key.shape[1]} != last layer's {last.outputs} outputs")
     nhot = check.integer(output, "nhot", "network.output.nhot", 1)
     if nhot != int(key[0].sum()):
         check.fail("network.output.nhot", f"{nhot} but the key gives {int(key[0].sum())} units per class")
     tie_break = check.get(output, "tie_break", str, "network.output.tie_break")
     if tie_break not in TIE_BREAKS:
         check.fail("network.output.tie_break", f"unknown tie-break {tie_break!r} (expected {TIE_BREAKS[0]!r})")
-    network = Network(InputSpec(shape, bits), tuple(layers), OutputCode(key, tie_break), weight_bits)
-    widths = network.accumulator_bits()
-    for index, entry in enumerate(raw_layers):
-        if entry["kind"] != "maxpool2d":
-            field = f"network.layers[{index}].accumulator_bits"
-            declared = check.integer(entry, "accumulator_bits", field, 1, 64)
-            needed = widths[entry["name"]]
-            if declared != needed:
-                check.fail(field, f"declares {declared} but the weights need {needed}")
-    return network
+    return OutputCode(key, tie_break)
 
 
 # -- files ---------------------------------------------------------------------------------------
 
 def write_network(path, network, meta=None):
-    """Write ``network`` (with its hash and optional informational ``meta``) to ``path``."""
+    """Write ``network`` (with its hash and optional informational ``meta``) to ``path``.
+
+    A classifier is written as format version 1, a spike output as version 2 (:attr:`Network.format_version`).
+    """
     body = network.to_dict()
-    document = {"format": FORMAT, "version": VERSION, "sha256": canonical_hash(body),
+    document = {"format": FORMAT, "version": network.format_version, "sha256": canonical_hash(body),
                 "network": body, "meta": meta or {}}
     pathlib.Path(path).write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
     return document["sha256"]
@@ -428,4 +492,4 @@ def read_network(path):
     meta = document.get("meta", {})
     if not isinstance(meta, dict):
         check.fail("meta", f"expected an object, got {type(meta).__name__}")
-    return network_from_dict(body, path), meta
+    return network_from_dict(body, path, version), meta

@@ -22,7 +22,7 @@ import pathlib
 import numpy as np
 
 from .netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, NetworkFileError, OutputCode,
-                      network_from_dict, weight_range)
+                      SpikeOutput, network_from_dict, weight_range)
 from .nhot import check_key
 
 __all__ = ["NIRError", "to_nir", "from_nir", "write_nir", "read_nir", "NEURON_NODES"]
@@ -100,12 +100,18 @@ def to_nir(network, *, meta=None):
                               f"0..{2 ** bits - 1}; maps channel-first"),
         f"{METADATA}.weight_bits": network.weight_bits,
         f"{METADATA}.layers": ",".join(f"{layer.name}:{layer.kind}" for layer in network.layers),
-        f"{METADATA}.nhot_key": network.output.key.astype(np.int64),
-        f"{METADATA}.decode": ("class = the row of nhot_key with the most output spikes among its units; "
-                               f"ties to the {network.output.tie_break} class"),
-        f"{METADATA}.tie_break": network.output.tie_break,
         f"{METADATA}.ties": "bias 1/2 on integer sums: no neuron input ever equals its threshold",
     }
+    if network.output.kind == "spikes":     # no key: the output layer's spikes are the output
+        metadata[f"{METADATA}.output"] = "spikes"
+        metadata[f"{METADATA}.decode"] = "none: the output layer's spikes are the output (no classes)"
+    else:
+        metadata.update({
+            f"{METADATA}.nhot_key": network.output.key.astype(np.int64),
+            f"{METADATA}.decode": ("class = the row of nhot_key with the most output spikes among its units; "
+                                   f"ties to the {network.output.tie_break} class"),
+            f"{METADATA}.tie_break": network.output.tie_break,
+        })
     for key, value in (meta or {}).items():
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             metadata[f"{METADATA}.meta.{key}"] = value
@@ -407,9 +413,12 @@ def _quantize(stages, hwc, chw, bits, weight_bits, metadata, key, *, exact):
         raise NIRError(f"output key: {error}") from None
     if key_array.shape[1] != outputs:
         raise NIRError(f"the output key is {key_array.shape[1]} units wide, the last layer has {outputs}")
-    network = Network(InputSpec(tuple(hwc), bits), tuple(layers), OutputCode(key_array, tie_break), weight_bits)
+    code = OutputCode(key_array, tie_break)
+    if metadata is not None and str(metadata.get(f"{METADATA}.output", "")) == "spikes":
+        code = SpikeOutput()    # hone wrote it from a network whose output is its spike vector
+    network = Network(InputSpec(tuple(hwc), bits), tuple(layers), code, weight_bits)
     try:   # the network file's own validation: accumulators, shapes, ranges
-        return network_from_dict(network.to_dict(), source="<NIR graph>")
+        return network_from_dict(network.to_dict(), source="<NIR graph>", version=network.format_version)
     except NetworkFileError as error:
         raise NIRError(str(error)) from None
 

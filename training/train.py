@@ -106,7 +106,11 @@ def _history(raw, layer_names):
     epochs = len(raw.get("loss", []))
     sharpness = {name: [float(v) for v in raw.get(f"sharpness/{name}", [0.0] * epochs)]
                  for name in layer_names}
-    return {
+    extra = {}
+    if "bits_wrong" in raw:   # an autoencoder's second metric
+        extra = {"bits_wrong": [float(v) for v in raw["bits_wrong"]],
+                 "test_bits_wrong": [float(v) for v in raw.get("val_bits_wrong", [])]}
+    return extra | {
         "epoch": list(range(1, epochs + 1)),
         "loss": [float(v) for v in raw.get("loss", [])],
         "accuracy": [float(v) for v in raw.get("accuracy", [])],
@@ -135,8 +139,9 @@ def plot_sharpening(history, summary, path):
         top.axhline(100 * summary["best_accuracy_before_sharpening"], color="C2", linestyle=":",
                     label=f"best before sharpening: {100 * summary['best_accuracy_before_sharpening']:.2f}%")
     top.set_ylabel("accuracy (%)")
+    output = "pixels of the binarized input" if summary["arch"] == "autoencoder" else f"{summary['nhot']}-hot"
     top.set_title(f"{summary['dataset']} / {summary['arch']} / {summary['encoding']} input / "
-                  f"{summary['nhot']}-hot / {summary['sharpener']} sharpener")
+                  f"{output} / {summary['sharpener']} sharpener")
     top.legend(loc="lower left", fontsize=8)
     top.grid(alpha=0.3)
     for name, values in history["sharpness"].items():
@@ -160,6 +165,12 @@ def compiled_model(config, data):
         gradient=config.gradient, augment=config.augment, activation=config.activation,
         key_seed=config.seed, weight_bits=config.weight_bits if config.qat else None,
         input_bits=config.network_input_bits)
+    if config.arch == "autoencoder":   # the output spikes reconstruct the binarized input
+        from .autoencoder import reconstruction_loss, reconstruction_metrics
+
+        model.compile(optimizer=config.make_optimizer(), loss=reconstruction_loss(config.loss),
+                      metrics=reconstruction_metrics())
+        return model
     model.compile(optimizer=config.make_optimizer(),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -175,6 +186,11 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     sharpener = config.make_sharpener(verbose=bool(verbose))  # validates its settings first
     keras.utils.set_random_seed(config.seed)
     data = data or load_dataset(config.dataset, binarize=config.binarize)
+    y_train, y_test = data.y_train, data.y_test
+    if config.arch == "autoencoder":   # the target is the image itself, binarized
+        from .autoencoder import pixel_targets
+
+        y_train, y_test = (pixel_targets(x).astype("float32") for x in (data.x_train, data.x_test))
     with placement(config.distribution) as where:
         model = compiled_model(config, data)
         callbacks = [_EpochTimer()]
@@ -182,20 +198,28 @@ def train(config, out_dir=None, *, verbose=1, data=None):
             callbacks += [sharpener, _FinetuneDecay(sharpener, config.learning_rate)]
             if config.qat:
                 callbacks.append(QuantizeWhenSharp(sharpener))
-        x, y, batch_size = worker_shard(where, data.x_train, data.y_train, config.batch_size)
+        x, y, batch_size = worker_shard(where, data.x_train, y_train, config.batch_size)
         multiple = batch_multiple()
         if batch_size % multiple:
             raise ValueError(f"batch size {batch_size} does not split evenly over {multiple} devices; "
                              f"use a multiple of {multiple}")
         x, y, weights = pad_to_multiple(x, y, multiple)
         fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
-                        validation_data=pad_to_multiple(data.x_test, data.y_test, multiple),
+                        validation_data=pad_to_multiple(data.x_test, y_test, multiple),
                         callbacks=callbacks, verbose=verbose)
     if where.backend == "jax" and where.workers > 1:
         # The trained variables span every process' devices; evaluate and save a local copy.
         trained, model = model, keras.models.clone_model(model)
         model.set_weights(trained.get_weights())
-    sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
+    reconstruction = None
+    if config.arch == "autoencoder":
+        from .autoencoder import hard_reconstructions
+        from .reconstruction import reconstruction_figures
+
+        reconstruction = reconstruction_figures(hard_reconstructions(model, data.x_test), y_test)
+        sharpened_accuracy = reconstruction["pixel_accuracy"]
+    else:
+        sharpened_accuracy = hard_accuracy(model, data.x_test, data.y_test)
     layer_names = [layer.name for layer in spiking_layers(model)]
     history = _history(fit.history, layer_names)
     sharp = sharpness_of(model)
@@ -217,6 +241,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         "best_accuracy_before_sharpening": max(before) if before else None,
         "final_test_accuracy": history["test_accuracy"][-1],
         "sharpened_accuracy": sharpened_accuracy,
+        "reconstruction": reconstruction,     # autoencoder: pixel accuracy and bits wrong, hard steps
         "sharp_epoch": getattr(sharpener, "sharp_epoch", None),
         "weight_bits": config.weight_bits,
         "input_bits": config.network_input_bits,
