@@ -70,21 +70,23 @@ class TestImages:
 
     def line_rate(self, baud, clock_hz):
         """``(images/s, bytes up, bytes down)`` on the line at ``baud`` (:func:`protocol.line_rate`):
-        with the test images' mean bytes on the wire, zero-run encoded where the board at ``clock_hz``
-        decodes it (:func:`hone.rtl.board.link_figures`) and it pays."""
+        with the test images' mean bytes on the wire, in the shortest encoding the board at ``clock_hz``
+        decodes (:func:`hone.rtl.board.link_figures`)."""
         import numpy as np
 
         from hone.rtl import protocol
         from hone.rtl.board import link_figures
 
-        encodings = link_figures(self.network, clock_hz=clock_hz, baud=baud, slots=4)["encodings"]
+        figures = link_figures(self.network, clock_hz=clock_hz, baud=baud, slots=4)
+        encodings = figures["encodings"]
         if (baud, encodings) in self._rates:
             return self._rates[baud, encodings]
         up = None
         if len(self.pixels):
             flat = np.asarray(self.pixels).reshape(len(self.pixels), -1)
             up = float(np.mean([protocol.request_frame_bytes(protocol.pack_image(image, self.network.input.bits),
-                                                             encodings=encodings) for image in flat]))
+                                                             encodings=encodings, row_bytes=figures["row_bytes"])
+                                for image in flat]))
         self._rates[baud, encodings] = protocol.line_rate(
             baud=baud, image_bytes=protocol.image_bytes(self.network.input.size, self.network.input.bits),
             outputs=self.network.layers[-1].outputs, up=up)

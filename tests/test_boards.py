@@ -178,10 +178,11 @@ def built(tmp_path, board, *args):
     assert inference["cycles_per_inference"] == pytest.approx(cycles)
     assert inference["accuracy"] == pytest.approx(accuracy)
     assert inference["compute_inferences_per_s"] == pytest.approx(report["clock_hz"] / cycles)
-    # the line rate for the test images' mean bytes on the wire (zero runs where the board takes them)
+    # the line rate for the test images' mean bytes on the wire (the shortest encoding the board takes)
     _, pixels, _, _ = network_test_images(DIGITS)
-    encodings = link_figures(network, clock_hz=report["clock_hz"], baud=report["baud"], slots=4)["encodings"]
-    up = np.mean([protocol.request_frame_bytes(protocol.pack_image(image, network.input.bits), encodings=encodings)
+    figures = link_figures(network, clock_hz=report["clock_hz"], baud=report["baud"], slots=4)
+    up = np.mean([protocol.request_frame_bytes(protocol.pack_image(image, network.input.bits),
+                                               encodings=figures["encodings"], row_bytes=figures["row_bytes"])
                   for image in pixels.reshape(len(pixels), -1)])
     raw = protocol.line_rate(baud=report["baud"], image_bytes=protocol.image_bytes(network.input.size, network.input.bits),
                              outputs=network.layers[-1].weights.shape[0])

@@ -181,6 +181,13 @@ def test_cli_export_errors(saved, tmp_path, args, message):
     assert re.search(message, result.stderr), result.stderr
 
 
+def test_cli_export_of_a_folder_that_is_no_run_folder(tmp_path):
+    result = hone("export", tmp_path, "-o", tmp_path / "n.hone")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hone: error: {tmp_path}: a folder without model.keras; expected a hone train run folder or its model.keras")
+
+
 def test_cli_export_of_a_corrupted_model(tmp_path):
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
@@ -552,7 +559,7 @@ def test_a_quantization_aware_model_exports_at_other_widths_by_quantizing_again(
 
 def test_export_uses_the_bits_recorded_in_the_run_folder(qat_run, tmp_path):
     _, _, out = qat_run
-    result = hone("export", out / "model.keras", "-o", tmp_path / "net.hone", "--json")
+    result = hone("export", out, "-o", tmp_path / "net.hone", "--json")   # the run folder names its model
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     network, _ = read_network(tmp_path / "net.hone")

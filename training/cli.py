@@ -455,6 +455,11 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
     from .netfile import write_network
 
     model_path, output = pathlib.Path(model_path), pathlib.Path(output)
+    if model_path.is_dir():   # a run folder of hone train
+        if not (model_path / "model.keras").is_file():
+            raise UserError(f"{model_path}: a folder without model.keras; expected a hone train run folder "
+                            f"or its model.keras")
+        model_path = model_path / "model.keras"
     if not model_path.exists():
         raise UserError(f"{model_path}: no such model file")
     dataset, input_bits, binarized, weight_bits = run_settings(model_path, dataset=dataset, input_bits=input_bits,
@@ -588,7 +593,7 @@ def add_commands(commands):
         "export", help="quantize a sharpened model into a network file",
         description="Fold BN, quantize every neuron to integer weights and a threshold, write a "
                     "versioned network file and print the accuracy of each stage on the test set.")
-    export.add_argument("model", type=pathlib.Path, help="RUN_DIR/model.keras from hone train")
+    export.add_argument("model", type=pathlib.Path, help="a hone train run folder, or its model.keras")
     export.add_argument("--weight-bits", type=integer_in(1, 16), metavar="B",
                         help="weight width, 1..16 (default: the run folder's, from hone train --weight-bits; "
                              "else 4)")
