@@ -4,10 +4,11 @@ and devices, all measured in one run.
 Parts (``--parts``, default all):
 
 - ``speed``: per backend, seconds per training epoch (Fashion-MNIST, 469 batches of 128, no
-  validation pass) of hone's dense recipe (784-256-64-40, BN, dropout, straight-through) with and
+  validation pass) of hone's dense recipe (784-512-128-80, BN, dropout, straight-through) with and
   without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
   minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
-  overhead. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
+  overhead; the dense default before issue 17 (784-256-64-40) interleaved with it gives the cost of
+  the wider default. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
   as the network file's integers (quantization-aware, the default): their ratio is the QAT overhead.
   Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
@@ -33,6 +34,7 @@ import sys
 import time
 
 REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
+PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4}   # the dense default before issue 17
 BACKENDS = ("tensorflow", "jax")
 PARTS = ("speed", "accuracy", "data-parallel")
 
@@ -58,12 +60,16 @@ def speed(dataset, repeats):
     keras.utils.set_random_seed(0)
     model = compiled_model(TrainConfig(dataset=dataset), data)
     sharpener = SimpleSharpener(start_epoch=0, steps=100_000)  # moves every batch, never finishes
+    # The dense default before issue 17 (784-256-64-40), interleaved with today's, for their ratio.
+    previous = compiled_model(TrainConfig(dataset=dataset, widths=PREVIOUS_DEFAULT["widths"],
+                                          nhot=PREVIOUS_DEFAULT["nhot"]), data)
     timed(model, [])  # warm-up: tracing and first-touch costs
-    plain, sharp = [], []
+    timed(previous, [])
+    plain, sharp, before = [], [], []
     for index in range(repeats):
-        pair = [(plain, []), (sharp, [sharpener])]
-        for times, callbacks in (pair if index % 2 else pair[::-1]):
-            times.append(timed(model, callbacks))
+        runs = [(plain, model, []), (sharp, model, [sharpener]), (before, previous, [])]
+        for times, fitted, callbacks in (runs if index % 2 else runs[::-1]):
+            times.append(timed(fitted, callbacks))
     # The straight-through phase: sharp, and (the default) trained as the network file's integers,
     # against the same sharp model trained in float (post-training quantization, --no-qat).
     phases = {}
@@ -84,6 +90,8 @@ def speed(dataset, repeats):
     reference_times = [timed(reference, []) for _ in range(repeats)]
     return {"s_per_epoch": round(min(plain), 3), "s_per_epoch_sharpening": round(min(sharp), 3),
             "sharpening_overhead": round(min(sharp) / min(plain), 3),
+            "s_per_epoch_previous_default": round(min(before), 3),
+            "default_over_previous_default": round(min(plain) / min(before), 3),
             "s_per_epoch_sharp_float": round(min(phases[False]), 3),
             "s_per_epoch_sharp_quantization_aware": round(min(phases[True]), 3),
             "quantization_aware_overhead": round(min(phases[True]) / min(phases[False]), 3),
@@ -168,6 +176,8 @@ def main(argv=None):
         rows = [("s/epoch, hone recipe", [measured[b]["s_per_epoch"] for b in backends]),
                 ("  with the sharpener", [measured[b]["s_per_epoch_sharpening"] for b in backends]),
                 ("  sharpening overhead", [f"{measured[b]['sharpening_overhead']:.3f}x" for b in backends]),
+                ("s/epoch, 784-256-64-40", [measured[b]["s_per_epoch_previous_default"] for b in backends]),
+                ("  default / that", [f"{measured[b]['default_over_previous_default']:.3f}x" for b in backends]),
                 ("s/epoch sharp, float", [measured[b]["s_per_epoch_sharp_float"] for b in backends]),
                 ("  as integers (QAT)", [measured[b]["s_per_epoch_sharp_quantization_aware"] for b in backends]),
                 ("  QAT overhead", [f"{measured[b]['quantization_aware_overhead']:.3f}x" for b in backends]),

@@ -173,7 +173,7 @@ def add_train_arguments(parser, defaults):
                        help="dense, conv, or autoencoder: a dense chain whose output spikes reconstruct the "
                             "binarized input (pixel >= 0.5), exported with no key (default: %(default)s)")
     group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
-                       help="hidden dense widths (default: 256,64 for dense, 256 for conv, 256,64,256 for "
+                       help="hidden dense widths (default: 512,128 for dense, 256 for conv, 256,64,256 for "
                             "autoencoder)")
     group.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss,
                        help="autoencoder: reconstruction loss, mean squared error or binary cross-entropy "
@@ -183,8 +183,8 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--kernel", type=int, default=defaults.kernel, help="conv kernel size (default: 5)")
     group.add_argument("--padding", choices=("valid", "same"), default=defaults.padding,
                        help="conv padding (default: valid)")
-    group.add_argument("--nhot", type=int, default=defaults.nhot,
-                       help=f"output units per class (default: {defaults.nhot})")
+    group.add_argument("--nhot", type=int, default=None,
+                       help="output units per class (default: 8 for dense, 4 for conv)")
     group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
                        help="output layer width (default: classes x nhot)")
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)

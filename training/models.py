@@ -14,7 +14,7 @@ import operator
 import keras
 
 from .activations import SpikingBReLU, SpikingSigmoid
-from .config import DEFAULT_AUTOENCODER_WIDTHS, DEFAULT_CONV, DEFAULT_DENSE_WIDTHS
+from .config import DEFAULT_AUTOENCODER_WIDTHS, DEFAULT_CONV, DEFAULT_DENSE_WIDTHS, DEFAULT_NHOT
 from .decode import SoftmaxDecode
 from .nhot import nhot_key
 from .qat import QuantizedConv2D, QuantizedDense
@@ -36,7 +36,7 @@ def _positive_ints(name, values):
     return values
 
 
-def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths=None, filters=None,
+def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, widths=None, filters=None,
                 kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
                 decode_scale=0.25, gradient="straight-through", augment=False, weight_bits=None, input_bits=None,
                 name=None):
@@ -49,9 +49,9 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
         input_shape: Shape of one image, e.g. `(28, 28, 1)`, or `(features,)` for flat input (dense
             only; no Flatten layer then).
         classes: Number of classes.
-        nhot: Output units per class. Defaults to `4`.
+        nhot: Output units per class. Defaults to `8` for dense, `4` for conv.
         output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
-        widths: Hidden dense widths. Defaults to `(256, 64)` for dense, `(256,)` for conv,
+        widths: Hidden dense widths. Defaults to `(512, 128)` for dense, `(256,)` for conv,
             `(256, 64, 256)` for autoencoder.
         filters: Conv filters per conv-pool stage (conv only). Defaults to `(32, 64)`.
         kernel: Conv kernel size (conv only). Defaults to `5`.
@@ -83,6 +83,7 @@ def build_model(arch, input_shape, classes, *, nhot=4, output_width=None, widths
     if autoencoder and augment:
         raise ValueError("`augment` does not apply to arch='autoencoder' (its target is its own input). "
                          "Received: augment=True")
+    nhot = (DEFAULT_NHOT.get(arch) or 4) if nhot is None else nhot
     key = None if autoencoder else nhot_key(classes, nhot, width=output_width, seed=key_seed)
     spiking = ACTIVATIONS[activation]
     is_dense = arch in ("dense", "autoencoder")
