@@ -17,7 +17,7 @@ from hone.boards.targets import BOARDS
 from hone.rtl import cli as rtl_cli
 from hone.sim import cli as sim_cli
 from hone.training import cli as training_cli
-from hone.training.cli import UsageError, UserError, integer_in
+from hone.training.cli import UsageError, UserError, integer_in, number_in
 
 __all__ = ["main", "build_parser"]
 
@@ -38,6 +38,8 @@ def cmd_flow(args):
     config = training_cli.config_from(args)
     if args.lanes is not None:
         _check_flow_lanes(config, args.lanes)
+    if args.clock is not None and args.board != "none":
+        _check_flow_clock(args.board, args.clock)
     out = pathlib.Path(args.out)
     summary = training_cli.run_training(config, out / "train", quiet=args.json, backend=args.backend,
                                         cpu_devices=args.cpu_devices)
@@ -45,6 +47,7 @@ def cmd_flow(args):
     exported = training_cli.export_model(out / "train" / "model.keras", network_path,
                                          weight_bits=args.weight_bits)
     from hone.training.netfile import read_network
+    given_lanes = args.lanes
     args.lanes = rtl_cli.lanes_for(read_network(network_path)[0], args.lanes, 32)
     simulated = sim_cli.run_sim(network_path, images=args.sim_images, simulator=args.simulator,
                                 lanes=args.lanes, build_root=out / "sim", progress=not args.json,
@@ -60,7 +63,10 @@ def cmd_flow(args):
     built = None
     if args.board != "none":
         built = boards_cli.build_bitstream(network_path, board=args.board, output=out / "bitstream",
-                                           lanes=args.lanes, progress=not args.json,
+                                           # the autoencoder's bitstream: without --lanes, the fewest
+                                           # that keep up with the line, as hone build picks
+                                           lanes=given_lanes if autoencoder else args.lanes,
+                                           clock_mhz=args.clock, progress=not args.json,
                                            log=(lambda *_: None) if args.json else print)
     report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated,
               "board": hosted, "bitstream": built}
@@ -113,6 +119,21 @@ def _plot_reconstructions(config, out, board_outputs):
                          {"Keras": hard_reconstructions(model, images), "board": board_outputs[:count]},
                          shape=shape, count=count)
     return count
+
+
+def _check_flow_clock(board, mhz):
+    """``--clock`` against the board's limit and its PLL, before training starts."""
+    from hone.boards.pll import plan_clock
+    from hone.boards.targets import get_board
+
+    target = get_board(board)
+    if mhz * 1e6 > target.max_clock_hz:
+        raise UsageError(f"argument --clock: expected at most {target.max_clock_hz / 1e6:g} MHz for {target.name}, "
+                         f"got {mhz:g}")
+    try:
+        plan_clock(target.family, target.oscillator_hz(), mhz * 1e6)
+    except ValueError as error:
+        raise UsageError(f"argument --clock: {error}") from None
 
 
 def _check_flow_lanes(config, lanes):
@@ -172,9 +193,14 @@ def build_parser():
                       help="test images sent over serial to the simulated board (default: 50)")
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, metavar="P",
-                      help="neuron units of the RTL (default: 32, or the widest layer's width if smaller)")
+                      help="neuron units of the RTL (default: 32, or the widest layer's width if smaller; "
+                           "for --arch autoencoder the bitstream's default is hone build's: the fewest that keep "
+                           "up with the line)")
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
+    flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
+                      help="the bitstream's design clock in MHz, through the PLL (default: the board's; the "
+                           "autoencoder meets timing at 30 on a ULX3S-85F)")
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
     return parser

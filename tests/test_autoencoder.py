@@ -216,6 +216,9 @@ def test_hone_sim_and_info_report_the_reconstruction(trained, capsys):
      r"argument --loss: invalid choice: 'l1'"),
     (["flow", "--arch", "autoencoder", "--dataset", "digits", "--widths", "8,4,8", "--lanes", "65"],
      r"argument --lanes: expected 1\.\.64 for this network \(its widest layer has 64 neurons or filters"),
+    (["flow", "--arch", "autoencoder", "--dataset", "digits", "--clock", "33"],
+     r"argument --clock: no ecp5 PLL setting makes 33\.000 MHz from the 25\.000 MHz oscillator within 1%; "
+     r"nearest 33\.333 MHz$"),
 ])
 def test_bad_autoencoder_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert run_hone(*argv, "--out", tmp_path / "run") == 2
