@@ -442,7 +442,7 @@ async def garbage_is_answered(dut):
         or np.zeros((0, link["inputs"]), dtype=np.int64)))
     for index, ((seq, _), frame) in enumerate(zip(infers, results)):
         got = protocol.parse_result(frame.payload, outputs)
-        want_label, want_spikes = int(reference.classes[index]), reference.spikes[-1][index]
+        want_label, want_spikes = int(reference.labels[index]), reference.spikes[-1][index]
         if frame.seq != seq or got.label != want_label or not np.array_equal(got.spikes, want_spikes):
             wrong_results.append(f"INFER {index} (seq {seq}): board seq {frame.seq} label {got.label} spikes "
                                  f"{got.spikes.tolist()}, reference label {want_label} spikes {want_spikes.tolist()}")
