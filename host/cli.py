@@ -63,9 +63,9 @@ def cmd_flow(args):
     built = None
     if args.board != "none":
         built = boards_cli.build_bitstream(network_path, board=args.board, output=out / "bitstream",
-                                           # the autoencoder's bitstream: without --lanes, the fewest
-                                           # that keep up with the line, as hone build picks
-                                           lanes=given_lanes if autoencoder else args.lanes,
+                                           # without --lanes, the fewest that keep up with the line, as
+                                           # hone build picks: the shortest build, the smallest design
+                                           lanes=given_lanes,
                                            clock_mhz=args.clock, progress=not args.json,
                                            log=(lambda *_: None) if args.json else print)
     report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated,
@@ -193,9 +193,9 @@ def build_parser():
                       help="test images sent over serial to the simulated board (default: 50)")
     flow.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, metavar="P",
-                      help="neuron units of the RTL (default: 32, or the widest layer's width if smaller; "
-                           "for --arch autoencoder the bitstream's default is hone build's: the fewest that keep "
-                           "up with the line)")
+                      help="neuron units of the RTL and the bitstream (default: 32, or the widest layer's width "
+                           "if smaller, for the simulations; hone build's for the bitstream: the fewest that keep up "
+                           "with the line)")
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",

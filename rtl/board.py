@@ -50,10 +50,10 @@ def link_figures(network, *, clock_hz, baud, slots):
     # frame's data reaches staging byte j no sooner than 8 + j bytes (80 + 10 j bit times) after the
     # verdict, so decoding stays ahead of it when an image takes fewer clocks than 80 bit times
     fast = image + ZR_SLACK <= 80 * divisor
-    # the predictive decoder takes one clock per bit and one per decoded byte: it has read bit-stream
-    # byte j (staging byte 3 + j) within 8 j + image + 13 clocks of the verdict, the next frame's data
-    # reaches it no sooner than 110 + 10 j bit times after (8 clocks or more a bit), so the zero-run
-    # bound keeps it ahead too
+    # the predictive decoder takes one clock per bit, one per decoded byte and one per run length (a
+    # run takes a bit at least): it has read bit-stream byte j (staging byte 3 + j) within
+    # 16 j + image + 21 clocks of the verdict, the next frame's data reaches it no sooner than
+    # 110 + 10 j bit times after (8 clocks or more a bit), so the zero-run bound keeps it ahead too
     encodings = protocol.Encoding.ZERO_RUN | protocol.Encoding.PREDICTIVE if fast else protocol.Encoding(0)
     row = protocol.image_row_bytes(network.input.shape, bits) if fast else 0
     return {"divisor": divisor, "image_bytes": image, "max_chunk": max_chunk, "slots": slots,
@@ -454,8 +454,8 @@ class BoardTop(wiring.Component):
     def _predictive_decoder(m, fig, *, staging_read, slot_write, advance, copying, copy_pr, copy_index,
                             copy_count, copy_base, copy_end, out_addr, copy_done, fail):
         """LOAD_PR / INFER_PR: the predictive code (:func:`hone.rtl.protocol.predictive_decode`, its
-        reference model) from staging into the slot, one bit per clock and one clock per decoded
-        byte: ``5 + bits + count`` clocks a frame. The staging read port shows byte ``copy_index``;
+        reference model) from staging into the slot, one bit per clock, one clock per decoded byte
+        and one per run length: at most ``5 + 2 bits + count`` clocks a frame. The staging read port shows byte ``copy_index``;
         ``advance`` moves it on."""
         R = fig["row_bytes"]
         count = Signal(16)
@@ -504,22 +504,14 @@ class BoardTop(wiring.Component):
             m.next = "IDLE"
 
         def token_done(low):
-            """The token's last bit is in: a run length goes on at once, a value in APPLY."""
-            value = Signal(16)
-            m.d.comb += value.eq((q << width) | low)
+            """The token's last bit is in: a value goes on in APPLY, a run length in RUN. Both take
+            it from registers the next clock: the staging memory's output then ends in a flip-flop
+            (checking a run against ``count`` in the same clock kept the board under 45 MHz)."""
+            m.d.sync += r.eq(low)
             with m.If(~run_mode):
-                m.d.sync += r.eq(low)
                 m.next = "APPLY"
             with m.Else():
-                m.d.sync += q.eq(0)
-                with m.If(value == 0):
-                    m.d.sync += ending.eq(1)
-                    m.next = "UNARY"
-                with m.Elif(n + value > count):
-                    error()
-                with m.Else():
-                    m.d.sync += run_left.eq(value)
-                    m.next = "ZEROS"
+                m.next = "RUN"
 
         def byte_done():
             with m.If(n + 1 == count):
@@ -579,6 +571,18 @@ class BoardTop(wiring.Component):
                         token_done(low)
                     with m.Else():
                         m.d.sync += [r.eq(low), j.eq(j + 1)]
+            with m.State("RUN"):
+                run = Signal(16)
+                m.d.comb += run.eq((q << run_k) | r)
+                m.d.sync += q.eq(0)
+                with m.If(run == 0):
+                    m.d.sync += ending.eq(1)
+                    m.next = "UNARY"
+                with m.Elif(n + run > count):
+                    error()
+                with m.Else():
+                    m.d.sync += run_left.eq(run)
+                    m.next = "ZEROS"
             with m.State("ZEROS"):
                 m.d.comb += [write.eq(1), write_data.eq(0)]
                 m.d.sync += run_left.eq(run_left - 1)
