@@ -58,7 +58,8 @@ def parse_space(specs, sharpener):
             raise SweepError(f"--vary {spec!r}: {name!r} cannot be swept; choose from {', '.join(SWEEPABLE)}")
         if name in space:
             raise SweepError(f"--vary {name} is given twice")
-        cast = int if types[name] in (int, "int") else float
+        kind = types[name]   # int, or int | None for a default that depends on the architecture
+        cast = int if kind in (int, "int") or int in getattr(kind, "__args__", ()) else float
         try:
             parsed = tuple(cast(value) for value in values.split(","))
         except ValueError:
