@@ -38,8 +38,7 @@ def cmd_flow(args):
     config = training_cli.config_from(args)
     if args.lanes is not None:
         _check_flow_lanes(config, args.lanes)
-    if args.clock is not None and args.board != "none":
-        _check_flow_clock(args.board, args.clock)
+    args.clock = flow_clock(config.arch, args.board, args.clock)
     out = pathlib.Path(args.out)
     summary = training_cli.run_training(config, out / "train", quiet=args.json, backend=args.backend,
                                         cpu_devices=args.cpu_devices)
@@ -121,6 +120,25 @@ def _plot_reconstructions(config, out, board_outputs):
     return count
 
 
+AUTOENCODER_CLOCK_MHZ = 30   # hone flow --arch autoencoder's bitstream clock, unless --clock says
+
+
+def flow_clock(arch, board, mhz=None):
+    """The flow's bitstream clock in MHz: ``mhz`` (checked against the board and its PLL before any
+    training), else the board's own, but at most :data:`AUTOENCODER_CLOCK_MHZ` for an autoencoder
+    (its core's output layer closes timing at 37.5 MHz on a ULX3S-85F, not at 45). ``None``: the
+    board's default. Raises :class:`UsageError`."""
+    if board == "none":
+        return mhz
+    if mhz is None and arch == "autoencoder":
+        from hone.boards.targets import get_board
+
+        mhz = min(AUTOENCODER_CLOCK_MHZ, get_board(board).clock_hz / 1e6)
+    if mhz is not None:
+        _check_flow_clock(board, mhz)
+    return mhz
+
+
 def _check_flow_clock(board, mhz):
     """``--clock`` against the board's limit and its PLL, before training starts."""
     from hone.boards.pll import plan_clock
@@ -199,8 +217,9 @@ def build_parser():
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
-                      help="the bitstream's design clock in MHz, through the PLL (default: the board's; the "
-                           "autoencoder meets timing at 30 on a ULX3S-85F)")
+                      help="the bitstream's design clock in MHz, through the PLL (default: the board's; for "
+                           "--arch autoencoder 30, or the board's if lower: its core closes timing at 37.5 on a "
+                           "ULX3S-85F)")
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
     return parser
