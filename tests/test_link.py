@@ -248,6 +248,22 @@ def test_protocol_errors_name_the_value():
 
 # -- gateware in Amaranth's simulator --------------------------------------------------------------
 
+def uart_receiver(top, divisor, received):
+    """A testbench that decodes the board's tx pin (8N1, ``divisor`` clocks a bit) into ``received``."""
+    async def watch(ctx):
+        while True:
+            await ctx.tick().until(top.tx == 0)
+            await ctx.tick().repeat(divisor // 2)
+            byte = 0
+            for i in range(8):
+                await ctx.tick().repeat(divisor)
+                byte |= ctx.get(top.tx) << i
+            await ctx.tick().repeat(divisor)
+            assert ctx.get(top.tx) == 1, "stop bit"
+            received.append(byte)
+    return watch
+
+
 def run_board(top, stream, *, clock, tail=0.02, pixel_clocks=None):
     """Drive ``stream`` into the board's rx pin at its baud; returns the bytes it sent. The clocks
     at which the core takes a pixel go to ``pixel_clocks``."""
@@ -269,17 +285,7 @@ def run_board(top, stream, *, clock, tail=0.02, pixel_clocks=None):
                 ctx.set(top.rx, bit)
                 await ctx.tick().repeat(divisor)
 
-    async def watch(ctx):
-        while True:
-            await ctx.tick().until(top.tx == 0)
-            await ctx.tick().repeat(divisor // 2)
-            byte = 0
-            for i in range(8):
-                await ctx.tick().repeat(divisor)
-                byte |= ctx.get(top.tx) << i
-            await ctx.tick().repeat(divisor)
-            assert ctx.get(top.tx) == 1, "stop bit"
-            received.append(byte)
+    watch = uart_receiver(top, divisor, received)
 
     sim.add_testbench(drive)
     sim.add_testbench(watch, background=True)
@@ -417,16 +423,7 @@ def run_board_slots(top, stream, *, clock):
         await ctx.tick().repeat(2000 * divisor)        # the replies, INFO's included, go out
         slots.extend(ctx.get(top.slot_data[i]) for i in range(top.slot_data.depth))
 
-    async def watch(ctx):
-        while True:
-            await ctx.tick().until(top.tx == 0)
-            await ctx.tick().repeat(divisor // 2)
-            byte = 0
-            for i in range(8):
-                await ctx.tick().repeat(divisor)
-                byte |= ctx.get(top.tx) << i
-            await ctx.tick().repeat(divisor)
-            received.append(byte)
+    watch = uart_receiver(top, divisor, received)
 
     sim.add_testbench(drive)
     sim.add_testbench(watch, background=True)
@@ -548,16 +545,7 @@ def test_board_survives_a_line_held_low(small_net):
                 ctx.set(top.rx, bit)
                 await ctx.tick().repeat(divisor)
 
-    async def watch(ctx):
-        while True:
-            await ctx.tick().until(top.tx == 0)
-            await ctx.tick().repeat(divisor // 2)
-            byte = 0
-            for i in range(8):
-                await ctx.tick().repeat(divisor)
-                byte |= ctx.get(top.tx) << i
-            await ctx.tick().repeat(divisor)
-            received.append(byte)
+    watch = uart_receiver(top, divisor, received)
 
     sim.add_testbench(drive)
     sim.add_testbench(watch, background=True)
