@@ -118,3 +118,28 @@ def test_model_round_trip_keeps_sharpness_and_outputs(tmp_path):
     assert loaded.get_layer("s1").get_sharpness() == 1.0
     assert loaded.get_layer("s0").gradient == "exact"
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("layer_class", [SpikingBReLU, SpikingSigmoid])
+@pytest.mark.parametrize("s", [0.0, 0.6, 1.0])
+def test_ramp_in_training_trains_on_the_ramp_on_the_step_side(layer_class, s):
+    layer = layer_class(sharpness=s, ramp_in_training=True)
+    layer.set_sharpness(s)
+    trained = keras.ops.convert_to_numpy(layer(X, training=True))
+    ramp = keras.ops.convert_to_numpy(layer_class(sharpness=0.0)(X))
+    np.testing.assert_array_equal(trained, ramp)
+    assert layer.get_sharpness() == pytest.approx(s)   # the plan is still followed
+    inferred = keras.ops.convert_to_numpy(layer(X))
+    if s == 1.0:
+        assert set(np.unique(inferred).tolist()) == {0.0, 1.0}
+    # what a pixel-accuracy metric reads: the same side of 0.5 as the exact step, for every input
+    step = (X >= layer.threshold)
+    np.testing.assert_array_equal(trained >= 0.5, step)
+    np.testing.assert_array_equal(inferred >= 0.5, step)
+
+
+def test_ramp_in_training_survives_a_round_trip(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), SpikingBReLU(ramp_in_training=True, name="s")])
+    model.save(tmp_path / "m.keras")
+    assert keras.saving.load_model(tmp_path / "m.keras").get_layer("s").ramp_in_training is True
+    assert SpikingBReLU().ramp_in_training is False

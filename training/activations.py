@@ -50,14 +50,21 @@ class Spiking(keras.layers.Layer):
     Args:
         sharpness: Initial sharpness in [0, 1]. Defaults to `0.0`.
         gradient: `"exact"`, `"straight-through"` or `"surrogate"`. Defaults to `"straight-through"`.
+        ramp_in_training: Training steps see the unsharpened curve (``s = 0``) at every sharpness;
+            inference sees the curve at the layer's sharpness. Both are on the same side of 0.5 for
+            every input, so a metric of that side (pixel accuracy) is the step's, while the loss keeps
+            a margin: a target of 1 pulls the input up to 1, not just past the threshold. For an
+            output layer whose spikes are compared with binary targets (the autoencoder's).
+            Defaults to `False`.
         **kwargs: Base layer keyword arguments, such as `name`.
     """
 
     #: Input value at which the fully sharp unit fires (``x >= threshold``).
     threshold = 0.5
 
-    def __init__(self, sharpness=0.0, gradient="straight-through", **kwargs):
+    def __init__(self, sharpness=0.0, gradient="straight-through", ramp_in_training=False, **kwargs):
         super().__init__(**kwargs)
+        self.ramp_in_training = bool(ramp_in_training)
         self._initial_sharpness = _check_sharpness(sharpness)
         if gradient not in GRADIENTS:
             raise ValueError(f"`gradient` must be one of {', '.join(map(repr, GRADIENTS))}. "
@@ -95,6 +102,8 @@ class Spiking(keras.layers.Layer):
             s = ops.cast(ops.take(self.sharpness_plan, step), inputs.dtype)
             self.plan_step.assign(step + 1)
             self.sharpness.assign(ops.take(self.sharpness_plan, step + 1))
+            if self.ramp_in_training:
+                return self.soft(inputs, ops.zeros_like(s))
         else:
             s = ops.cast(self.sharpness, inputs.dtype)
         soft = self.soft(inputs, s)
@@ -138,6 +147,7 @@ class Spiking(keras.layers.Layer):
         config.update({
             "sharpness": self._initial_sharpness,
             "gradient": self.gradient,
+            "ramp_in_training": self.ramp_in_training,
         })
         return config
 

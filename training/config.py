@@ -18,7 +18,7 @@ LOSSES = ("mse", "bce")                       # the autoencoder's reconstruction
 # hone train's defaults for --arch autoencoder where they differ from the classifiers' (README: dropout
 # costs it 1.6 points of pixel accuracy before sharpening; the straight-through epochs once sharp lose
 # about 0.3 points each instead of gaining, so it stops 3 epochs after every layer is sharp)
-AUTOENCODER_DEFAULTS = {"dropout": 0.0, "start_epoch": 10, "finetune_epochs": 3}
+AUTOENCODER_DEFAULTS = {"dropout": 0.0, "start_epoch": 10, "finetune_epochs": 3, "output_ramp": True}
 
 
 @dataclasses.dataclass
@@ -41,6 +41,7 @@ class TrainConfig:
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
     activation: str = "brelu"
     loss: str = "mse"                 # autoencoder: reconstruction loss, "mse" or "bce"
+    output_ramp: bool = False         # the output layer trains on its ramp (Spiking ramp_in_training)
     # The network file: what hone export writes by default, and what quantization-aware training trains
     weight_bits: int = 4
     input_bits: int | None = None     # default: 1 for --binarize, else 8

@@ -482,85 +482,56 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
     Raises:
         ValueError: ``x`` holds pixels outside [0, 1], or ``x`` and ``y`` differ in length.
     """
-    if network.output.kind == "spikes":
-        return _evaluate_reconstruction(model, network, floats, x, y, tie_margin=tie_margin)
     from .train import hard_classes
 
-    x, y = np.asarray(x), np.asarray(y).reshape(-1)
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} images but {len(y)} labels")
-    q = network.input.quantize(x.reshape((len(x),) + network.input.shape))
-    requantized = (q / (2 ** network.input.bits - 1)).astype(np.float32).reshape(x.shape)
-    keras_classes = hard_classes(model, x)
-    keras_quantized = hard_classes(model, requantized)
-    integer = IntegerNetwork(network).run(q)
-    float_input = q.astype(np.float64)  # the float network sees exactly what the integer one sees
-    float_spikes, margins = _float_forward(network, floats, float_input)
-    float_classes = decode_spikes(float_spikes[-1], network.output.key)
-    disagree = keras_classes != integer.classes
-    by_pixels = keras_classes != keras_quantized
-    by_weights = keras_quantized != integer.classes
-    tie = margins < tie_margin
-    names = [layer.name for layer in network.layers]
-    return {
-        "images": int(len(y)),
-        "weight_bits": network.weight_bits,
-        "input_bits": network.input.bits,
-        "accuracy": {
-            "keras_sharpened": float(np.mean(keras_classes == y)),
-            "keras_quantized_pixels": float(np.mean(keras_quantized == y)),
-            "float_folded": float(np.mean(float_classes == y)),
-            "integer": float(np.mean(integer.classes == y)),
-        },
-        "class_agreement_keras_integer": float(np.mean(~disagree)),
-        "disagreements": int(disagree.sum()),
-        "disagreements_near_threshold": int((disagree & tie).sum()),
-        "disagreement_sources": {
-            "pixel_quantization": int(by_pixels.sum()),
-            "weight_quantization": int(by_weights.sum()),
-            "weight_quantization_near_threshold": int((by_weights & tie).sum()),
-        },
-        "spike_rate": dict(zip(names, integer.spike_rates())),
-        "accumulator_bits": network.accumulator_bits(),
-    }
-
-
-def _evaluate_reconstruction(model, network, floats, x, y, *, tie_margin):
-    """:func:`evaluate_export` of a spike output: the stages' reconstructions against the binary targets
-    ``y``, and Keras against the integer network image by image, bit for bit."""
-    from .autoencoder import hard_reconstructions
-    from .reconstruction import reconstruction_figures
-
+    spike_output = network.output.kind == "spikes"
     x, y = np.asarray(x), np.asarray(y)
+    y = y if spike_output else y.reshape(-1)
     if len(x) != len(y):
-        raise ValueError(f"{len(x)} images but {len(y)} targets")
+        raise ValueError(f"{len(x)} images but {len(y)} {'targets' if spike_output else 'labels'}")
     q = network.input.quantize(x.reshape((len(x),) + network.input.shape))
     requantized = (q / (2 ** network.input.bits - 1)).astype(np.float32).reshape(x.shape)
-    stages = {"keras_sharpened": hard_reconstructions(model, x),
-              "keras_quantized_pixels": hard_reconstructions(model, requantized)}
-    float_spikes, margins = _float_forward(network, floats, q.astype(np.float64))
     integer = IntegerNetwork(network).run(q)
-    stages["float_folded"] = float_spikes[-1].reshape(len(x), -1)
-    stages["integer"] = integer.outputs
-    figures = {name: reconstruction_figures(spikes, y) for name, spikes in stages.items()}
-    keras, quantized = stages["keras_sharpened"], stages["keras_quantized_pixels"]
-    disagree = (keras != integer.outputs).any(axis=1)
-    by_pixels = (keras != quantized).any(axis=1)
-    by_weights = (quantized != integer.outputs).any(axis=1)
+    float_spikes, margins = _float_forward(network, floats, q.astype(np.float64))  # what the integers see
+    if spike_output:
+        from .autoencoder import hard_reconstructions
+        from .reconstruction import reconstruction_figures
+
+        stages = {"keras_sharpened": hard_reconstructions(model, x),
+                  "keras_quantized_pixels": hard_reconstructions(model, requantized),
+                  "float_folded": float_spikes[-1].reshape(len(x), -1), "integer": integer.outputs}
+
+        def differ(a, b):   # image by image, bit for bit
+            return (a != b).any(axis=1)
+    else:
+        stages = {"keras_sharpened": hard_classes(model, x), "keras_quantized_pixels": hard_classes(model, requantized),
+                  "float_folded": decode_spikes(float_spikes[-1], network.output.key), "integer": integer.classes}
+
+        def differ(a, b):
+            return a != b
+    keras, quantized, integer_out = (stages[name] for name in ("keras_sharpened", "keras_quantized_pixels", "integer"))
+    disagree, by_pixels, by_weights = differ(keras, integer_out), differ(keras, quantized), differ(quantized, integer_out)
     tie = margins < tie_margin
+    report = {"images": int(len(x)), "weight_bits": network.weight_bits, "input_bits": network.input.bits}
+    if spike_output:
+        figures = {name: reconstruction_figures(spikes, y) for name, spikes in stages.items()}
+        report.update({
+            "output": "spikes",
+            "accuracy": {name: figure["pixel_accuracy"] for name, figure in figures.items()},
+            "bits_wrong_per_image": {name: figure["bits_wrong_per_image"] for name, figure in figures.items()},
+            "reconstruction": figures["integer"],
+            "image_agreement_keras_integer": float(np.mean(~disagree)),
+            "bits_differing_keras_integer": int((keras != integer_out).sum()),
+        })
+    else:
+        report.update({
+            "accuracy": {name: float(np.mean(classes == y)) for name, classes in stages.items()},
+            "class_agreement_keras_integer": float(np.mean(~disagree)),
+        })
     names = [layer.name for layer in network.layers]
-    return {
-        "images": int(len(x)),
-        "weight_bits": network.weight_bits,
-        "input_bits": network.input.bits,
-        "output": "spikes",
-        "accuracy": {name: figure["pixel_accuracy"] for name, figure in figures.items()},
-        "bits_wrong_per_image": {name: figure["bits_wrong_per_image"] for name, figure in figures.items()},
-        "reconstruction": figures["integer"],
-        "image_agreement_keras_integer": float(np.mean(~disagree)),
+    report.update({
         "disagreements": int(disagree.sum()),
         "disagreements_near_threshold": int((disagree & tie).sum()),
-        "bits_differing_keras_integer": int((keras != integer.outputs).sum()),
         "disagreement_sources": {
             "pixel_quantization": int(by_pixels.sum()),
             "weight_quantization": int(by_weights.sum()),
@@ -568,4 +539,5 @@ def _evaluate_reconstruction(model, network, floats, x, y, *, tie_margin):
         },
         "spike_rate": dict(zip(names, integer.spike_rates())),
         "accumulator_bits": network.accumulator_bits(),
-    }
+    })
+    return report

@@ -39,7 +39,7 @@ def _positive_ints(name, values):
 def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, widths=None, filters=None,
                 kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
                 decode_scale=0.25, gradient="straight-through", augment=False, weight_bits=None, input_bits=None,
-                name=None):
+                output_ramp=False, name=None):
     """Build an untrained Whetstone model.
 
     Args:
@@ -118,7 +118,8 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
                                input_bits=(input_bits or 8) if first[0] else None,
                                threshold=spiking.threshold, name=f"{kind}_{index}"))
         first[0] = False
-        layers.append(spiking(gradient=gradient, name=f"spike_{kind}_{index}"))
+        ramp = output_ramp and index == "out"
+        layers.append(spiking(gradient=gradient, ramp_in_training=ramp, name=f"spike_{kind}_{index}"))
         if dropout and kind == "dense" and index != "out":
             layers.append(keras.layers.Dropout(dropout, name=f"dropout_{index}"))
 

@@ -164,7 +164,7 @@ def compiled_model(config, data):
         batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
         gradient=config.gradient, augment=config.augment, activation=config.activation,
         key_seed=config.seed, weight_bits=config.weight_bits if config.qat else None,
-        input_bits=config.network_input_bits)
+        input_bits=config.network_input_bits, output_ramp=config.output_ramp)
     if config.arch == "autoencoder":   # the output spikes reconstruct the binarized input
         from .autoencoder import reconstruction_loss, reconstruction_metrics
 
