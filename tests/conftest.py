@@ -1,3 +1,4 @@
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,3 +38,17 @@ def gradient(fn, x):
 
         return np.asarray(jax.grad(lambda v: fn(v).sum())(x))
     pytest.skip(f"no gradient helper for backend {backend}")
+
+
+def edit(path, change):
+    """Apply ``change`` to the JSON document in the network file ``path`` and write it back."""
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+def rehash(document):
+    """Make a network file's declared ``sha256`` match its (edited) network again."""
+    from hone.training.netfile import canonical_hash
+
+    document["sha256"] = canonical_hash(document["network"])

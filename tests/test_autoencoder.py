@@ -10,8 +10,9 @@ import pytest
 
 from hone.sim.networks import random_dense_network
 from hone.training.integer import IntegerNetwork
-from hone.training.netfile import NetworkFileError, SpikeOutput, canonical_hash, read_network, write_network
+from hone.training.netfile import NetworkFileError, SpikeOutput, read_network, write_network
 from hone.training.reconstruction import pixel_targets, reconstruction_figures
+from conftest import edit, rehash
 
 DATA = pathlib.Path(__file__).parent / "data"
 
@@ -21,16 +22,6 @@ def autoencoder():
     """A random 16-6-16 network with a spike output: 2-bit 4x4 images in, 16 spikes out."""
     return random_dense_network(np.random.default_rng(3), input_shape=(4, 4, 1), input_bits=2, widths=(6,),
                                 classes=0)
-
-
-def edit(path, change):
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
-
-
-def rehash(document):
-    document["sha256"] = canonical_hash(document["network"])
 
 
 # -- the network file ---------------------------------------------------------------------------

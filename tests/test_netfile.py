@@ -8,6 +8,7 @@ from hone.training.integer import IntegerNetwork
 from hone.training.netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, NetworkFileError,
                               OutputCode, accumulator_bits, read_network, write_network)
 from hone.training.nhot import nhot_key
+from conftest import edit, rehash
 
 
 def random_network(rng, *, input_bits=3, weight_bits=4, conv=True):
@@ -53,17 +54,6 @@ def test_the_hash_covers_the_network_but_not_meta(tmp_path, network):
     write_network(tmp_path / "b.hone", network, meta={"b": 2})
     docs = [json.loads((tmp_path / n).read_text()) for n in ("a.hone", "b.hone")]
     assert docs[0]["sha256"] == docs[1]["sha256"]
-
-
-def edit(path, change):
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
-
-
-def rehash(document):
-    from hone.training.netfile import canonical_hash
-    document["sha256"] = canonical_hash(document["network"])
 
 
 @pytest.mark.parametrize("change, message", [
