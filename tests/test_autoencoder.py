@@ -159,6 +159,7 @@ def test_hone_train_sharpens_an_autoencoder_and_reports_pixel_accuracy(trained):
     figures = summary["reconstruction"]
     assert figures["images"] == 360 and figures["pixels"] == 64
     assert figures["pixel_accuracy"] == summary["sharpened_accuracy"] > 0.75
+    assert summary["config"]["output_ramp"] is True   # the autoencoder's default
     assert figures["bits_wrong_per_image"] == pytest.approx(64 * (1 - figures["pixel_accuracy"]))
     assert len(history["history"]["test_bits_wrong"]) == summary["epochs"]
 
@@ -226,3 +227,25 @@ def test_bad_autoencoder_arguments_are_one_line_and_exit_2(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hone: error: ")
     assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("argv, ramp", [
+    (["--arch", "autoencoder"], True), (["--arch", "autoencoder", "--no-output-ramp"], False),
+    (["--arch", "dense"], False), (["--arch", "conv", "--output-ramp"], True),
+])
+def test_output_ramp_defaults_per_architecture(argv, ramp):
+    import argparse
+
+    from hone.training.activations import spiking_layers
+    from hone.training.cli import add_train_arguments, config_from
+    from hone.training.config import TrainConfig
+    from hone.training.models import build_model
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, TrainConfig())
+    config = config_from(parser.parse_args(argv))
+    assert config.output_ramp is ramp
+    model = build_model(config.arch, (8, 8, 1), 10, widths=(6, 4, 6), filters=(2,), kernel=3,
+                        output_ramp=config.output_ramp)
+    ramps = [layer.ramp_in_training for layer in spiking_layers(model)]
+    assert ramps == [False] * (len(ramps) - 1) + [ramp]   # the output layer only

@@ -74,6 +74,10 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
             Dense/Conv2D + BatchNormalization (quantized after training only). Defaults to `None`.
         input_bits: Pixel bits the first quantization-aware layer sees (the network file's input).
             Defaults to `8` when `weight_bits` is set.
+        output_ramp: The output layer trains on its unsharpened ramp (``ramp_in_training`` of
+            :class:`~hone.training.activations.Spiking`); inference and the export see its step.
+            Defaults to `False` (`hone train` turns it on for the autoencoder: +2.3 points of pixel
+            accuracy, README "A sharpened autoencoder").
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
