@@ -1,6 +1,6 @@
 """The sharpened autoencoder's Keras side: its targets, metrics and hard-step reconstructions.
 
-``hone train --arch autoencoder`` trains a dense chain (by default 784-256-64-256-784) whose every
+``hone train --arch autoencoder`` trains a dense chain (by default 784-384-192-384-784) whose every
 hidden and output unit is a spiking activation, to reproduce its input binarized (``pixel >= 0.5``):
 the output layer's spikes *are* the reconstruction, so the exported network file has no N-hot key
 (an output of kind ``"spikes"``, format version 2). Two metrics follow training, both on the output

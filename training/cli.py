@@ -173,7 +173,7 @@ def add_train_arguments(parser, defaults):
                        help="dense, conv, or autoencoder: a dense chain whose output spikes reconstruct the "
                             "binarized input (pixel >= 0.5), exported with no key (default: %(default)s)")
     group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
-                       help="hidden dense widths (default: 512,128 for dense, 256 for conv, 256,64,256 for "
+                       help="hidden dense widths (default: 512,128 for dense, 256 for conv, 384,192,384 for "
                             "autoencoder)")
     group.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss,
                        help="autoencoder: reconstruction loss, mean squared error or binary cross-entropy "
@@ -234,7 +234,7 @@ def add_train_arguments(parser, defaults):
                        help="epochs without sharpening after each layer becomes sharp")
     group.add_argument("--finetune-epochs", type=int, default=None,
                        help=f"straight-through epochs after every layer is sharp (default: {defaults.finetune_epochs}; "
-                            f"3 for autoencoder)")
+                            f"10 for autoencoder)")
     for name in ("min_init_epochs", "patience"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("rate", "critical", "cz_rate", "sig_increase", "sig_decrease"):

@@ -52,7 +52,7 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
         nhot: Output units per class. Defaults to `8` for dense, `4` for conv.
         output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
         widths: Hidden dense widths. Defaults to `(512, 128)` for dense, `(256,)` for conv,
-            `(256, 64, 256)` for autoencoder.
+            `(384, 192, 384)` for autoencoder.
         filters: Conv filters per conv-pool stage (conv only). Defaults to `(32, 64)`.
         kernel: Conv kernel size (conv only). Defaults to `5`.
         padding: `"valid"` or `"same"` (conv only). Defaults to `"valid"`.
