@@ -249,3 +249,14 @@ def test_output_ramp_defaults_per_architecture(argv, ramp):
                         output_ramp=config.output_ramp)
     ramps = [layer.ramp_in_training for layer in spiking_layers(model)]
     assert ramps == [False] * (len(ramps) - 1) + [ramp]   # the output layer only
+
+
+def test_the_python_api_resolves_the_same_per_architecture_defaults_as_the_cli():
+    from hone.training.config import AUTOENCODER_DEFAULTS, CLASSIFIER_DEFAULTS, TrainConfig
+
+    for arch, defaults in (("autoencoder", AUTOENCODER_DEFAULTS), ("dense", CLASSIFIER_DEFAULTS),
+                           ("conv", CLASSIFIER_DEFAULTS)):
+        config = TrainConfig(arch=arch)
+        assert {name: getattr(config, name) for name in defaults} == defaults
+    assert TrainConfig(arch="autoencoder", finetune_epochs=2, output_ramp=False).finetune_epochs == 2
+    assert TrainConfig(arch="autoencoder", output_ramp=False).output_ramp is False

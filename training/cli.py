@@ -160,6 +160,7 @@ def use_backend(name=None, cpu_devices=None):
 
 
 def add_train_arguments(parser, defaults):
+    from .config import AUTOENCODER_DEFAULTS
     from .datasets import dataset_argument
 
     group = parser.add_argument_group("data and architecture")
@@ -194,7 +195,7 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
     group.add_argument("--dropout", type=float, default=None,
                        help=f"dropout after hidden dense spiking layers, training only (default: {defaults.dropout}; "
-                            f"0 for autoencoder)")
+                            f"{AUTOENCODER_DEFAULTS['dropout']:g} for autoencoder)")
     group.add_argument("--augment", action="store_true", default=defaults.augment,
                        help="random horizontal flips and 2-pixel shifts while training (for data such as "
                             "Fashion-MNIST where a mirror image keeps its class; not for digits)")
@@ -234,13 +235,14 @@ def add_train_arguments(parser, defaults):
                        help="epochs without sharpening after each layer becomes sharp")
     group.add_argument("--finetune-epochs", type=int, default=None,
                        help=f"straight-through epochs after every layer is sharp (default: {defaults.finetune_epochs}; "
-                            f"10 for autoencoder)")
+                            f"{AUTOENCODER_DEFAULTS['finetune_epochs']} for autoencoder)")
     for name in ("min_init_epochs", "patience"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("rate", "critical", "cz_rate", "sig_increase", "sig_decrease"):
         group.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     group.add_argument("--start-epoch", type=int, default=None,
-                       help=f"simple sharpener (default: {defaults.start_epoch}; 10 for autoencoder)")
+                       help=f"simple sharpener (default: {defaults.start_epoch}; "
+                            f"{AUTOENCODER_DEFAULTS['start_epoch']} for autoencoder)")
     group.add_argument("--steps", type=int, default=defaults.steps, help="simple sharpener")
     group.add_argument("--epochs-per-step", type=float, default=defaults.epochs_per_step,
                        help="simple sharpener")
@@ -263,15 +265,9 @@ def add_network_arguments(parser, defaults):
 def config_from(args):
     from .config import TrainConfig
 
-    from .config import AUTOENCODER_DEFAULTS
-
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    values = {name: value for name, value in vars(args).items() if name in fields}
-    for name, value in AUTOENCODER_DEFAULTS.items():   # options whose default depends on the architecture
-        if values.get(name, 0) is None:
-            values[name] = value if values.get("arch") == "autoencoder" else getattr(TrainConfig, name)
-    try:
-        return TrainConfig(**values)
+    try:   # an option left at None takes its architecture's default (TrainConfig.__post_init__)
+        return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
 

@@ -3,7 +3,7 @@
 import dataclasses
 
 __all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_NHOT", "DEFAULT_CONV", "DEFAULT_AUTOENCODER_WIDTHS",
-           "AUTOENCODER_DEFAULTS", "TrainConfig"]
+           "AUTOENCODER_DEFAULTS", "CLASSIFIER_DEFAULTS", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
 OPTIMIZERS = ("adam", "sgd")
@@ -21,6 +21,8 @@ LOSSES = ("mse", "bce")                       # the autoencoder's reconstruction
 # costs it 1.6 points of pixel accuracy before sharpening; with the output layer training on its
 # ramp, the straight-through epochs once sharp gain about 0.03 points each, and 10 of them are enough)
 AUTOENCODER_DEFAULTS = {"dropout": 0.0, "start_epoch": 10, "finetune_epochs": 10, "output_ramp": True}
+# the same settings for dense and conv (README "The default recipe")
+CLASSIFIER_DEFAULTS = {"dropout": 0.3, "start_epoch": 15, "finetune_epochs": 40, "output_ramp": False}
 
 
 @dataclasses.dataclass
@@ -37,13 +39,13 @@ class TrainConfig:
     kernel: int | None = None
     padding: str | None = None        # conv: "valid" (default) or "same"
     batch_norm: bool = True
-    dropout: float = 0.3
+    dropout: float | None = None      # default per architecture: CLASSIFIER_DEFAULTS, AUTOENCODER_DEFAULTS
     decode_scale: float = 0.25
     gradient: str = "straight-through"
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
     activation: str = "brelu"
     loss: str = "mse"                 # autoencoder: reconstruction loss, "mse" or "bce"
-    output_ramp: bool = False         # the output layer trains on its ramp (Spiking ramp_in_training)
+    output_ramp: bool | None = None   # the output layer trains on its ramp (Spiking ramp_in_training)
     # The network file: what hone export writes by default, and what quantization-aware training trains
     weight_bits: int = 4
     input_bits: int | None = None     # default: 1 for --binarize, else 8
@@ -65,14 +67,18 @@ class TrainConfig:
     sig_increase: float = 0.1
     sig_decrease: float = 0.1
     # SimpleSharpener
-    start_epoch: int = 15
+    start_epoch: int | None = None
     steps: int = 2
     epochs_per_step: float = 1.0
     # both
     settle_epochs: int = 1
-    finetune_epochs: int = 40
+    finetune_epochs: int | None = None
 
     def __post_init__(self):
+        defaults = AUTOENCODER_DEFAULTS if self.arch == "autoencoder" else CLASSIFIER_DEFAULTS
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.nhot is None:
             self.nhot = DEFAULT_NHOT.get(self.arch) or 4   # autoencoder: unused
         if self.distribution not in DISTRIBUTIONS:
