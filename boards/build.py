@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -86,6 +87,18 @@ def _stage(build_dir, family):
     return 0
 
 
+def _stop(process, grace_s=5):
+    """Stop a tool's whole process group: SIGTERM, then SIGKILL after ``grace_s`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def _yosys_flip_flops(report_path):
     text = report_path.read_text(errors="replace")
     block = text[text.rfind("Printing statistics"):]
@@ -94,11 +107,13 @@ def _yosys_flip_flops(report_path):
                                                         block, re.M))
 
 
-def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, progress=True):
+def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, time_limit_s, progress=True):
     """Build the bitstream for ``network`` on ``board`` into ``build_dir``.
 
     Returns the measured figures: resources used and available, fmax, the clock, seconds per stage
-    and the bitstream's path.
+    and the bitstream's path. Raises :class:`BuildError` when a tool fails, or when the tools together
+    run longer than ``time_limit_s`` seconds; the tools are stopped then, and on any other way out
+    (Ctrl-C, SIGTERM), so that no nextpnr is left running.
     """
     clock_hz, pll = plan_clock(board.family, board.oscillator_hz(), clock_hz)
     env = tool_environment()
@@ -118,20 +133,32 @@ def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, progre
     log_path = build_dir / "build.log"
     stage_seconds = [0.0, 0.0, 0.0]
     with open(log_path, "w") as log:
+        # a session of its own, so that the whole tool tree can be stopped at once
         process = subprocess.Popen(["sh", script], cwd=build_dir, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        stage, stage_start = 0, time.monotonic()
-        if progress:
-            print(f"  [1/3] {STAGES[0]} ...", file=sys.stderr, flush=True)
-        while process.poll() is None:
-            time.sleep(0.5)
-            now = _stage(build_dir, board.family)
-            while stage < now:
-                stage_seconds[stage] = time.monotonic() - stage_start
-                stage, stage_start = stage + 1, time.monotonic()
-                if progress:
-                    print(f"        {stage_seconds[stage - 1]:.0f} s\n  [{stage + 1}/3] {STAGES[stage]} ...",
-                          file=sys.stderr, flush=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        flow_start = stage_start = time.monotonic()
+        stage = 0
+        try:
+            if progress:
+                print(f"  [1/3] {STAGES[0]} ...", file=sys.stderr, flush=True)
+            while process.poll() is None:
+                time.sleep(0.5)
+                if time.monotonic() - flow_start > time_limit_s:
+                    raise BuildError(
+                        f"{STAGES[stage]} did not finish within the time limit: the tools ran "
+                        f"{time.monotonic() - flow_start:.0f} s (limit {time_limit_s:.0f} s) and were "
+                        f"stopped; the design may be too congested for {board.part} (try fewer lanes, "
+                        f"a smaller network or a bigger part, or raise the limit)")
+                now = _stage(build_dir, board.family)
+                while stage < now:
+                    stage_seconds[stage] = time.monotonic() - stage_start
+                    stage, stage_start = stage + 1, time.monotonic()
+                    if progress:
+                        print(f"        {stage_seconds[stage - 1]:.0f} s\n  [{stage + 1}/3] {STAGES[stage]} ...",
+                              file=sys.stderr, flush=True)
+        finally:
+            if process.poll() is None:
+                _stop(process)
         stage_seconds[stage] = time.monotonic() - stage_start
         if progress:
             print(f"        {stage_seconds[stage]:.0f} s", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from .targets import BOARDS, BoardError, get_board
 __all__ = ["add_commands", "build_bitstream", "format_build", "program_command"]
 
 
+TIME_LIMIT_S = 3600   # default bound on a build's tool run; nextpnr on a congested part can route for hours
 LINE_MARGIN = 1.5    # default lanes: the fewest whose compute rate is at least this times the line rate
 
 
@@ -129,12 +130,13 @@ def lanes_for_link(test, fitting, *, clock_hz, baud, margin=LINE_MARGIN):
 
 
 def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=None, seed=1,
-                    images=None, progress=True, log=print):
+                    images=None, time_limit_s=TIME_LIMIT_S, progress=True, log=print):
     """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md.
 
     ``lanes`` None: the fewest lanes whose compute keeps up with the line (with :data:`LINE_MARGIN`);
     ``"max"``: the most that fit (fewer if timing fails). ``baud`` None: the target's rate at the clock
-    (:meth:`~hone.boards.targets.BoardTarget.uart`)."""
+    (:meth:`~hone.boards.targets.BoardTarget.uart`). ``time_limit_s`` bounds each attempt's tool run,
+    in seconds; one that runs over is stopped and raises :class:`UserError`."""
     from hone.training.netfile import NetworkFileError, read_network
 
     from .build import BuildError, run_flow
@@ -185,7 +187,8 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
             fit = check_fit(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud)
         try:
             result = run_flow(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud,
-                              build_dir=output / "build", seed=seed, progress=progress)
+                              build_dir=output / "build", seed=seed, progress=progress,
+                              time_limit_s=time_limit_s)
         except BuildError as error:
             # a choice of ours that the tools could not place (the logic estimate is a model) is
             # not the user's error while fewer lanes remain to try
@@ -299,7 +302,7 @@ def format_build(report):
 def cmd_build(args):
     report = build_bitstream(args.network, board=args.board, output=args.output, lanes=args.lanes,
                              clock_mhz=args.clock, baud=args.baud, seed=args.seed, images=args.images,
-                             progress=not args.json)
+                             time_limit_s=args.time_limit * 60, progress=not args.json)
     print(format_build(report))
     if args.json:
         print(json.dumps(report))
@@ -307,6 +310,13 @@ def cmd_build(args):
         raise UserError(f"timing not met: fmax {report['fmax_hz'] / 1e6:.1f} MHz < clock "
                         f"{report['clock_hz'] / 1e6:g} MHz (bitstream kept in {report['bitstream']}); "
                         f"build again with --clock {int(report['fmax_hz'] / 1e6)} or fewer --lanes")
+
+
+def time_limit_argument(parser):
+    """``--time-limit MINUTES``, shared by ``hone build`` and ``hone flow``."""
+    parser.add_argument("--time-limit", type=number_in(0, low_open=True), default=TIME_LIMIT_S / 60,
+                        metavar="MINUTES", help="stop Yosys and nextpnr, and fail, when a build runs longer "
+                                                "(default: %(default)g)")
 
 
 def program_command(build_dir, *, board=None, flash=False, cable=None):
@@ -380,6 +390,7 @@ def add_commands(commands):
                             "bridge runs at a whole number of clocks per bit)")
     build.add_argument("--seed", type=integer_in(0), default=1, help="nextpnr placement seed")
     build.add_argument("--images", type=integer_in(1), help="test images for the cycle figures (default: all)")
+    time_limit_argument(build)
     build.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="DIR")
     build.add_argument("--json", action="store_true", help="last stdout line: the report as one JSON object")
     build.set_defaults(handler=cmd_build)

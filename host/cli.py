@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import sys
 import warnings
 
@@ -65,7 +66,8 @@ def cmd_flow(args):
                                            # without --lanes, the fewest that keep up with the line, as
                                            # hone build picks: the shortest build, the smallest design
                                            lanes=given_lanes,
-                                           clock_mhz=args.clock, progress=not args.json,
+                                           clock_mhz=args.clock, time_limit_s=args.time_limit * 60,
+                                           progress=not args.json,
                                            log=(lambda *_: None) if args.json else print)
     report = {"train": training_cli.train_figures(summary), "export": exported, "sim": simulated,
               "board": hosted, "bitstream": built}
@@ -220,6 +222,7 @@ def build_parser():
                       help="the bitstream's design clock in MHz, through the PLL (default: the board's; for "
                            "--arch autoencoder 30, or the board's if lower: its core closes timing at 37.5 on a "
                            "ULX3S-85F)")
+    boards_cli.time_limit_argument(flow)
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
     return parser
@@ -257,8 +260,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, _de
         _default(message, category, filename, lineno, file, line)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt     # unwinds like Ctrl-C, so that running tools (nextpnr) are stopped too
+
+
 def main(argv=None):
-    """The ``hone`` command: 0 on success, 1 when a run fails, 2 for a usage error, 130 on Ctrl-C.
+    """The ``hone`` command: 0 on success, 1 when a run fails, 2 for a usage error, 130 on Ctrl-C or
+    SIGTERM (tools it started, such as nextpnr, are stopped with it).
 
     Every error is one ``hone: error: ...`` line on stderr; a file that cannot be read or written
     (permissions, a missing folder, a full disk) is one too, naming it. An unexpected exception (a bug in
@@ -267,6 +275,7 @@ def main(argv=None):
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    terminate = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.handler(args)
     except UsageError as error:
@@ -290,6 +299,8 @@ def main(argv=None):
     except Exception as error:
         print(_internal_error(error), file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
     return 0
 
 

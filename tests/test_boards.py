@@ -1,9 +1,13 @@
 """Boards: PLL settings, the registry, the fit check, real bitstreams through YoWASP, programming."""
 
 import json
+import os
+import pathlib
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -237,6 +241,46 @@ def test_ulx3s_85f_bitstream_for_the_digits_network(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("hone: error: no programming cable found: is the board plugged in over USB")
     assert "openFPGALoader said:" in result.stderr
+
+
+def processes_in(folder):
+    """Process ids whose working folder is in ``folder`` (the tools hone build starts run in its build/)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and pathlib.Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                found.append(int(entry.name))
+        except OSError:     # gone, or not ours to read
+            continue
+    return found
+
+
+def test_a_build_over_its_time_limit_stops_the_tools_and_says_so(tmp_path):
+    started = time.monotonic()
+    result = hone("build", DIGITS, "--board", "icebreaker", "-o", tmp_path, "--time-limit", "0.02")
+    assert time.monotonic() - started < 120
+    assert result.returncode == 1
+    line, = result.stderr.strip().splitlines()[-1:]
+    assert re.match(r"hone: error: synthesis \(yosys\) did not finish within the time limit: the tools ran "
+                    r"\d+ s \(limit 1 s\) and were stopped; the design may be too congested for "
+                    r"iCE40UP5K-SG48", line), line
+    assert "Traceback" not in result.stderr
+    assert not processes_in(tmp_path) and not (tmp_path / "hone.bin").exists()
+
+
+def test_sigterm_stops_hone_build_and_its_tools(tmp_path):
+    process = subprocess.Popen(HONE + ["build", DIGITS, "--board", "icebreaker", "-o", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not processes_in(tmp_path / "build"):     # wait for the tools to start
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "hone: interrupted"
+    time.sleep(0.5)
+    assert not processes_in(tmp_path)
 
 
 def test_program_needs_a_build_folder(tmp_path):
