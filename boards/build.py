@@ -20,7 +20,7 @@ import time
 from .pll import plan_clock
 from .top import BoardDesign
 
-__all__ = ["BuildError", "TOOLS", "tool_environment", "run_flow", "NAME"]
+__all__ = ["BuildError", "TOOLS", "ROUTERS", "tool_environment", "run_flow", "NAME"]
 
 NAME = "hone"
 TOOLS = {
@@ -34,6 +34,7 @@ RESOURCES = {
     "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"},
     "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
 }
+ROUTERS = ("router1", "router2")     # nextpnr's; see boards.cli.choose_router
 STAGES = ("synthesis (yosys)", "place and route (nextpnr)", "bitstream (pack)")
 
 
@@ -107,7 +108,8 @@ def _yosys_flip_flops(report_path):
                                                         block, re.M))
 
 
-def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, time_limit_s, progress=True):
+def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, router="router1", time_limit_s,
+             progress=True):
     """Build the bitstream for ``network`` on ``board`` into ``build_dir``.
 
     Returns the measured figures: resources used and available, fmax, the clock, seconds per stage
@@ -125,7 +127,8 @@ def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, time_l
     started = time.monotonic()
     with _environment(env):
         plan = platform.prepare(design, name=NAME, nextpnr_opts=[
-            "--report", "nextpnr-report.json", "--timing-allow-fail", "--seed", str(seed)])
+            "--report", "nextpnr-report.json", "--timing-allow-fail", "--seed", str(seed),
+            "--router", router])
     plan.extract(str(build_dir))
     elaborate_s = time.monotonic() - started
 
@@ -178,7 +181,7 @@ def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, time_l
     return {
         "board": board.name, "part": board.part, "family": board.family, "lanes": lanes,
         "clock_hz": clock_hz, "oscillator_hz": board.oscillator_hz(),
-        "pll": None if pll is None else pll.params, "baud": baud, "seed": seed,
+        "pll": None if pll is None else pll.params, "baud": baud, "seed": seed, "router": router,
         "resources": {kind: {"used": int(value["used"]), "available": int(value["available"])}
                       for kind, value in used.items()},
         "fmax_hz": None if fmax is None else fmax * 1e6,

@@ -14,6 +14,11 @@ __all__ = ["add_commands", "build_bitstream", "format_build", "program_command"]
 
 
 TIME_LIMIT_S = 3600   # default bound on a build's tool run; nextpnr on a congested part can route for hours
+# block RAM fill above which nextpnr's router2 routes instead of router1: the 784-384-192-384-784
+# autoencoder (180 of the ULX3S-85F's 208) left router1 with 35,000 unrouted arcs after 12 minutes and
+# router2 done in 3; at 113 of 208 (the dense default) router1 finishes in 3 minutes with more fmax
+# (52.3 against 45.2 MHz), so it stays the default below (README "Bitstreams")
+CONGESTED_BRAM = 0.75
 LINE_MARGIN = 1.5    # default lanes: the fewest whose compute rate is at least this times the line rate
 
 
@@ -129,13 +134,20 @@ def lanes_for_link(test, fitting, *, clock_hz, baud, margin=LINE_MARGIN):
     return lanes, clock_hz / test.per_image(lanes), line
 
 
+def choose_router(fit):
+    """nextpnr's router for a design of this :class:`~hone.boards.fit.FitReport`: ``"router2"`` when its
+    block RAM estimate fills more than :data:`CONGESTED_BRAM` of the part, else ``"router1"``."""
+    return "router2" if fit.bram_blocks > CONGESTED_BRAM * fit.bram_available else "router1"
+
+
 def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, baud=None, seed=1,
-                    images=None, time_limit_s=TIME_LIMIT_S, progress=True, log=print):
+                    router=None, images=None, time_limit_s=TIME_LIMIT_S, progress=True, log=print):
     """Fit check, lane choice, bitstream, figures; writes ``output``/report.json and report.md.
 
     ``lanes`` None: the fewest lanes whose compute keeps up with the line (with :data:`LINE_MARGIN`);
     ``"max"``: the most that fit (fewer if timing fails). ``baud`` None: the target's rate at the clock
-    (:meth:`~hone.boards.targets.BoardTarget.uart`). ``time_limit_s`` bounds each attempt's tool run,
+    (:meth:`~hone.boards.targets.BoardTarget.uart`). ``router`` None: :func:`choose_router`'s, per
+    attempt. ``time_limit_s`` bounds each attempt's tool run,
     in seconds; one that runs over is stopped and raises :class:`UserError`."""
     from hone.training.netfile import NetworkFileError, read_network
 
@@ -182,12 +194,13 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
     output.mkdir(parents=True, exist_ok=True)
     attempts = []
     for candidate in candidates:
-        log(f"building {target.name} with {candidate} lanes at {clock_hz / 1e6:g} MHz")
         if lanes != candidate:
             fit = check_fit(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud)
+        chosen_router = router or choose_router(fit)
+        log(f"building {target.name} with {candidate} lanes at {clock_hz / 1e6:g} MHz (nextpnr {chosen_router})")
         try:
             result = run_flow(network, target, lanes=candidate, clock_hz=clock_hz, baud=baud,
-                              build_dir=output / "build", seed=seed, progress=progress,
+                              build_dir=output / "build", seed=seed, router=chosen_router, progress=progress,
                               time_limit_s=time_limit_s)
         except BuildError as error:
             # a choice of ours that the tools could not place (the logic estimate is a model) is
@@ -287,8 +300,8 @@ def format_build(report):
         f"| integer-model accuracy | "
         + ("- (no test images)" if inf["accuracy"] is None else f"{100 * inf['accuracy']:.2f}%") + " |",
         f"| build time | {report['seconds']['total']:.0f} s (elaborate {report['seconds']['elaborate']:.0f}, "
-        f"synthesis {report['seconds']['synthesis']:.0f}, place and route {report['seconds']['place']:.0f}, "
-        f"pack {report['seconds']['bitstream']:.0f}) |",
+        f"synthesis {report['seconds']['synthesis']:.0f}, place and route {report['seconds']['place']:.0f} "
+        f"with nextpnr's {report['router']}, pack {report['seconds']['bitstream']:.0f}) |",
     ]
     if len(report["attempts"]) > 1:
         lines.append("")
@@ -301,7 +314,8 @@ def format_build(report):
 
 def cmd_build(args):
     report = build_bitstream(args.network, board=args.board, output=args.output, lanes=args.lanes,
-                             clock_mhz=args.clock, baud=args.baud, seed=args.seed, images=args.images,
+                             clock_mhz=args.clock, baud=args.baud, seed=args.seed,
+                             router=None if args.router == "auto" else args.router, images=args.images,
                              time_limit_s=args.time_limit * 60, progress=not args.json)
     print(format_build(report))
     if args.json:
@@ -389,6 +403,9 @@ def add_commands(commands):
                        help="UART line rate (default: the board's: the fastest standard rate its USB-serial "
                             "bridge runs at a whole number of clocks per bit)")
     build.add_argument("--seed", type=integer_in(0), default=1, help="nextpnr placement seed")
+    build.add_argument("--router", choices=("auto", "router1", "router2"), default="auto",
+                       help=f"nextpnr's router (default auto: router2 when block RAM is more than "
+                            f"{CONGESTED_BRAM * 100:g}%% full, where router1 takes far longer; else router1)")
     build.add_argument("--images", type=integer_in(1), help="test images for the cycle figures (default: all)")
     time_limit_argument(build)
     build.add_argument("-o", "--output", type=pathlib.Path, required=True, metavar="DIR")

@@ -63,9 +63,7 @@ def cmd_flow(args):
     built = None
     if args.board != "none":
         built = boards_cli.build_bitstream(network_path, board=args.board, output=out / "bitstream",
-                                           # without --lanes, the fewest that keep up with the line, as
-                                           # hone build picks: the shortest build, the smallest design
-                                           lanes=given_lanes,
+                                           lanes=flow_build_lanes(config.arch, given_lanes),
                                            clock_mhz=args.clock, time_limit_s=args.time_limit * 60,
                                            progress=not args.json,
                                            log=(lambda *_: None) if args.json else print)
@@ -123,6 +121,9 @@ def _plot_reconstructions(config, out, board_outputs):
 
 
 AUTOENCODER_CLOCK_MHZ = 30   # hone flow --arch autoencoder's bitstream clock, unless --clock says
+# and its lanes, unless --lanes says: the default's weights fill 180 of a ULX3S-85F's 208 block RAMs, and
+# with 16 lanes (hone build's choice for the line) nextpnr routes for far longer (README)
+AUTOENCODER_LANES = 8
 
 
 def flow_clock(arch, board, mhz=None):
@@ -139,6 +140,15 @@ def flow_clock(arch, board, mhz=None):
     if mhz is not None:
         _check_flow_clock(board, mhz)
     return mhz
+
+
+def flow_build_lanes(arch, lanes=None):
+    """The flow's bitstream lanes: ``lanes`` (``--lanes``), else :data:`AUTOENCODER_LANES` for an
+    autoencoder, else None: hone build's choice, the fewest that keep up with the line (the shortest
+    build, the smallest design)."""
+    if lanes is None and arch == "autoencoder":
+        return AUTOENCODER_LANES
+    return lanes
 
 
 def _check_flow_clock(board, mhz):
@@ -215,7 +225,7 @@ def build_parser():
     flow.add_argument("--lanes", type=rtl_cli.lanes_argument, metavar="P",
                       help="neuron units of the RTL and the bitstream (default: 32, or the widest layer's width "
                            "if smaller, for the simulations; hone build's for the bitstream: the fewest that keep up "
-                           "with the line)")
+                           f"with the line; {AUTOENCODER_LANES} for --arch autoencoder)")
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",

@@ -211,6 +211,14 @@ def test_the_autoencoders_flow_builds_at_a_clock_its_core_meets():
     assert flow_clock("autoencoder", "none") is None
 
 
+def test_the_autoencoders_flow_builds_with_lanes_that_route():
+    from hone.host.cli import AUTOENCODER_LANES, flow_build_lanes
+
+    assert flow_build_lanes("autoencoder") == AUTOENCODER_LANES == 8
+    assert flow_build_lanes("autoencoder", 4) == 4                # --lanes wins
+    assert flow_build_lanes("dense") is None                      # hone build's choice for the line
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--arch", "autoencoder", "--dataset", "digits", "--augment"],
      r"`augment` does not apply to arch='autoencoder' \(its target is its own input\)\. Received: augment=True"),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hone.boards import fit
-from hone.boards.cli import LINE_MARGIN
+from hone.boards.cli import CONGESTED_BRAM, LINE_MARGIN
 from hone.boards.pll import ecp5_pll, ice40_pll, plan_clock
 from hone.boards.targets import BOARDS, BoardError, get_board
 from hone.rtl import protocol
@@ -128,6 +128,15 @@ def test_the_default_network_fits_the_85f_and_lanes_are_chosen_largest_first():
     assert all(fit.estimate(network, get_board("ulx3s-85f"), lanes=p).fits for p in lanes)
 
 
+@pytest.mark.parametrize("blocks, router", [(113, "router1"), (156, "router1"), (157, "router2"), (180, "router2")])
+def test_router2_routes_parts_whose_block_ram_is_nearly_full(blocks, router):
+    from hone.boards.cli import choose_router
+
+    report = fit.FitReport(board="ulx3s-85f", lanes=8, memories=[], bram_blocks=blocks, bram_available=208,
+                           rom_bits=0, luts=10_000, luts_available=83_640)
+    assert CONGESTED_BRAM == 0.75 and choose_router(report) == router
+
+
 def test_block_ram_packing_picks_the_cheapest_shape():
     assert fit.blocks_for("ecp5", 128, 6272) == 52         # 4 x 13 blocks of 36 x 512
     assert fit.blocks_for("ice40", 16, 2048) == 8          # 1 x 8 blocks of 16 x 256
@@ -170,6 +179,9 @@ def built(tmp_path, board, *args):
     assert report == json.loads((tmp_path / "report.json").read_text())
     target = get_board(board)
     assert report["board"] == board and report["timing_met"]
+    estimate = report["fit_estimate"]              # router2 where block RAM is nearly full (the iCEBreaker)
+    assert report["router"] == ("router2" if estimate["bram_blocks"] > CONGESTED_BRAM * estimate["bram_available"]
+                                else "router1")
     assert report["fmax_hz"] >= report["clock_hz"]
     for kind, value in report["resources"].items():
         assert 0 <= value["used"] <= value["available"], kind

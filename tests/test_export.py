@@ -80,7 +80,9 @@ def test_binary_input_export_is_exact_on_binarized_data(digits):
 def test_conv_and_maxpool_export(digits):
     keras.utils.set_random_seed(2)
     model = build_model("conv", digits.input_shape, 10, nhot=2, filters=(4, 6), kernel=3, padding="same",
-                        widths=(16,))
+                        widths=(16,), conv_dropout=0.2)
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == \
+        ["dropout_conv_0", "dropout_conv_1"]       # after each pool; training only, so not exported
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(digits.x_train, digits.y_train, epochs=2, batch_size=32, verbose=0)
     sharpen(model)
@@ -124,6 +126,14 @@ def test_unsharp_model_is_refused_with_each_layers_sharpness(digits):
         export_network(model, weight_bits=4, input_bits=8)
     network, _ = export_network(model, weight_bits=4, input_bits=8, allow_unsharp=True)
     assert len(network.layers) == 2
+
+
+def test_conv_dropout_is_refused_outside_conv(digits):
+    with pytest.raises(ValueError, match=r"^`conv_dropout` applies to arch='conv' only\. Received: "
+                                         r"conv_dropout=0\.2 with arch='dense'$"):
+        build_model("dense", digits.input_shape, 10, conv_dropout=0.2)
+    with pytest.raises(ValueError, match=r"^`conv_dropout` must be in \[0, 1\)\. Received: conv_dropout=1\.0$"):
+        build_model("conv", digits.input_shape, 10, conv_dropout=1.0)
 
 
 def test_unsupported_layers_are_named():

@@ -196,6 +196,8 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--dropout", type=float, default=None,
                        help=f"dropout after hidden dense spiking layers, training only (default: {defaults.dropout}; "
                             f"{AUTOENCODER_DEFAULTS['dropout']:g} for autoencoder)")
+    group.add_argument("--conv-dropout", type=float, default=defaults.conv_dropout, metavar="RATE",
+                       help=f"dropout after each conv stage's max-pool, training only (default: {defaults.conv_dropout:g})")
     group.add_argument("--augment", action="store_true", default=defaults.augment,
                        help="random horizontal flips and 2-pixel shifts while training (for data such as "
                             "Fashion-MNIST where a mirror image keeps its class; not for digits)")

@@ -40,6 +40,7 @@ class TrainConfig:
     padding: str | None = None        # conv: "valid" (default) or "same"
     batch_norm: bool = True
     dropout: float | None = None      # default per architecture: CLASSIFIER_DEFAULTS, AUTOENCODER_DEFAULTS
+    conv_dropout: float = 0.0         # after each conv stage's pool (conv only)
     decode_scale: float = 0.25
     gradient: str = "straight-through"
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class

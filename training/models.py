@@ -37,7 +37,8 @@ def _positive_ints(name, values):
 
 
 def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, widths=None, filters=None,
-                kernel=None, padding=None, batch_norm=True, dropout=0.0, activation="brelu", key_seed=0,
+                kernel=None, padding=None, batch_norm=True, dropout=0.0, conv_dropout=0.0, activation="brelu",
+                key_seed=0,
                 decode_scale=0.25, gradient="straight-through", augment=False, weight_bits=None, input_bits=None,
                 output_ramp=False, name=None):
     """Build an untrained Whetstone model.
@@ -59,6 +60,8 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
         batch_norm: BatchNormalization after every Dense/Conv2D. Defaults to `True`.
         dropout: Dropout rate after each hidden dense spiking layer (training only; an identity at
             inference, so the hardware never sees it). Defaults to `0.0`.
+        conv_dropout: Dropout rate after each conv stage's max-pool (conv only; training only, like
+            `dropout`). Defaults to `0.0`.
         activation: `"brelu"` (step at 0.5) or `"sigmoid"` (step at 0). Defaults to `"brelu"`.
         key_seed: Seed of the N-hot key. Defaults to `0`.
         augment: Random horizontal flips and shifts of up to 2 pixels, in training only (identity at
@@ -106,8 +109,12 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
         layers.append(keras.layers.RandomTranslation(2 / input_shape[0], 2 / input_shape[1],
                                                      fill_mode="constant", name="augment_shift"))
 
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+    if conv_dropout and is_dense:
+        raise ValueError(f"`conv_dropout` applies to arch='conv' only. Received: conv_dropout={conv_dropout} "
+                         f"with arch={arch!r}")
+    for name, rate in (("dropout", dropout), ("conv_dropout", conv_dropout)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={rate}")
 
     first = [True]
 
@@ -145,6 +152,8 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
             height, width = height // 2, width // 2
             block("conv", index, lambda cls=keras.layers.Conv2D, **kw: cls(count, kernel, padding=padding, **kw))
             layers.append(keras.layers.MaxPooling2D(2, name=f"pool_{index}"))
+            if conv_dropout:
+                layers.append(keras.layers.Dropout(conv_dropout, name=f"dropout_conv_{index}"))
     if len(input_shape) > 1:
         layers.append(keras.layers.Flatten(name="flatten"))
     for index, units in enumerate(widths):

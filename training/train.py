@@ -161,7 +161,8 @@ def compiled_model(config, data):
     model = build_model(
         config.arch, data.input_shape, data.classes, nhot=config.nhot, output_width=config.output_width,
         widths=config.widths, filters=config.filters, kernel=config.kernel, padding=config.padding,
-        batch_norm=config.batch_norm, dropout=config.dropout, decode_scale=config.decode_scale,
+        batch_norm=config.batch_norm, dropout=config.dropout, conv_dropout=config.conv_dropout,
+        decode_scale=config.decode_scale,
         gradient=config.gradient, augment=config.augment, activation=config.activation,
         key_seed=config.seed, weight_bits=config.weight_bits if config.qat else None,
         input_bits=config.network_input_bits, output_ramp=config.output_ramp)
