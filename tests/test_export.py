@@ -83,6 +83,7 @@ def test_conv_and_maxpool_export(digits):
                         widths=(16,), conv_dropout=0.2)
     assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == \
         ["dropout_conv_0", "dropout_conv_1"]       # after each pool; training only, so not exported
+    assert model.name == "hone_conv"
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(digits.x_train, digits.y_train, epochs=2, batch_size=32, verbose=0)
     sharpen(model)

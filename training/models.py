@@ -112,9 +112,9 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
     if conv_dropout and is_dense:
         raise ValueError(f"`conv_dropout` applies to arch='conv' only. Received: conv_dropout={conv_dropout} "
                          f"with arch={arch!r}")
-    for name, rate in (("dropout", dropout), ("conv_dropout", conv_dropout)):
+    for argument, rate in (("dropout", dropout), ("conv_dropout", conv_dropout)):
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={rate}")
+            raise ValueError(f"`{argument}` must be in [0, 1). Received: {argument}={rate}")
 
     first = [True]
 
