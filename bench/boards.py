@@ -52,7 +52,7 @@ def main():
         row = {
             "config": config, "board": board, "network": network, "lanes": report["lanes"],
             "clock_mhz": report["clock_hz"] / 1e6, "fmax_mhz": round(report["fmax_hz"] / 1e6, 2),
-            "timing_met": report["timing_met"],
+            "timing_met": report["timing_met"], "router": report["router"],
             "luts": res["logic"]["used"], "luts_available": res["logic"]["available"],
             "ffs": res["ff"]["used"], "bram": res["bram"]["used"], "bram_available": res["bram"]["available"],
             "bram_estimate": report["fit_estimate"]["bram_blocks"], "luts_estimate": report["fit_estimate"]["luts_estimate"],
