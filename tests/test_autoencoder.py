@@ -268,3 +268,26 @@ def test_the_python_api_resolves_the_same_per_architecture_defaults_as_the_cli()
         assert {name: getattr(config, name) for name in defaults} == defaults
     assert TrainConfig(arch="autoencoder", finetune_epochs=2, output_ramp=False).finetune_epochs == 2
     assert TrainConfig(arch="autoencoder", output_ramp=False).output_ramp is False
+
+
+@pytest.mark.parametrize("argv, rate", [
+    (["--arch", "conv"], 0.25), (["--arch", "conv", "--conv-dropout", "0"], 0.0),
+    (["--arch", "dense"], 0.0), (["--arch", "autoencoder"], 0.0),
+])
+def test_conv_dropout_defaults_to_conv_only(argv, rate):
+    import argparse
+
+    import keras
+
+    from hone.training.cli import add_train_arguments, config_from
+    from hone.training.config import DEFAULT_CONV_DROPOUT, TrainConfig
+    from hone.training.models import build_model
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, TrainConfig())
+    config = config_from(parser.parse_args(argv))
+    assert config.conv_dropout == rate and TrainConfig(arch="conv").conv_dropout == DEFAULT_CONV_DROPOUT == 0.25
+    model = build_model(config.arch, (8, 8, 1), 10, widths=(6,), filters=(2,), kernel=3, dropout=0.0,
+                        conv_dropout=config.conv_dropout)
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == ([rate] if rate else [])

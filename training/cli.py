@@ -160,7 +160,7 @@ def use_backend(name=None, cpu_devices=None):
 
 
 def add_train_arguments(parser, defaults):
-    from .config import AUTOENCODER_DEFAULTS
+    from .config import AUTOENCODER_DEFAULTS, DEFAULT_CONV_DROPOUT
     from .datasets import dataset_argument
 
     group = parser.add_argument_group("data and architecture")
@@ -196,8 +196,9 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--dropout", type=float, default=None,
                        help=f"dropout after hidden dense spiking layers, training only (default: {defaults.dropout}; "
                             f"{AUTOENCODER_DEFAULTS['dropout']:g} for autoencoder)")
-    group.add_argument("--conv-dropout", type=float, default=defaults.conv_dropout, metavar="RATE",
-                       help=f"dropout after each conv stage's max-pool, training only (default: {defaults.conv_dropout:g})")
+    group.add_argument("--conv-dropout", type=float, default=None, metavar="RATE",
+                       help=f"dropout after each conv stage's max-pool, training only (conv only; default: "
+                            f"{DEFAULT_CONV_DROPOUT:g})")
     group.add_argument("--augment", action="store_true", default=defaults.augment,
                        help="random horizontal flips and 2-pixel shifts while training (for data such as "
                             "Fashion-MNIST where a mirror image keeps its class; not for digits)")

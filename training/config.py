@@ -2,7 +2,8 @@
 
 import dataclasses
 
-__all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_NHOT", "DEFAULT_CONV", "DEFAULT_AUTOENCODER_WIDTHS",
+__all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_NHOT", "DEFAULT_CONV", "DEFAULT_CONV_DROPOUT",
+           "DEFAULT_AUTOENCODER_WIDTHS",
            "AUTOENCODER_DEFAULTS", "CLASSIFIER_DEFAULTS", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
@@ -13,6 +14,8 @@ DEFAULT_DENSE_WIDTHS = (512, 128)   # README "The default recipe": 784-256-64 lo
 # hardware figures are measured with 40 outputs)
 DEFAULT_NHOT = {"dense": 8, "conv": 4, "autoencoder": None}
 DEFAULT_CONV = {"filters": (32, 64), "kernel": 5, "padding": "valid", "widths": (256,)}
+# dropout after each conv stage's pool, conv only (README: 91.33% against 90.67% without, at 4 bits)
+DEFAULT_CONV_DROPOUT = 0.25
 # hidden widths; the output is one unit per input pixel (README: 94.3% pixel accuracy, 90.8% with
 # 256,64,256; 176 of the ULX3S-85F's 208 block RAMs)
 DEFAULT_AUTOENCODER_WIDTHS = (384, 192, 384)
@@ -40,7 +43,7 @@ class TrainConfig:
     padding: str | None = None        # conv: "valid" (default) or "same"
     batch_norm: bool = True
     dropout: float | None = None      # default per architecture: CLASSIFIER_DEFAULTS, AUTOENCODER_DEFAULTS
-    conv_dropout: float = 0.0         # after each conv stage's pool (conv only)
+    conv_dropout: float | None = None  # after each conv stage's pool: DEFAULT_CONV_DROPOUT for conv, else 0
     decode_scale: float = 0.25
     gradient: str = "straight-through"
     augment: bool = False             # flips + 2-pixel shifts: only where a flip keeps the class
@@ -82,6 +85,8 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.nhot is None:
             self.nhot = DEFAULT_NHOT.get(self.arch) or 4   # autoencoder: unused
+        if self.conv_dropout is None:
+            self.conv_dropout = DEFAULT_CONV_DROPOUT if self.arch == "conv" else 0.0
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"unknown distribution {self.distribution!r}; expected one of "
                              f"{', '.join(DISTRIBUTIONS)}")
