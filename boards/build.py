@@ -20,7 +20,7 @@ import time
 from .pll import plan_clock
 from .top import BoardDesign
 
-__all__ = ["BuildError", "TOOLS", "ROUTERS", "tool_environment", "run_flow", "NAME"]
+__all__ = ["BuildError", "TOOLS", "tool_environment", "run_flow", "NAME"]
 
 NAME = "hone"
 TOOLS = {
@@ -34,7 +34,6 @@ RESOURCES = {
     "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP"},
     "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
 }
-ROUTERS = ("router1", "router2")     # nextpnr's; see boards.cli.choose_router
 STAGES = ("synthesis (yosys)", "place and route (nextpnr)", "bitstream (pack)")
 
 
@@ -110,7 +109,8 @@ def _yosys_flip_flops(report_path):
 
 def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, router="router1", time_limit_s,
              progress=True):
-    """Build the bitstream for ``network`` on ``board`` into ``build_dir``.
+    """Build the bitstream for ``network`` on ``board`` into ``build_dir``, placing with nextpnr's
+    ``seed`` and routing with its ``router`` (``"router1"`` or ``"router2"``).
 
     Returns the measured figures: resources used and available, fmax, the clock, seconds per stage
     and the bitstream's path. Raises :class:`BuildError` when a tool fails, or when the tools together
