@@ -92,11 +92,9 @@ def _stop(process, grace_s=5):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace_s)
             return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _yosys_flip_flops(report_path):

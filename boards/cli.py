@@ -147,8 +147,8 @@ def build_bitstream(network_path, *, board, output, lanes=None, clock_mhz=None, 
     ``lanes`` None: the fewest lanes whose compute keeps up with the line (with :data:`LINE_MARGIN`);
     ``"max"``: the most that fit (fewer if timing fails). ``baud`` None: the target's rate at the clock
     (:meth:`~hone.boards.targets.BoardTarget.uart`). ``router`` None: :func:`choose_router`'s, per
-    attempt. ``time_limit_s`` bounds each attempt's tool run,
-    in seconds; one that runs over is stopped and raises :class:`UserError`."""
+    attempt. ``time_limit_s`` bounds each attempt's tool run, in seconds; one that runs over is
+    stopped and raises :class:`UserError`."""
     from hone.training.netfile import NetworkFileError, read_network
 
     from .build import BuildError, run_flow

@@ -129,7 +129,7 @@ AUTOENCODER_LANES = 8
 def flow_clock(arch, board, mhz=None):
     """The flow's bitstream clock in MHz: ``mhz`` (checked against the board and its PLL before any
     training), else the board's own, but at most :data:`AUTOENCODER_CLOCK_MHZ` for an autoencoder
-    (its core's output layer closes timing at 37.5 MHz on a ULX3S-85F, not at 45). ``None``: the
+    (the default's core closes timing at 30.2 MHz on a ULX3S-85F, not at 45). ``None``: the
     board's default. Raises :class:`UsageError`."""
     if board == "none":
         return mhz
@@ -230,8 +230,8 @@ def build_parser():
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
                       help="the bitstream's design clock in MHz, through the PLL (default: the board's; for "
-                           "--arch autoencoder 30, or the board's if lower: its core closes timing at 37.5 on a "
-                           "ULX3S-85F)")
+                           f"--arch autoencoder {AUTOENCODER_CLOCK_MHZ}, or the board's if lower: the default's "
+                           "core closes timing at 30.2 on a ULX3S-85F)")
     boards_cli.time_limit_argument(flow)
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
