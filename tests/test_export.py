@@ -607,3 +607,41 @@ def test_the_same_seed_gives_the_same_network_file(qat_run, tmp_path):
     hashes = [write_network(tmp_path / f"{index}.hone", export_network(model, weight_bits=3, input_bits=6)[0])
               for index, model in enumerate((first, second))]
     assert hashes[0] == hashes[1]
+
+
+def test_a_weight_average_ends_training_as_its_network_file(qat_run, digits):
+    """``ema_momentum``: fit ends on the averaged weights, quantized again, so Keras is its network file."""
+    import dataclasses
+    from hone.training.train import train
+
+    plain, _, _ = qat_run
+    keras.backend.clear_session()
+    model, _, summary = train(dataclasses.replace(qat_config(), ema_momentum=0.9), None, verbose=0)
+    assert model.optimizer.use_ema and summary["quantization_aware"]
+    network, floats = export_network(model, weight_bits=3, input_bits=6)
+    report = evaluate_export(model, network, floats, digits.x_test, digits.y_test)
+    assert report["disagreements"] == 0 and report["accuracy"]["integer"] == summary["sharpened_accuracy"]
+    # the same seed trains the same trajectory; only the average makes the networks differ
+    other, _ = export_network(plain, weight_bits=3, input_bits=6)
+    assert any((a.weights != b.weights).any() for a, b in zip(network.layers, other.layers))
+
+
+def test_a_weight_average_on_jax_saves_and_exports(tmp_path):
+    """Keras' JAX fit swaps the averages in by reference, and the next jitted call would delete them
+    (model.save then failed with "Array has been deleted")."""
+    result = hone("train", "--backend", "jax", "--dataset", "digits", "--widths", "48,24", "--start-epoch", "3",
+                  "--steps", "1", "--settle-epochs", "0", "--finetune-epochs", "3", "--ema-momentum", "0.9",
+                  "--out", tmp_path / "run", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = hone("export", tmp_path / "run", "-o", tmp_path / "net.hone", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["disagreements"] == 0 and report["accuracy"]["integer"] == report["accuracy"]["keras_sharpened"]
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "x"])
+def test_a_bad_ema_momentum_is_one_usage_error(value, tmp_path):
+    result = hone("train", "--dataset", "digits", "--out", tmp_path / "run", "--ema-momentum", value)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("hone")]
+    assert len(lines) == 1 and "ema" in lines[0] and value in lines[0], result.stderr

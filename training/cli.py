@@ -227,6 +227,9 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
                        help="adam, or sgd with momentum 0.9 (give it a larger --learning-rate, e.g. 0.01; "
                             "default: %(default)s)")
+    group.add_argument("--ema-momentum", type=float, default=defaults.ema_momentum, metavar="M",
+                       help="keep an exponential moving average of the weights (momentum M per batch, in [0, 1); "
+                            "0 is off) and end training with it, requantized (default: %(default)s)")
     group.add_argument("--seed", type=int, default=defaults.seed)
 
     group = parser.add_argument_group("sharpening")

@@ -60,6 +60,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     optimizer: str = "adam"           # "sgd": SGD with momentum 0.9 (wants a larger learning rate, e.g. 0.01)
+    ema_momentum: float = 0.0         # > 0: the trained weights are their exponential moving average (Keras' use_ema)
     seed: int = 0
     distribution: str = "none"        # "data-parallel": every device (see hone.training.distribute)
     # AdaptiveSharpener
@@ -108,6 +109,8 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be an integer in 1..16. Received: {name}={value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"`ema_momentum` must be in [0, 1) (0: off). Received: ema_momentum={self.ema_momentum}")
 
     @property
     def network_input_bits(self):
@@ -115,12 +118,15 @@ class TrainConfig:
         return self.input_bits or (1 if self.binarize else 8)
 
     def make_optimizer(self):
-        """The configured Keras optimizer: Adam, or SGD with momentum 0.9, at ``learning_rate``."""
+        """The configured Keras optimizer: Adam, or SGD with momentum 0.9, at ``learning_rate``; with
+        ``ema_momentum`` it keeps an exponential moving average of the weights, which replaces them when
+        training ends (Keras' ``use_ema``)."""
         import keras
 
+        ema = {"use_ema": self.ema_momentum > 0, "ema_momentum": self.ema_momentum or 0.99}
         if self.optimizer == "sgd":
-            return keras.optimizers.SGD(self.learning_rate, momentum=0.9)
-        return keras.optimizers.Adam(self.learning_rate)
+            return keras.optimizers.SGD(self.learning_rate, momentum=0.9, **ema)
+        return keras.optimizers.Adam(self.learning_rate, **ema)
 
     def make_sharpener(self, verbose=False):
         """The configured sharpener callback (None for ``sharpener="none"``).

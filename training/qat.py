@@ -11,8 +11,9 @@ the same per-neuron range, chosen once per epoch by the exporter's least-squares
 (:func:`~hone.training.quantize.neuron_span`), rounding and ceiled threshold), quantizes the first
 layer's pixels to the network file's K bits, and fires the next spiking layer iff the integer sum
 reaches the integer threshold. Gradients pass straight through to the float weights and BN's shift
-(BN's scale holds still with its statistics). The integers of the last training step are kept in non-trainable weights; inference uses
-them, and :func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to
+(BN's scale holds still with its statistics). The integers of the weights as they stand before each
+validation pass and at the end of training (:meth:`Quantized.requantize`, the same function and span
+choice) are kept in non-trainable weights; inference uses them, and :func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to
 the reachable sums, which changes no output), so the Keras model and the network file compute the
 same function.
 
@@ -151,7 +152,7 @@ class Quantized(keras.layers.Layer):
         return z + self.bias if self.norm is None else self.norm(z, training=training)
 
     def _integer(self, inputs):
-        """The integers the last training step ran, on the network file's pixels."""
+        """The stored integers (:meth:`requantize`), on the network file's pixels."""
         margin = self.linear(self._pixels(inputs), self.integer_kernel) - self.integer_threshold
         return ops.stop_gradient(self._fire_side(margin, self.integer_scale))
 
@@ -165,14 +166,23 @@ class Quantized(keras.layers.Layer):
         w, theta, scale = (ops.stop_gradient(v) for v in neuron_integers(
             a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span), input_max=input_max,
             clip=False, axis=0, xp=ops))  # clipping changes no output: the export clips (hone.training.export)
-        self.integer_kernel.assign(ops.reshape(w, self.kernel.shape))
-        self.integer_threshold.assign(theta)
-        self.integer_scale.assign(scale)
         carry = ops.stop_gradient(ops.minimum(scale, 1e30))  # finite: 0 * carry stays 0
         w = w + (a - ops.stop_gradient(a)) * ops.expand_dims(carry, 0)
         theta = theta + (t - ops.stop_gradient(t)) * carry
         margin = self.linear(self._pixels(inputs), ops.reshape(w, self.kernel.shape)) - theta
         return self._fire_side(margin, scale)
+
+    def requantize(self):
+        """Choose the span and set the integers (inference's and the export's) from the weights as they
+        are now, as the exporter would. The training step computes the same integers but does not store
+        them: writing every weight back each step made it about 1.7x a float step on JAX."""
+        self.choose_span()
+        a, t, input_max = self._neurons()
+        w, theta, scale = neuron_integers(a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span),
+                                          input_max=input_max, clip=False, axis=0, xp=ops)
+        self.integer_kernel.assign(ops.reshape(w, self.kernel.shape))
+        self.integer_threshold.assign(theta)
+        self.integer_scale.assign(scale)
 
     def is_quantized(self):
         """Whether the layer has trained quantization-aware (its integers are the ones that ran)."""
@@ -299,9 +309,18 @@ class QuantizeWhenSharp(keras.callbacks.Callback):
         for layer in self.layers:
             layer.quantize_training = False
 
+    def _requantize(self):
+        if self.quantize_epoch is not None:
+            for layer in self.layers:
+                layer.requantize()
+
+    def on_test_begin(self, logs=None):
+        self._requantize()   # the validation pass runs the integers of the weights as they are
+
     def on_train_end(self, logs=None):
         for layer in self.layers:
             layer.quantize_training = False
+        self._requantize()   # after fit's last update (and its weight average, if any)
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self.layers or not self.sharpener.fully_sharp:

@@ -31,7 +31,7 @@ SWEEPABLE = {
     "min_init_epochs": "adaptive", "sig_increase": "adaptive", "sig_decrease": "adaptive",
     "start_epoch": "simple", "steps": "simple", "epochs_per_step": "simple",
     "nhot": None, "finetune_epochs": None, "settle_epochs": None, "learning_rate": None,
-    "decode_scale": None, "dropout": None, "conv_dropout": None,
+    "decode_scale": None, "dropout": None, "conv_dropout": None, "ema_momentum": None,
 }
 #: The default space: the adaptive sharpener's speed and critical zone, its patience, the N-hot
 #: width and the straight-through fine-tune.

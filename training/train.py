@@ -208,6 +208,11 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
                         validation_data=pad_to_multiple(data.x_test, y_test, multiple),
                         callbacks=callbacks, verbose=verbose)
+    if model.optimizer.use_ema:
+        # Keras swaps the averages in by reference; on JAX the next jitted call donates (deletes) the
+        # shared buffers, so each weight gets its own copy.
+        for variable in model.trainable_variables:
+            variable.assign(keras.ops.copy(variable))
     if where.backend == "jax" and where.workers > 1:
         # The trained variables span every process' devices; evaluate and save a local copy.
         trained, model = model, keras.models.clone_model(model)
