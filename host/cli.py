@@ -120,23 +120,26 @@ def _plot_reconstructions(config, out, board_outputs):
     return count
 
 
-AUTOENCODER_CLOCK_MHZ = 30   # hone flow --arch autoencoder's bitstream clock, unless --clock says
-# and its lanes, unless --lanes says: the default's weights fill 180 of a ULX3S-85F's 208 block RAMs, and
-# with 16 lanes (hone build's choice for the line) nextpnr routes for far longer (README)
+# hone flow's bitstream clock per architecture, unless --clock says (or the board's own, if lower): on a
+# ULX3S-85F the autoencoder default's core closes timing at 30.2 MHz, the conv default's at 36.1 MHz
+# (64 lanes at 30 MHz; 39.1 MHz with 32 lanes at 40), both short of the board's 45 (README). 30 MHz keeps
+# the line at 3 Mbaud (10 clocks per bit), which the lanes are chosen to keep up with.
+FLOW_CLOCK_MHZ = {"autoencoder": 30, "conv": 30}
+# and the autoencoder's lanes, unless --lanes says: the default's weights fill 180 of a ULX3S-85F's 208
+# block RAMs, and with 16 lanes (hone build's choice for the line) nextpnr routes for far longer (README)
 AUTOENCODER_LANES = 8
 
 
 def flow_clock(arch, board, mhz=None):
     """The flow's bitstream clock in MHz: ``mhz`` (checked against the board and its PLL before any
-    training), else the board's own, but at most :data:`AUTOENCODER_CLOCK_MHZ` for an autoencoder
-    (the default's core closes timing at 30.2 MHz on a ULX3S-85F, not at 45). ``None``: the
-    board's default. Raises :class:`UsageError`."""
+    training), else :data:`FLOW_CLOCK_MHZ` for the architecture (or the board's own clock if lower),
+    else the board's. ``None``: the board's default. Raises :class:`UsageError`."""
     if board == "none":
         return mhz
-    if mhz is None and arch == "autoencoder":
+    if mhz is None and arch in FLOW_CLOCK_MHZ:
         from hone.boards.targets import get_board
 
-        mhz = min(AUTOENCODER_CLOCK_MHZ, get_board(board).clock_hz / 1e6)
+        mhz = min(FLOW_CLOCK_MHZ[arch], get_board(board).clock_hz / 1e6)
     if mhz is not None:
         _check_flow_clock(board, mhz)
     return mhz
@@ -229,9 +232,10 @@ def build_parser():
     flow.add_argument("--board", default="ulx3s-85f", choices=["none", *sorted(BOARDS)],
                       help="board to build a bitstream for, with --lanes (default: ulx3s-85f; none: skip)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
-                      help="the bitstream's design clock in MHz, through the PLL (default: the board's; for "
-                           f"--arch autoencoder {AUTOENCODER_CLOCK_MHZ}, or the board's if lower: the default's "
-                           "core closes timing at 30.2 on a ULX3S-85F)")
+                      help="the bitstream's design clock in MHz, through the PLL (default: the board's for "
+                           "dense; " + ", ".join(f"{mhz} for --arch {arch}" for arch, mhz in FLOW_CLOCK_MHZ.items())
+                           + ", or the board's if lower: their default cores close timing at 30.2 and 36.1 MHz "
+                           "on a ULX3S-85F)")
     boards_cli.time_limit_argument(flow)
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     flow.set_defaults(handler=cmd_flow)
