@@ -261,12 +261,20 @@ def test_output_ramp_defaults_per_architecture(argv, ramp):
 
 
 def test_the_python_api_resolves_the_same_per_architecture_defaults_as_the_cli():
-    from hone.training.config import AUTOENCODER_DEFAULTS, CLASSIFIER_DEFAULTS, TrainConfig
+    import argparse
 
+    from hone.training.cli import add_train_arguments, config_from
+    from hone.training.config import AUTOENCODER_DEFAULTS, CLASSIFIER_DEFAULTS, CONV_DEFAULTS, TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, TrainConfig())
     for arch, defaults in (("autoencoder", AUTOENCODER_DEFAULTS), ("dense", CLASSIFIER_DEFAULTS),
-                           ("conv", CLASSIFIER_DEFAULTS)):
-        config = TrainConfig(arch=arch)
-        assert {name: getattr(config, name) for name in defaults} == defaults
+                           ("conv", CONV_DEFAULTS)):
+        for config in (TrainConfig(arch=arch), config_from(parser.parse_args(["--arch", arch]))):
+            assert {name: getattr(config, name) for name in defaults} == defaults
+    assert CONV_DEFAULTS["finetune_epochs"] == 60 and CONV_DEFAULTS["epochs"] == 100
+    assert TrainConfig(arch="conv").widths is None and TrainConfig(arch="conv").nhot == 8   # models: 512-80
+    assert TrainConfig(arch="conv", epochs=5).epochs == 5
     assert TrainConfig(arch="autoencoder", finetune_epochs=2, output_ramp=False).finetune_epochs == 2
     assert TrainConfig(arch="autoencoder", output_ramp=False).output_ramp is False
 

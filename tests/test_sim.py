@@ -100,7 +100,7 @@ def test_trained_fashion_network_runner(simulator, images, lanes, tmp_path):
 
 @pytest.mark.parametrize("simulator, images, jobs", [("icarus", 6, 1), ("verilator", 30, 2)])
 def test_trained_conv_network_runner(simulator, images, jobs, tmp_path):
-    """The conv default (32c5-p2-64c5-p2-256-40, 4-bit weights, 8-bit pixels) on real test images:
+    """The previous conv default (32c5-p2-64c5-p2-256-40, 4-bit weights, 8-bit pixels) on real test images:
     every conv, pool and dense layer spike for spike (bench: all 10,000, see README)."""
     network, _ = read_network(FASHION_CONV)
     data = load_dataset("fashion-mnist")

@@ -160,7 +160,7 @@ def use_backend(name=None, cpu_devices=None):
 
 
 def add_train_arguments(parser, defaults):
-    from .config import AUTOENCODER_DEFAULTS, DEFAULT_CONV_DROPOUT
+    from .config import AUTOENCODER_DEFAULTS, CLASSIFIER_DEFAULTS, CONV_DEFAULTS, DEFAULT_CONV_DROPOUT
     from .datasets import dataset_argument
 
     group = parser.add_argument_group("data and architecture")
@@ -174,7 +174,7 @@ def add_train_arguments(parser, defaults):
                        help="dense, conv, or autoencoder: a dense chain whose output spikes reconstruct the "
                             "binarized input (pixel >= 0.5), exported with no key (default: %(default)s)")
     group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
-                       help="hidden dense widths (default: 512,128 for dense, 256 for conv, 384,192,384 for "
+                       help="hidden dense widths (default: 512,128 for dense, 512 for conv, 384,192,384 for "
                             "autoencoder)")
     group.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss,
                        help="autoencoder: reconstruction loss, mean squared error or binary cross-entropy "
@@ -189,7 +189,7 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--padding", choices=("valid", "same"), default=defaults.padding,
                        help="conv padding (default: valid)")
     group.add_argument("--nhot", type=int, default=None,
-                       help="output units per class (default: 8 for dense, 4 for conv)")
+                       help="output units per class (default: 8)")
     group.add_argument("--output-width", type=int, default=defaults.output_width, metavar="W",
                        help="output layer width (default: classes x nhot)")
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
@@ -220,8 +220,9 @@ def add_train_arguments(parser, defaults):
                        help="split the CPU into N virtual devices (data parallelism without accelerators)")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=defaults.epochs,
-                       help=f"maximum epochs; the sharpener stops training once sharp (default: {defaults.epochs})")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"maximum epochs; the sharpener stops training once sharp (default: "
+                            f"{CLASSIFIER_DEFAULTS['epochs']}; {CONV_DEFAULTS['epochs']} for conv)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
@@ -240,7 +241,8 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--settle-epochs", type=int, default=defaults.settle_epochs,
                        help="epochs without sharpening after each layer becomes sharp")
     group.add_argument("--finetune-epochs", type=int, default=None,
-                       help=f"straight-through epochs after every layer is sharp (default: {defaults.finetune_epochs}; "
+                       help=f"straight-through epochs after every layer is sharp (default: "
+                            f"{CLASSIFIER_DEFAULTS['finetune_epochs']}; {CONV_DEFAULTS['finetune_epochs']} for conv, "
                             f"{AUTOENCODER_DEFAULTS['finetune_epochs']} for autoencoder)")
     for name in ("min_init_epochs", "patience"):
         group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
