@@ -260,7 +260,8 @@ def test_flow_runs_a_conv_network_end_to_end(tmp_path):
     out = tmp_path / "flow"
     result = subprocess.run(
         [sys.executable, "-m", "hone", "flow", "--arch", "conv", "--dataset", "digits", "--filters", "4,8",
-         "--kernel", "3", "--padding", "same", "--widths", "16", "--epochs", "80", "--sim-images", "20",
+         "--kernel", "3", "--padding", "same", "--widths", "16", "--epochs", "80", "--finetune-epochs", "40",
+         "--sim-images", "20",
          "--board-images", "8", "--lanes", "4", "--board", "none", "--out", str(out), "--json"],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
