@@ -121,8 +121,8 @@ def _plot_reconstructions(config, out, board_outputs):
 
 
 # hone flow's bitstream clock per architecture, unless --clock says (or the board's own, if lower): on a
-# ULX3S-85F the autoencoder default's core closes timing at 30.2 MHz, the conv default's at 36.1 MHz
-# (64 lanes at 30 MHz; 39.1 MHz with 32 lanes at 40), both short of the board's 45 (README). 30 MHz keeps
+# ULX3S-85F the autoencoder default's core closes timing at 30.2 MHz, the conv default's at 35.1 MHz
+# (32 lanes, 179 of 208 block RAMs; the 256-40 conv net reached 39.1 at 40), short of the board's 45 (README). 30 MHz keeps
 # the line at 3 Mbaud (10 clocks per bit), which the lanes are chosen to keep up with.
 FLOW_CLOCK_MHZ = {"autoencoder": 30, "conv": 30}
 # and the autoencoder's lanes, unless --lanes says: the default's weights fill 180 of a ULX3S-85F's 208
@@ -234,7 +234,7 @@ def build_parser():
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",
                       help="the bitstream's design clock in MHz, through the PLL (default: the board's for "
                            "dense; " + ", ".join(f"{mhz} for --arch {arch}" for arch, mhz in FLOW_CLOCK_MHZ.items())
-                           + ", or the board's if lower: their default cores close timing at 30.2 and 36.1 MHz "
+                           + ", or the board's if lower: their default cores close timing at 30.2 and 35.1 MHz "
                            "on a ULX3S-85F)")
     boards_cli.time_limit_argument(flow)
     flow.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
