@@ -438,8 +438,12 @@ class Board:
 
         self._answered = time.monotonic()
         while next_result < len(images):
+            stats = self.stats
             self._check_deadline(f"{len(outstanding)} request{'s' if len(outstanding) != 1 else ''} waited "
-                                 f"({len(done) + next_result} of {len(images)} results in)")
+                                 f"({len(done) + next_result} of {len(images)} results in; "
+                                 f"{stats.retransmissions} retransmissions, {stats.timeouts} timeouts, "
+                                 f"{stats.bad_frames_received} bad frames, {stats.stale_replies} stale replies, "
+                                 f"errors {stats.errors or 'none'})")
             # new images into free slots
             while free and next_image < len(images):
                 job = _Job(next_image, packed[next_image], free.popleft())
