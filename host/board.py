@@ -241,9 +241,11 @@ class Board:
                             f"unplugged or lost power, or another program took the port") from None
 
     def _check_deadline(self, waiting):
-        """Give up once no request has been answered for :attr:`deadline` seconds."""
+        """Give up once no request has been answered for :attr:`deadline` seconds. ``waiting``: what
+        waited, a string or a function that says it (called only to give up, off the polling path)."""
         silent = time.monotonic() - self._answered
         if silent > self.deadline:
+            waiting = waiting() if callable(waiting) else waiting
             if self._process is not None and self._process[0].poll() is not None:
                 raise LinkError(f"{self.description} exited with status {self._process[0].returncode}")
             raise LinkError(f"{self.description} answered nothing for {silent:.0f} s (deadline "
@@ -439,11 +441,11 @@ class Board:
         self._answered = time.monotonic()
         while next_result < len(images):
             stats = self.stats
-            self._check_deadline(f"{len(outstanding)} request{'s' if len(outstanding) != 1 else ''} waited "
-                                 f"({len(done) + next_result} of {len(images)} results in; "
-                                 f"{stats.retransmissions} retransmissions, {stats.timeouts} timeouts, "
-                                 f"{stats.bad_frames_received} bad frames, {stats.stale_replies} stale replies, "
-                                 f"errors {stats.errors or 'none'})")
+            self._check_deadline(lambda: f"{len(outstanding)} request{'s' if len(outstanding) != 1 else ''} waited "
+                                         f"({len(done) + next_result} of {len(images)} results in; "
+                                         f"{stats.retransmissions} retransmissions, {stats.timeouts} timeouts, "
+                                         f"{stats.bad_frames_received} bad frames, {stats.stale_replies} stale "
+                                         f"replies, errors {stats.errors or 'none'})")
             # new images into free slots
             while free and next_image < len(images):
                 job = _Job(next_image, packed[next_image], free.popleft())

@@ -2,16 +2,15 @@
 
 import dataclasses
 
-__all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_NHOT", "DEFAULT_CONV", "DEFAULT_CONV_DROPOUT", "CONV_DEFAULTS",
-           "DEFAULT_AUTOENCODER_WIDTHS",
-           "AUTOENCODER_DEFAULTS", "CLASSIFIER_DEFAULTS", "TrainConfig"]
+__all__ = ["SHARPENERS", "DISTRIBUTIONS", "DEFAULT_DENSE_WIDTHS", "DEFAULT_NHOT", "DEFAULT_CONV", "DEFAULT_CONV_DROPOUT",
+           "DEFAULT_AUTOENCODER_WIDTHS", "AUTOENCODER_DEFAULTS", "CLASSIFIER_DEFAULTS", "CONV_DEFAULTS", "TrainConfig"]
 
 SHARPENERS = ("adaptive", "simple", "none")
 OPTIMIZERS = ("adam", "sgd")
 DISTRIBUTIONS = ("none", "data-parallel")
 DEFAULT_DENSE_WIDTHS = (512, 128)   # README "The default recipe": 784-256-64 lost 0.5 points at 4 bits
-# N-hot output units per class: 8 for dense (measured 0.0 to +0.6 points over 4), 4 for conv (its
-# hardware figures are measured with 40 outputs)
+# N-hot output units per class: 8 for dense (measured 0.0 to +0.6 points over 4) and for conv (with the
+# 512-unit layer below)
 DEFAULT_NHOT = {"dense": 8, "conv": 8, "autoencoder": None}
 # README "The default recipe": 32c5-p2-64c5-p2-512-80 with 60 straight-through epochs reaches 92.04% as 4-bit
 # integers, where 256-40 with 40 reached 91.33%; it takes 179 of a ULX3S-85F's 208 block RAMs

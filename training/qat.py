@@ -12,9 +12,9 @@ the same per-neuron range, chosen once per epoch by the exporter's least-squares
 layer's pixels to the network file's K bits, and fires the next spiking layer iff the integer sum
 reaches the integer threshold. Gradients pass straight through to the float weights and BN's shift
 (BN's scale holds still with its statistics). The integers of the weights as they stand before each
-validation pass and at the end of training (:meth:`Quantized.requantize`, the same function and span
-choice) are kept in non-trainable weights; inference uses them, and :func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to
-the reachable sums, which changes no output), so the Keras model and the network file compute the
+validation pass and at the end of training (:meth:`Quantized.requantize`, the same function on the
+span the epoch trained with) are kept in non-trainable weights; inference uses them, and
+:func:`~hone.training.export.export_network` writes them as they are (thresholds clipped to the reachable sums, which changes no output), so the Keras model and the network file compute the
 same function.
 
 The output handed to the spiking layer is ``threshold + (W . q - theta) / S``: on the float scale of
@@ -156,16 +156,21 @@ class Quantized(keras.layers.Layer):
         margin = self.linear(self._pixels(inputs), self.integer_kernel) - self.integer_threshold
         return ops.stop_gradient(self._fire_side(margin, self.integer_scale))
 
+    def _integers(self):
+        """``(a, T, (W, theta, S))``: the folded neurons and their integers on the held span (thresholds
+        unclipped: clipping changes no output, and the export clips, :mod:`hone.training.export`)."""
+        a, t, input_max = self._neurons()
+        return a, t, neuron_integers(a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span),
+                                     input_max=input_max, clip=False, axis=0, xp=ops)
+
     def _integer_training_step(self, inputs):
         """The integer neurons of the parameters now, with straight-through gradients.
 
         BN is folded with its moving statistics, which hold still meanwhile (as the exporter folds it).
         The forward value is exact: ``W + (v - stop_gradient(v)) == W``.
         """
-        a, t, input_max = self._neurons()
-        w, theta, scale = (ops.stop_gradient(v) for v in neuron_integers(
-            a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span), input_max=input_max,
-            clip=False, axis=0, xp=ops))  # clipping changes no output: the export clips (hone.training.export)
+        a, t, (w, theta, scale) = self._integers()
+        w, theta, scale = (ops.stop_gradient(v) for v in (w, theta, scale))
         carry = ops.stop_gradient(ops.minimum(scale, 1e30))  # finite: 0 * carry stays 0
         w = w + (a - ops.stop_gradient(a)) * ops.expand_dims(carry, 0)
         theta = theta + (t - ops.stop_gradient(t)) * carry
@@ -180,9 +185,7 @@ class Quantized(keras.layers.Layer):
         rescaling all their weights, and the network the epoch trained for is lost (a conv run validated
         between 86.6% and 91.3% from epoch to epoch that way, against 91.0 to 91.9% on the trained span).
         """
-        a, t, input_max = self._neurons()
-        w, theta, scale = neuron_integers(a, t, self.weight_bits, span=ops.convert_to_tensor(self.integer_span),
-                                          input_max=input_max, clip=False, axis=0, xp=ops)
+        _, _, (w, theta, scale) = self._integers()
         self.integer_kernel.assign(ops.reshape(w, self.kernel.shape))
         self.integer_threshold.assign(theta)
         self.integer_scale.assign(scale)
