@@ -157,6 +157,14 @@ def test_epochs_too_long_to_plan_sharpen_step_by_step_the_same_way(monkeypatch):
     assert sharpness_of(model) == {"s0": 1.0, "s1": 1.0, "s2": 1.0}
 
 
+@pytest.mark.parametrize("kind", [SimpleSharpener, AdaptiveSharpener])
+def test_sharpeners_leave_the_batch_end_hooks_to_keras(kind):
+    # A callback with a batch-end hook makes Keras (JAX) wait for every step's logs before dispatching
+    # the next step (bench/train.py --parts speed: sharpening_overhead).
+    for hook in ("on_batch_end", "on_train_batch_end", "on_test_batch_end"):
+        assert getattr(kind, hook) is getattr(keras.callbacks.Callback, hook), hook
+
+
 def test_settle_and_finetune_epochs():
     model = tiny_model()
     sharpener = SimpleSharpener(start_epoch=0, steps=1, settle_epochs=2, finetune_epochs=3)

@@ -75,6 +75,7 @@ class Sharpener(keras.callbacks.Callback):
         self.settle_epochs = _count("settle_epochs", settle_epochs)
         self.finetune_epochs = _count("finetune_epochs", finetune_epochs)
         self.verbose = bool(verbose)
+        self._behind = False   # an unplanned step's sharpness is still to be set
 
     # -- mechanics ---------------------------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Sharpener(keras.callbacks.Callback):
         self._epoch_rate = 0.0
         self._steps = None
         self._planned = False
+        self._behind = False
         self.sharp_epoch = None if not self.fully_sharp else 0
         self.reset()
         epochs = self.params.get("epochs") if self.params else None
@@ -165,12 +167,22 @@ class Sharpener(keras.callbacks.Callback):
             for index, layer in enumerate(self.layers):
                 layer.set_plan([values[index] for values in trajectory])
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self._planned or self._epoch_rate <= 0.0:
+    def on_train_batch_begin(self, batch, logs=None):
+        # Unknown or very long epochs: set the sharpness between steps instead, the previous step's share
+        # before this step. Not in on_train_batch_end: a callback there makes Keras wait for every step's
+        # logs, which costs a planned epoch its asynchronous dispatch.
+        self._catch_up()
+        self._behind = not self._planned and self._epoch_rate > 0.0
+
+    def on_test_begin(self, logs=None):
+        self._catch_up()   # validation sees the epoch's last step
+
+    def _catch_up(self):
+        if not self._behind:
             return
-        # Unknown or very long epochs: set the sharpness after each step instead. Keras' JAX trainer
-        # keeps the training state off the model between steps: attach it first, so the value set
-        # now is what the next step reads back.
+        self._behind = False
+        # Keras' JAX trainer keeps the training state off the model between steps: attach it first, so
+        # the value set now is what the next step reads back.
         if self._jax_state_sync is not None:
             self._jax_state_sync()
         before = list(self._values)
@@ -217,6 +229,7 @@ class Sharpener(keras.callbacks.Callback):
             self.sharp_epoch = self._epoch + 1
 
     def on_epoch_end(self, epoch, logs=None):
+        self._catch_up()
         if logs is not None:
             for layer, value in zip(self.layers, self._values):
                 logs[f"sharpness/{layer.name}"] = value
