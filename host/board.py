@@ -288,7 +288,14 @@ class Board:
         self._srtt[request.type] = srtt, rttvar
 
     def _rto(self, type):
-        """Retransmission timeout for a request type (results wait for inferences, ACKs do not)."""
+        """Retransmission timeout for a request type (results wait for inferences, ACKs do not).
+
+        :attr:`timeout` until the type's reply time is measured; but a LOAD takes the INFER's estimate
+        once there is one: an INFER's reply follows the same write and then a run, so it bounds a
+        LOAD's, and an image that fits one frame travels as INFERs alone (its LOADs' :attr:`timeout`
+        would stretch every wait of :meth:`infer`, which judges the two together)."""
+        if type == FrameType.LOAD and type not in self._srtt and FrameType.INFER in self._srtt:
+            type = FrameType.INFER
         if type not in self._srtt:
             return self.timeout
         srtt, rttvar = self._srtt[type]

@@ -3,6 +3,8 @@
 import json
 import random
 import re
+import struct
+import time
 
 import numpy as np
 import pytest
@@ -652,6 +654,59 @@ def test_board_infers_every_image_exactly_once(small_net, builds, faults):
         assert stats.retransmissions > 0 and stats.bad_frames_received > 0   # the faults did bite
     else:
         assert stats.retransmissions == 0 and stats.frames_sent == len(images) + 1   # + the INFO
+
+
+class LossyPort:
+    """A board in process, behind an object that reads and writes like a serial port: it answers INFO
+    and runs every INFER at once (its RESULT's label: the sum of the image's bytes, mod 3), but the
+    replies to the INFERs it counts in ``lost`` (the first is 1) vanish on the line."""
+
+    baudrate = 115200
+
+    def __init__(self, *, lost):
+        self.lost, self.infers = set(lost), 0
+        self.parser, self.out = protocol.FrameParser(), bytearray()
+        values = {name: 0 for name, _ in protocol.INFO_FIELDS}
+        values.update(version=protocol.VERSION, input_bits=3, slots=3, lanes=4, inputs=16, classes=3, outputs=3,
+                      max_chunk=64, clock_hz=12_000_000, baud=115200, network_sha256="00" * 32)
+        self.info = protocol.info_payload(**values)
+
+    def write(self, data):
+        for frame in self.parser.feed(data):
+            if frame.type == FrameType.INFO:
+                self.out += protocol.encode_frame(frame.seq, FrameType.INFO_REPLY, self.info)
+            elif frame.type == FrameType.INFER:
+                self.infers += 1
+                slot, image = frame.payload[0], frame.payload[protocol.CHUNK_HEADER:]
+                if self.infers not in self.lost:
+                    result = struct.pack("<BHIB", slot, sum(image) % 3, 100, 0)
+                    self.out += protocol.encode_frame(frame.seq, FrameType.RESULT, result)
+        return len(data)
+
+    def read(self, size):
+        if not self.out:
+            time.sleep(0.001)      # a serial port's read timeout
+        data, self.out[:size] = bytes(self.out[:size]), b""
+        return data
+
+    def close(self):
+        pass
+
+
+def test_a_board_whose_replies_are_lost_is_asked_again_at_its_measured_pace():
+    """Images that fit one frame travel as INFERs alone; no LOAD is ever timed. Once INFERs have been
+    timed, lost replies are asked for again within a few of their (here tiny) round trips, not after
+    :attr:`Board.timeout` apiece: six lost in a row (three requests, then each of them once more) must
+    not add up to the deadline."""
+    from hone.host.board import Board
+
+    images = np.random.default_rng(5).integers(0, 8, size=(12, 16))
+    port = LossyPort(lost=range(7, 13))
+    board = Board(port, timeout=1.0, deadline=2.5)
+    results = list(board.infer(images))
+    assert [r.index for r in results] == list(range(len(images)))
+    assert [r.label for r in results] == [sum(protocol.pack_image(image, 3)) % 3 for image in images]
+    assert board.stats.timeouts == 4 and board.stats.overtaken == 2 and port.infers == len(images) + 6
 
 
 def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(builds, tmp_path):
