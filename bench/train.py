@@ -13,7 +13,9 @@ Parts (``--parts``, default all):
   Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
 - ``accuracy``: hone's default training (sharpened until every layer is a step), same seed and
-  data, on each backend: sharpened test accuracy side by side.
+  data, on each backend: sharpened test accuracy side by side; then the defaults before issue 17
+  (784-256-64-40 trained in float, 20 straight-through epochs), whose whole run's seconds per epoch,
+  validation included, against the default's is issue 17's bound on epoch time.
 - ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel
   --cpu-devices 2``, JAX by default) against one device.
 
@@ -34,7 +36,9 @@ import sys
 import time
 
 REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
-PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4}   # the dense default before issue 17
+# the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
+PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
+                    "epochs": 60, "qat": False}
 BACKENDS = ("tensorflow", "jax")
 PARTS = ("speed", "accuracy", "data-parallel")
 
@@ -61,8 +65,7 @@ def speed(dataset, repeats):
     model = compiled_model(TrainConfig(dataset=dataset), data)
     sharpener = SimpleSharpener(start_epoch=0, steps=100_000)  # moves every batch, never finishes
     # The dense default before issue 17 (784-256-64-40), interleaved with today's, for their ratio.
-    previous = compiled_model(TrainConfig(dataset=dataset, widths=PREVIOUS_DEFAULT["widths"],
-                                          nhot=PREVIOUS_DEFAULT["nhot"]), data)
+    previous = compiled_model(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), data)
     timed(model, [])  # warm-up: tracing and first-touch costs
     timed(previous, [])
     plain, sharp, before = [], [], []
@@ -103,11 +106,20 @@ def accuracy(dataset, out, data_parallel):
     from hone.training.config import TrainConfig
     from hone.training.train import train
 
-    config = TrainConfig(dataset=dataset, distribution="data-parallel" if data_parallel else "none")
-    _, _, summary = train(config, out, verbose=2)
-    keras.backend.clear_session()
-    return {key: summary[key] for key in ("sharpened_accuracy", "best_accuracy_before_sharpening", "epochs",
-                                          "sharp_epoch", "seconds_per_epoch", "engine", "replicas")}
+    def trained(config, folder):
+        _, _, summary = train(config, folder, verbose=2)
+        keras.backend.clear_session()
+        return {key: summary[key] for key in ("sharpened_accuracy", "best_accuracy_before_sharpening", "epochs",
+                                              "sharp_epoch", "seconds_per_epoch", "engine", "replicas")}
+
+    figures = trained(TrainConfig(dataset=dataset, distribution="data-parallel" if data_parallel else "none"), out)
+    if not data_parallel:
+        # Whole runs, validation included: the default's seconds per epoch against the default's before
+        # issue 17, back to back in one process.
+        previous = trained(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), out.with_name(out.name + "-previous"))
+        figures["previous_default"] = previous
+        figures["default_over_previous_default"] = round(figures["seconds_per_epoch"] / previous["seconds_per_epoch"], 3)
+    return figures
 
 
 def worker(args):
@@ -203,7 +215,14 @@ def main(argv=None):
         figures["accuracy"] = measured
         print(table([("sharpened accuracy", [f"{100 * measured[b]['sharpened_accuracy']:.2f}%" for b in backends]),
                      ("epochs", [measured[b]["epochs"] for b in backends]),
-                     ("s/epoch (with validation)", [round(measured[b]["seconds_per_epoch"], 3) for b in backends])],
+                     ("s/epoch (with validation)", [round(measured[b]["seconds_per_epoch"], 3) for b in backends]),
+                     ("defaults before issue 17", [f"{100 * measured[b]['previous_default']['sharpened_accuracy']:.2f}%"
+                                                   for b in backends]),
+                     ("  epochs", [measured[b]["previous_default"]["epochs"] for b in backends]),
+                     ("  s/epoch (with validation)",
+                      [round(measured[b]["previous_default"]["seconds_per_epoch"], 3) for b in backends]),
+                     ("default / that, s/epoch", [f"{measured[b]['default_over_previous_default']:.3f}x"
+                                                  for b in backends])],
                     backends))
         if len(backends) == 2:
             gap = abs(measured[backends[0]]["sharpened_accuracy"] - measured[backends[1]]["sharpened_accuracy"])
