@@ -29,7 +29,8 @@ def test_help_lists_the_subcommands(capsys):
      r"^hone: error: `nhot` does not fit the output width: 10 classes x 4 units = 40 > width 30\. "
      r"Received: nhot=4, width=30$"),
     (["--nhot", "0"], r"^hone: error: `nhot` must be at least 1\. Received: nhot=0$"),
-    (["--epochs", "0"], r"^hone: error: `epochs` must be a positive integer\. Received: epochs=0$"),
+    (["--binarize", "--input-bits", "8"],
+     r"^hone: error: argument --input-bits: expected 1 with --binarize \(the model sees binary pixels\), got 8$"),
     (["--arch", "conv", "--kernel", "5"],
      r"^hone: error: conv stage 1 leaves a 0x0 map from a 8x8 input \(kernel 5, padding 'valid'\)"),
 ])
@@ -40,6 +41,26 @@ def test_invalid_arguments_give_one_clear_line(tmp_path, capsys, args, message):
     assert "Traceback" not in err
     import re
     assert re.match(message, err.strip()), err
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--epochs", "0", "an integer >= 1"), ("--batch-size", "0", "an integer >= 1"),
+    ("--seed", "-1", "an integer in 0..4294967295"), ("--learning-rate", "0", "a number > 0"),
+    ("--cpu-devices", "0", "an integer >= 1"), ("--ema-momentum", "1", "a number in [0, 1)"),
+])
+def test_out_of_range_options_are_refused_while_parsing(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--dataset", "digits", "--out", str(tmp_path / "run"), option, value])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"hone: error: argument {option}: expected {expected}, got {value} "
+                                               f"(see: hone train --help)")
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code = main(["train", "--dataset", "digits", "--out", str(tmp_path / "file")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"hone: error: argument --out: {tmp_path / 'file'} exists and is not a folder"
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

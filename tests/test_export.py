@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -205,7 +206,7 @@ def test_cli_export_of_a_corrupted_model(tmp_path):
     result = hone("export", bad, "--weight-bits", 4, "-o", tmp_path / "n.hone")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]  # TensorFlow's own start-up lines may come first
-    assert last.startswith(f"hone: error: {bad}: cannot load the Keras model: ")
+    assert last == f"hone: error: {bad}: not a .keras file (a zip archive): truncated or corrupted?"
 
 
 def test_augmentation_layers_are_training_only_and_skipped_by_export(digits):
@@ -580,6 +581,43 @@ def test_export_uses_the_bits_recorded_in_the_run_folder(qat_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     network, _ = read_network(tmp_path / "other.hone")
     assert (network.weight_bits, network.input.bits) == (5, 6)
+
+
+def test_a_model_moved_out_of_its_run_folder_exports_at_the_bits_it_trained_at(qat_run, tmp_path):
+    _, _, out = qat_run
+    moved = tmp_path / "moved.keras"
+    shutil.copy(out / "model.keras", moved)    # no history.json beside it
+    result = hone("export", moved, "-o", tmp_path / "net.hone", "--dataset", "digits", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    network, _ = read_network(tmp_path / "net.hone")
+    assert (network.weight_bits, network.input.bits) == (3, 6)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["disagreements"] == 0
+
+
+def test_export_refuses_a_bad_history_and_outputs_over_its_own_inputs(qat_run, tmp_path):
+    _, _, out = qat_run
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(out / "model.keras", run / "model.keras")
+    for history, message in [
+            ("x", r"history\.json: not the history of a hone train run \(Expecting value"),
+            ('{"summary": {"config": {"dataset": "digits", "binarize": false, "weight_bits": 99}}}',
+             r"history\.json: summary\.config\.weight_bits is 99; expected an integer in 1\.\.16$")]:
+        (run / "history.json").write_text(history)
+        result = hone("export", run, "-o", tmp_path / "n.hone")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert re.search(message, result.stderr.strip().splitlines()[-1]), result.stderr
+    for output, clobbered in [(run / "model.keras", "model.keras"), (run / "history", "history.json")]:
+        result = hone("export", run, "-o", output)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"hone: error: argument -o/--output: {output} would overwrite {run / clobbered}, which the export "
+            f"reads; expected another path")
+    result = hone("export", run / "history.json", "-o", tmp_path / "n.hone")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hone: error: {run / 'history.json'}: expected a hone train run folder or its model.keras")
+    assert not (tmp_path / "n.hone").exists()
 
 
 @pytest.mark.parametrize("command, flag, value", [

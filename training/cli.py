@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import zipfile
 
 import numpy as np
 
@@ -203,7 +204,7 @@ def add_train_arguments(parser, defaults):
                        help="random horizontal flips and 2-pixel shifts while training (for data such as "
                             "Fashion-MNIST where a mirror image keeps its class; not for digits)")
     group.add_argument("--decode-scale", type=float, default=defaults.decode_scale,
-                       help="softmax scale of the N-hot decode (training dynamics only)")
+                       help="softmax scale of the N-hot decode (training dynamics only; default: %(default)s)")
     group.add_argument("--gradient", choices=("exact", "straight-through", "surrogate"),
                        default=defaults.gradient,
                        help="backward pass of spiking layers: exact (plain Whetstone), straight-through "
@@ -216,30 +217,35 @@ def add_train_arguments(parser, defaults):
                        default=defaults.distribution,
                        help="one replica per device, the batch split between them: keras.distribution on "
                             "jax, tf.distribute on tensorflow (multi-worker: see README)")
-    group.add_argument("--cpu-devices", type=int, metavar="N",
+    group.add_argument("--cpu-devices", type=integer_in(1), metavar="N",
                        help="split the CPU into N virtual devices (data parallelism without accelerators)")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=None,
+    group.add_argument("--epochs", type=integer_in(1), default=None,
                        help=f"maximum epochs; the sharpener stops training once sharp (default: "
                             f"{CLASSIFIER_DEFAULTS['epochs']}; {CONV_DEFAULTS['epochs']} for conv)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--batch-size", type=integer_in(1), default=defaults.batch_size,
+                       help="images per training step (default: %(default)s)")
+    group.add_argument("--learning-rate", type=number_in(0, low_open=True), default=defaults.learning_rate,
+                       help="the optimizer's rate (default: %(default)s; cosine-decayed over the "
+                            "straight-through epochs)")
     group.add_argument("--optimizer", choices=("adam", "sgd"), default=defaults.optimizer,
                        help="adam, or sgd with momentum 0.9 (give it a larger --learning-rate, e.g. 0.01; "
                             "default: %(default)s)")
-    group.add_argument("--ema-momentum", type=float, default=defaults.ema_momentum, metavar="M",
+    group.add_argument("--ema-momentum", type=number_in(0, 1), default=defaults.ema_momentum, metavar="M",
                        help="keep an exponential moving average of the weights (momentum M per batch, in [0, 1); "
                             "0 is off) and end training with it, requantized (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--seed", type=integer_in(0, 2**32 - 1), default=defaults.seed,
+                       help="seeds weights, dropout and shuffling: the same seed gives the same network file "
+                            "on one backend (default: %(default)s)")
 
     group = parser.add_argument_group("sharpening")
     group.add_argument("--sharpener", choices=("adaptive", "simple", "none"), default=defaults.sharpener,
-                       help="'none' holds sharpness at 0 (the unsharpened baseline)")
+                       help="'none' holds sharpness at 0 (the unsharpened baseline; default: %(default)s)")
     group.add_argument("--uniform", dest="bottom_up", action="store_false", default=defaults.bottom_up,
                        help="sharpen all layers together instead of bottom-up")
     group.add_argument("--settle-epochs", type=int, default=defaults.settle_epochs,
-                       help="epochs without sharpening after each layer becomes sharp")
+                       help="epochs without sharpening after each layer becomes sharp (default: %(default)s)")
     group.add_argument("--finetune-epochs", type=int, default=None,
                        help=f"straight-through epochs after every layer is sharp (default: "
                             f"{CLASSIFIER_DEFAULTS['finetune_epochs']}; {CONV_DEFAULTS['finetune_epochs']} for conv, "
@@ -251,7 +257,8 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--start-epoch", type=int, default=None,
                        help=f"simple sharpener (default: {defaults.start_epoch}; "
                             f"{AUTOENCODER_DEFAULTS['start_epoch']} for autoencoder)")
-    group.add_argument("--steps", type=int, default=defaults.steps, help="simple sharpener")
+    group.add_argument("--steps", type=int, default=defaults.steps,
+                       help="simple sharpener: steps from 0 to 1 per layer (default: %(default)s)")
     group.add_argument("--epochs-per-step", type=float, default=defaults.epochs_per_step,
                        help="simple sharpener")
 
@@ -272,6 +279,10 @@ def add_network_arguments(parser, defaults):
 
 def config_from(args):
     from .config import TrainConfig
+
+    if getattr(args, "binarize", False) and getattr(args, "input_bits", None) not in (None, 1):
+        raise UsageError(f"argument --input-bits: expected 1 with --binarize (the model sees binary pixels), "
+                         f"got {args.input_bits}")
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     try:   # an option left at None takes its architecture's default (TrainConfig.__post_init__)
@@ -337,6 +348,8 @@ def train_figures(summary):
 
 def cmd_train(args):
     config = config_from(args)
+    if args.out.exists() and not args.out.is_dir():   # refused before training, not after it
+        raise UsageError(f"argument --out: {args.out} exists and is not a folder")
     summary = run_training(config, args.out, quiet=args.json, backend=args.backend, cpu_devices=args.cpu_devices)
     print(format_summary(summary, args.out))
     if args.json:
@@ -470,14 +483,23 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
         model_path = model_path / "model.keras"
     if not model_path.exists():
         raise UserError(f"{model_path}: no such model file")
-    dataset, input_bits, binarized, weight_bits = run_settings(model_path, dataset=dataset, input_bits=input_bits,
-                                                               weight_bits=weight_bits)
+    written = {output.resolve(), output.with_name(output.name + ".json").resolve()}
+    for own in (model_path, model_path.with_name("history.json")):
+        if own.resolve() in written:
+            raise UsageError(f"argument -o/--output: {output} would overwrite {own}, which the export reads; "
+                             f"expected another path")
+    if model_path.suffix not in (".keras", ".h5"):
+        raise UserError(f"{model_path}: expected a hone train run folder or its model.keras")
+    if model_path.suffix == ".keras" and not zipfile.is_zipfile(model_path):
+        raise UserError(f"{model_path}: not a .keras file (a zip archive): truncated or corrupted?")
     try:
         model = keras.saving.load_model(model_path)
     except Exception as error:  # Keras raises many types for a bad file; its last line says why
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
         raise UserError(f"{model_path}: cannot load the Keras model: {reason}") from None
     try:
+        dataset, input_bits, binarized, weight_bits = run_settings(model_path, dataset=dataset, input_bits=input_bits,
+                                                                   weight_bits=weight_bits, model=model)
         network, floats = export_network(model, weight_bits=weight_bits, input_bits=input_bits,
                                          per_neuron=not per_layer, allow_unsharp=allow_unsharp)
         data = None if dataset is None else load_dataset(dataset, binarize=binarized)

@@ -111,6 +111,9 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
                 raise ValueError(f"`{name}` must be an integer in 1..16. Received: {name}={value!r}")
+        if self.binarize and self.input_bits not in (None, 1):   # the model sees binary pixels only
+            raise ValueError(f"`input_bits` must be 1 (or None) with `binarize=True`. Received: "
+                             f"input_bits={self.input_bits}")
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={self.learning_rate}")
         if not 0 <= self.ema_momentum < 1:

@@ -71,25 +71,46 @@ class RunSettings(collections.namedtuple("RunSettings", "dataset input_bits bina
     """What :func:`run_settings` returns."""
 
 
-def run_settings(model_path, *, dataset=None, input_bits=None, weight_bits=None):
+def run_settings(model_path, *, dataset=None, input_bits=None, weight_bits=None, model=None):
     """``RunSettings(dataset, input_bits, binarized, weight_bits)`` for exporting a run's model.
 
-    Unset values come from the run folder's ``history.json`` (the data the model was trained on and the
-    bits ``hone train --weight-bits/--input-bits`` recorded), else input bits 1 for a model trained on
-    binarized pixels, else 8, and 4-bit weights. ``dataset`` is None when neither
-    the caller nor the run folder names one (a model trained outside ``hone train``): then there is
-    nothing to evaluate on. Test images are binarized only for 1-bit input to a model trained on
-    binary pixels.
+    Unset bits are the ones ``model``'s quantization-aware layers trained at, else the ones the run
+    folder's ``history.json`` records (``hone train --weight-bits/--input-bits``), else input bits 1
+    for a model trained on binarized pixels, else 8, and 4-bit weights. The data set is the one
+    ``history.json`` records unless ``dataset`` is given; None when neither names one (a model
+    trained outside ``hone train``): then there is nothing to evaluate on. Test images are binarized
+    only for 1-bit input to a model trained on binary pixels.
+
+    Raises:
+        ExportError: ``history.json`` exists but is not a ``hone train`` history, or records bits
+            outside 1..16.
     """
-    recorded_dataset, recorded_binary, config = None, False, {}
-    try:
-        config = json.loads(pathlib.Path(model_path).with_name("history.json").read_text())["summary"]["config"]
-        recorded_dataset, recorded_binary = config["dataset"], bool(config["binarize"])
-    except (OSError, ValueError, KeyError, TypeError):
-        config = {}
-    input_bits = input_bits or config.get("input_bits") or (1 if recorded_binary else 8)
-    weight_bits = weight_bits or config.get("weight_bits") or 4
-    return RunSettings(dataset or recorded_dataset, input_bits, input_bits == 1 and recorded_binary, weight_bits)
+    history = pathlib.Path(model_path).with_name("history.json")
+    config = {}
+    if history.exists():
+        try:
+            config = json.loads(history.read_text())["summary"]["config"]
+            recorded = {"dataset": config["dataset"], "binarize": bool(config["binarize"])}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = f"no {error}" if isinstance(error, KeyError) else str(error).splitlines()[0][:200]
+            raise ExportError(f"{history}: not the history of a hone train run ({reason}); move it away, "
+                              f"or export the model from a folder without it") from None
+        for name in ("weight_bits", "input_bits"):
+            value = config.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16):
+                raise ExportError(f"{history}: summary.config.{name} is {value!r}; expected an integer in 1..16")
+    else:
+        recorded = {"dataset": None, "binarize": False}
+    trained = {}
+    if model is not None:
+        from .qat import quantized_layers
+
+        layers = quantized_layers(model)
+        if layers:
+            trained = {"weight_bits": layers[0].weight_bits, "input_bits": layers[0].input_bits}
+    input_bits = input_bits or trained.get("input_bits") or config.get("input_bits") or (1 if recorded["binarize"] else 8)
+    weight_bits = weight_bits or trained.get("weight_bits") or config.get("weight_bits") or 4
+    return RunSettings(dataset or recorded["dataset"], input_bits, input_bits == 1 and recorded["binarize"], weight_bits)
 
 
 def _check_sharp(model, allow_unsharp):

@@ -9,6 +9,7 @@ import json
 import math
 import pathlib
 import time
+import warnings
 
 import numpy as np
 import keras
@@ -205,9 +206,14 @@ def train(config, out_dir=None, *, verbose=1, data=None):
             raise ValueError(f"batch size {batch_size} does not split evenly over {multiple} devices; "
                              f"use a multiple of {multiple}")
         x, y, weights = pad_to_multiple(x, y, multiple)
-        fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
-                        validation_data=pad_to_multiple(data.x_test, y_test, multiple),
-                        callbacks=callbacks, verbose=verbose)
+        with warnings.catch_warnings():
+            # The integer phase holds BN's scale still on purpose (hone.training.qat): TensorFlow's optimizer
+            # warns that no gradient reaches it. Any other variable without a gradient is still reported.
+            warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables "
+                                    r"\[('[^']*/norm/gamma'(, )?)+\] when minimizing", category=UserWarning)
+            fit = model.fit(x, y, sample_weight=weights, batch_size=batch_size, epochs=config.epochs,
+                            validation_data=pad_to_multiple(data.x_test, y_test, multiple),
+                            callbacks=callbacks, verbose=verbose)
     if model.optimizer.use_ema:
         # Keras swaps the averages in by reference; on JAX the next jitted call donates (deletes) the
         # shared buffers, so each weight gets its own copy.
