@@ -29,17 +29,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _bits(text):
-    values = [int(part) for part in text.split(",") if part.strip()]
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
     if not values or min(values) < 1 or max(values) > 16:
         raise argparse.ArgumentTypeError(f"expected comma-separated widths in 1..16, got {text!r}")
     return values
+
+
+def _width(text):
+    if not text.strip().isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"expected an integer in 1..16, got {text!r}")
+    return int(text)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=("dense", "conv"), default="dense")
     parser.add_argument("--bits", type=_bits, default=[1, 2, 3, 4, 8], help="weight widths (default: 1,2,3,4,8)")
-    parser.add_argument("--input-bits", type=int, default=8, help="pixel bits (default: 8)")
+    parser.add_argument("--input-bits", type=_width, default=8, help="pixel bits, 1..16 (default: 8)")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="jax")
@@ -61,7 +70,13 @@ def main(argv=None):
     from hone.training.export import evaluate_export, export_network
     from hone.training.train import hard_accuracy, train
 
-    data = load_dataset(args.dataset)
+    from hone.training.datasets import DatasetError
+    from hone.training.qat import quantized_layers
+
+    try:
+        data = load_dataset(args.dataset)
+    except DatasetError as error:
+        parser.error(f"argument --dataset: {error}")
     x_test = data.x_test
 
     def trained(name, **settings):
@@ -75,6 +90,9 @@ def main(argv=None):
 
     if args.float_model is not None:
         float_model = keras.saving.load_model(args.float_model)
+        if quantized_layers(float_model):   # its "post-training" column would be its trained integers
+            parser.error(f"argument --float-model: {args.float_model} was trained quantization-aware; "
+                         f"expected a model of hone train --no-qat")
     else:
         float_model = trained("float", qat=False)
     reference = hard_accuracy(float_model, x_test, data.y_test)

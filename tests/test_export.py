@@ -526,6 +526,23 @@ def test_cli_export_refuses_a_shared_layer_and_an_unbuilt_sequential(tmp_path):
 
 # -- quantization-aware training: the Keras model is the integer network ----------------------------
 
+@pytest.mark.parametrize("weight_bits, input_bits, inexact", [(4, 8, None), (16, 8, "dense_0 (534,773,760)"),
+                                                                (8, 16, "dense_0 (536,862,720)")])
+def test_quantization_aware_training_warns_where_float32_sums_may_be_inexact(weight_bits, input_bits, inexact):
+    from hone.training.qat import start_quantizing
+
+    # digits: 64 pixels; hidden layers take spikes (16 x 2**15 = 524,288 at 16 bits: exact)
+    model = build_model("dense", (64,), 10, nhot=1, widths=(16,), weight_bits=weight_bits, input_bits=input_bits)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start_quantizing(model)
+    messages = [str(w.message) for w in caught if "2**24" in str(w.message)]
+    if inexact is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and f"the worst-case sums of {inexact} are not" in messages[0], messages
+
+
 def qat_config():
     from hone.training.config import TrainConfig
 

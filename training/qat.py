@@ -22,6 +22,8 @@ the folded neuron (its straight-through gradient is the ramp's), and on the righ
 exactly when ``W . q >= theta``. Sums are exact in float32 below ``2**24``.
 """
 
+import warnings
+
 import numpy as np
 import keras
 from keras import ops
@@ -190,6 +192,12 @@ class Quantized(keras.layers.Layer):
         self.integer_threshold.assign(theta)
         self.integer_scale.assign(scale)
 
+    def worst_case_sum(self):
+        """The largest ``|W . q|`` the layer's integers can reach: fan-in x ``2**(B-1)`` x the largest
+        input (``2**K - 1`` pixels for a first layer, 1 for spikes). float32 holds it exactly below ``2**24``."""
+        fan_in = int(np.prod(self.kernel.shape[:-1]))
+        return fan_in * 2 ** (self.weight_bits - 1) * (1 if self.input_bits is None else 2 ** self.input_bits - 1)
+
     def is_quantized(self):
         """Whether the layer has trained quantization-aware (its integers are the ones that ran)."""
         return float(ops.convert_to_numpy(self.quantizing)) > 0.5
@@ -288,6 +296,12 @@ def start_quantizing(model, layers=None):
     """Switch ``model``'s quantization-aware layers to the integer forward (spans chosen now) and
     trace its training step again. Its spiking layers should be sharp: the integers fire as steps."""
     layers = quantized_layers(model) if layers is None else layers
+    inexact = [f"{layer.name} ({layer.worst_case_sum():,})" for layer in layers if layer.worst_case_sum() >= 2 ** 24]
+    if inexact:
+        warnings.warn(f"quantization-aware training sums the integers in float32, exact below 2**24 = 16,777,216; "
+                      f"the worst-case sums of {', '.join(inexact)} are not, so Keras may differ from the network "
+                      f"file on some images (hone export counts them). Fewer weight or input bits keep them exact",
+                      stacklevel=2)
     for layer in layers:
         layer.choose_span()
         layer.quantizing.assign(1.0)
