@@ -594,10 +594,14 @@ def test_export_uses_the_bits_recorded_in_the_run_folder(qat_run, tmp_path):
     network, _ = read_network(tmp_path / "net.hone")
     assert (network.weight_bits, network.input.bits) == (3, 6)
     assert report["disagreements"] == 0 and report["accuracy"]["integer"] == report["accuracy"]["keras_sharpened"]
-    result = hone("export", out / "model.keras", "-o", tmp_path / "other.hone", "--weight-bits", 5)
+    assert report["integers"] == "the ones the model trained as (quantization-aware)"
+    result = hone("export", out / "model.keras", "-o", tmp_path / "other.hone", "--weight-bits", 5, "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     network, _ = read_network(tmp_path / "other.hone")
     assert (network.weight_bits, network.input.bits) == (5, 6)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["integers"] == (
+        "quantized afresh: the model trained as 3-bit weights (per-neuron scale) on 6-bit pixels, so Keras is "
+        "no longer the file")
 
 
 def test_a_model_moved_out_of_its_run_folder_exports_at_the_bits_it_trained_at(qat_run, tmp_path):

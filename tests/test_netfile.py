@@ -76,7 +76,7 @@ def test_the_hash_covers_the_network_but_not_meta(tmp_path, network):
     (lambda d: (d["network"]["input"].update(bits=True), rehash(d)),
      r"network\.input\.bits: expected int, got bool true$"),
     (lambda d: (d["network"]["layers"][3].update(accumulator_bits=30), rehash(d)),
-     r"network\.layers\[3\]\.accumulator_bits: declares 30 but the weights need \d+$"),
+     r"network\.layers\[3\]\.accumulator_bits: declares 30 but its weights and thresholds need \d+$"),
     (lambda d: (d["network"]["output"]["key"][0].__setitem__(0, 2), rehash(d)),
      r"network\.output\.key\[0\]\[0\]: expected 0 or 1, got 2$"),
     (lambda d: (d["network"]["output"].update(tie_break="random"), rehash(d)),

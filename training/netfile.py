@@ -390,7 +390,7 @@ def network_from_dict(data, source="<network>", version=VERSION):
             declared = check.integer(entry, "accumulator_bits", field, 1, 64)
             needed = widths[entry["name"]]
             if declared != needed:
-                check.fail(field, f"declares {declared} but the weights need {needed}")
+                check.fail(field, f"declares {declared} but its weights and thresholds need {needed}")
     return network
 
 
