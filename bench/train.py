@@ -38,7 +38,7 @@ import time
 REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
 # the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
 PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
-                    "epochs": 60, "qat": False}
+                    "epochs": 60, "qat": False, "output_ramp": False}
 BACKENDS = ("tensorflow", "jax")
 PARTS = ("speed", "accuracy", "data-parallel")
 

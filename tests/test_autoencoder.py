@@ -240,7 +240,8 @@ def test_bad_autoencoder_arguments_are_one_line_and_exit_2(tmp_path, capsys, arg
 
 @pytest.mark.parametrize("argv, ramp", [
     (["--arch", "autoencoder"], True), (["--arch", "autoencoder", "--no-output-ramp"], False),
-    (["--arch", "dense"], False), (["--arch", "conv", "--output-ramp"], True),
+    (["--arch", "dense"], True), (["--arch", "dense", "--no-output-ramp"], False), (["--arch", "conv"], False),
+    (["--arch", "conv", "--output-ramp"], True),
 ])
 def test_output_ramp_defaults_per_architecture(argv, ramp):
     import argparse

@@ -182,8 +182,8 @@ def add_train_arguments(parser, defaults):
                             "(default: %(default)s)")
     group.add_argument("--output-ramp", action=argparse.BooleanOptionalAction, default=None,
                        help="the output layer trains on its unsharpened ramp, which keeps a margin around its "
-                            "threshold; inference and the export use its step (default: on for autoencoder, "
-                            "off for dense and conv)")
+                            "threshold; inference and the export use its step (default: on for dense and "
+                            "autoencoder, off for conv)")
     group.add_argument("--filters", type=_int_tuple, default=defaults.filters, metavar="F1,F2,..",
                        help="conv filters per conv-pool stage (default: 32,64)")
     group.add_argument("--kernel", type=int, default=defaults.kernel, help="conv kernel size (default: 5)")
