@@ -27,6 +27,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from hone.training.cli import integer_in  # noqa: E402  (no Keras: the backend is chosen below)
+
 
 def _bits(text):
     try:
@@ -38,17 +40,11 @@ def _bits(text):
     return values
 
 
-def _width(text):
-    if not text.strip().isdigit() or not 1 <= int(text) <= 16:
-        raise argparse.ArgumentTypeError(f"expected an integer in 1..16, got {text!r}")
-    return int(text)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=("dense", "conv"), default="dense")
     parser.add_argument("--bits", type=_bits, default=[1, 2, 3, 4, 8], help="weight widths (default: 1,2,3,4,8)")
-    parser.add_argument("--input-bits", type=_width, default=8, help="pixel bits, 1..16 (default: 8)")
+    parser.add_argument("--input-bits", type=integer_in(1, 16), default=8, help="pixel bits, 1..16 (default: 8)")
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="jax")
@@ -66,12 +62,10 @@ def main(argv=None):
     import numpy as np
     from hone.training import layers  # noqa: F401
     from hone.training.config import TrainConfig
-    from hone.training.datasets import load_dataset
+    from hone.training.datasets import DatasetError, load_dataset
     from hone.training.export import evaluate_export, export_network
-    from hone.training.train import hard_accuracy, train
-
-    from hone.training.datasets import DatasetError
     from hone.training.qat import quantized_layers
+    from hone.training.train import hard_accuracy, train
 
     try:
         data = load_dataset(args.dataset)

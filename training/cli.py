@@ -473,7 +473,7 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
     import keras
     from . import layers  # noqa: F401  (registers hone's layers)
     from .datasets import DatasetError, load_dataset
-    from .export import ExportError, evaluate_export, export_network, run_settings
+    from .export import ExportError, evaluate_export, export_network, integers_source, run_settings
     from .netfile import write_network
 
     model_path, output = pathlib.Path(model_path), pathlib.Path(output)
@@ -508,7 +508,8 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
         raise UserError(str(error)) from None
     report = {"dataset": dataset, "scaling": "per-layer" if per_layer else "per-neuron",
               "model": str(model_path), "weight_bits": network.weight_bits, "input_bits": network.input.bits,
-              "integers": _integers_source(model, weight_bits, input_bits, per_layer)}
+              "integers": integers_source(floats, weight_bits=weight_bits, input_bits=input_bits,
+                                          per_neuron=not per_layer)}
     if data is None:
         report["evaluation"] = ("skipped: no test data (no --dataset, and no history.json of a hone train "
                                 "run beside the model); pass --dataset to measure accuracy and agreement")
@@ -538,21 +539,6 @@ def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_l
     report["sha256"] = write_network(output, network, meta=meta)
     output.with_name(output.name + ".json").write_text(json.dumps(report, indent=1))
     return report
-
-
-def _integers_source(model, weight_bits, input_bits, per_layer):
-    """Whether the file holds the integers the model trained as (what export_network decides)."""
-    from .qat import quantized_layers
-
-    trained = [layer for layer in quantized_layers(model) if layer.is_quantized()]
-    if not trained:
-        return "quantized after training (post-training quantization)"
-    first = trained[0]
-    if (first.weight_bits, first.input_bits, first.per_neuron) == (weight_bits, input_bits, not per_layer):
-        return "the ones the model trained as (quantization-aware)"
-    scale = "per-neuron" if first.per_neuron else "per-layer"
-    return (f"quantized afresh: the model trained as {first.weight_bits}-bit weights ({scale} scale) on "
-            f"{first.input_bits}-bit pixels, so Keras is no longer the file")
 
 
 def cmd_export(args):

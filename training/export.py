@@ -38,7 +38,8 @@ from .nhot import decode_spikes
 from .quantize import clip_thresholds, quantize_neurons
 from .sharpeners import sharpness_of
 
-__all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "evaluate_export"]
+__all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "integers_source",
+           "evaluate_export"]
 
 # Exact types, not isinstance: a subclass may override call(), so only these classes are known to compute
 # what the file holds. Spiking layers are the exception: hone's base class fixes the sharp step.
@@ -378,6 +379,27 @@ def _quantized_item(source, spiking):
     return FloatLayer(source.name, kind, kernel.transpose(order), spiking.threshold - bias, padding, trained)
 
 
+def _writes_trained(item, first, weight_bits, input_bits, per_neuron):
+    """Whether a quantization-aware layer's own integers are written: only at the bits and scaling it
+    trained at (any other width is quantized afresh from its float weights)."""
+    return item.trained is not None and item.trained[:3] == (weight_bits, input_bits if first else None, per_neuron)
+
+
+def integers_source(floats, *, weight_bits, input_bits, per_neuron=True):
+    """Which integers :func:`export_network` wrote, in words: the ones the model trained as, ones
+    quantized afresh at another width (naming the trained one), or a float model's. ``floats``: the
+    float layers it returned, for the same bits."""
+    first = floats[0]
+    if first.trained is None:
+        return "quantized after training (post-training quantization)"
+    if _writes_trained(first, True, weight_bits, input_bits, per_neuron):
+        return "the ones the model trained as (quantization-aware)"
+    bits, pixels, trained_per_neuron = first.trained[:3]
+    return (f"quantized afresh: the model trained as {bits}-bit weights "
+            f"({'per-neuron' if trained_per_neuron else 'per-layer'} scale) on {pixels}-bit pixels, so Keras "
+            f"is no longer the file")
+
+
 def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_unsharp=False):
     """Quantize a sharpened Keras model into a :class:`~hone.training.netfile.Network`.
 
@@ -416,8 +438,7 @@ def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_uns
             continue
         if index == 0:  # integer pixels q stand for q / (2**K - 1)
             item = dataclasses.replace(item, weights=item.weights / input_max)
-        if item.trained is not None and item.trained[:3] == (weight_bits, input_bits if index == 0 else None,
-                                                             per_neuron):
+        if _writes_trained(item, index == 0, weight_bits, input_bits, per_neuron):
             w, theta = item.trained[3:]  # what the quantization-aware layer computed: no second rounding
             theta = clip_thresholds(w.reshape(len(w), -1).astype(np.float64), theta,
                                     input_max if index == 0 else 1).astype(np.int64)
