@@ -8,17 +8,14 @@ Parts (``--parts``, default all):
   without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
   minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
   overhead; the dense default before issue 17 (784-256-64-40) interleaved with it gives the cost of
-  the wider default; the default compiled with one training step per call (``--steps-per-execution
-  1``, Keras' default and hone's before) interleaved too gives the speed-up of 32 steps per call. Then the
-  straight-through phase (every layer sharp) trained in float (``--no-qat``) and
+  the wider default. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
   as the network file's integers (quantization-aware, the default): their ratio is the QAT overhead.
   Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
 - ``accuracy``: hone's default training (sharpened until every layer is a step), same seed and
   data, on each backend: sharpened test accuracy side by side; then the defaults before issue 17
-  (784-256-64-40 trained in float, 20 straight-through epochs, one step per call), whose whole run's
-  seconds per epoch, validation included, against the default's is issue 17's bound on epoch time; and
-  that recipe again with today's steps per call, for the cost of the network alone.
+  (784-256-64-40 trained in float, 20 straight-through epochs), whose whole run's seconds per epoch,
+  validation included, against the default's is issue 17's bound on epoch time.
 - ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel
   --cpu-devices 2``, JAX by default) against one device.
 
@@ -42,7 +39,6 @@ REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plai
 # the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
 PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
                     "epochs": 60, "qat": False, "output_ramp": False}
-PREVIOUS_ENGINE = {"steps_per_execution": 1}   # Keras' default, hone's before steps_per_execution
 BACKENDS = ("tensorflow", "jax")
 PARTS = ("speed", "accuracy", "data-parallel")
 
@@ -70,12 +66,11 @@ def speed(dataset, repeats):
     sharpener = SimpleSharpener(start_epoch=0, steps=100_000)  # moves every batch, never finishes
     # The dense default before issue 17 (784-256-64-40), interleaved with today's, for their ratio.
     previous = compiled_model(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), data)
-    one_step = compiled_model(TrainConfig(dataset=dataset, **PREVIOUS_ENGINE), data)   # one step per call
-    for warm in (model, previous, one_step):
-        timed(warm, [])  # warm-up: tracing and first-touch costs
-    plain, sharp, before, single = [], [], [], []
+    timed(model, [])  # warm-up: tracing and first-touch costs
+    timed(previous, [])
+    plain, sharp, before = [], [], []
     for index in range(repeats):
-        runs = [(plain, model, []), (sharp, model, [sharpener]), (before, previous, []), (single, one_step, [])]
+        runs = [(plain, model, []), (sharp, model, [sharpener]), (before, previous, [])]
         for times, fitted, callbacks in (runs if index % 2 else runs[::-1]):
             times.append(timed(fitted, callbacks))
     # The straight-through phase: sharp, and (the default) trained as the network file's integers,
@@ -100,8 +95,6 @@ def speed(dataset, repeats):
             "sharpening_overhead": round(min(sharp) / min(plain), 3),
             "s_per_epoch_previous_default": round(min(before), 3),
             "default_over_previous_default": round(min(plain) / min(before), 3),
-            "s_per_epoch_one_step_per_call": round(min(single), 3),
-            "steps_per_execution_speedup": round(min(single) / min(plain), 3),
             "s_per_epoch_sharp_float": round(min(phases[False]), 3),
             "s_per_epoch_sharp_quantization_aware": round(min(phases[True]), 3),
             "quantization_aware_overhead": round(min(phases[True]) / min(phases[False]), 3),
@@ -123,14 +116,9 @@ def accuracy(dataset, out, data_parallel):
     if not data_parallel:
         # Whole runs, validation included: the default's seconds per epoch against the default's before
         # issue 17, back to back in one process.
-        previous = trained(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT, **PREVIOUS_ENGINE),
-                           out.with_name(out.name + "-previous"))
+        previous = trained(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), out.with_name(out.name + "-previous"))
         figures["previous_default"] = previous
         figures["default_over_previous_default"] = round(figures["seconds_per_epoch"] / previous["seconds_per_epoch"], 3)
-        # the same recipe with today's steps per call: what the wider network alone costs
-        recipe = trained(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), out.with_name(out.name + "-previous-recipe"))
-        figures["previous_recipe"] = recipe
-        figures["default_over_previous_recipe"] = round(figures["seconds_per_epoch"] / recipe["seconds_per_epoch"], 3)
     return figures
 
 
@@ -202,8 +190,6 @@ def main(argv=None):
                 ("  sharpening overhead", [f"{measured[b]['sharpening_overhead']:.3f}x" for b in backends]),
                 ("s/epoch, 784-256-64-40", [measured[b]["s_per_epoch_previous_default"] for b in backends]),
                 ("  default / that", [f"{measured[b]['default_over_previous_default']:.3f}x" for b in backends]),
-                ("s/epoch, 1 step per call", [measured[b]["s_per_epoch_one_step_per_call"] for b in backends]),
-                ("  that / default", [f"{measured[b]['steps_per_execution_speedup']:.3f}x" for b in backends]),
                 ("s/epoch sharp, float", [measured[b]["s_per_epoch_sharp_float"] for b in backends]),
                 ("  as integers (QAT)", [measured[b]["s_per_epoch_sharp_quantization_aware"] for b in backends]),
                 ("  QAT overhead", [f"{measured[b]['quantization_aware_overhead']:.3f}x" for b in backends]),
@@ -236,12 +222,6 @@ def main(argv=None):
                      ("  s/epoch (with validation)",
                       [round(measured[b]["previous_default"]["seconds_per_epoch"], 3) for b in backends]),
                      ("default / that, s/epoch", [f"{measured[b]['default_over_previous_default']:.3f}x"
-                                                  for b in backends]),
-                     ("that recipe, today's engine", [f"{100 * measured[b]['previous_recipe']['sharpened_accuracy']:.2f}%"
-                                                     for b in backends]),
-                     ("  s/epoch (with validation)",
-                      [round(measured[b]["previous_recipe"]["seconds_per_epoch"], 3) for b in backends]),
-                     ("default / that, s/epoch", [f"{measured[b]['default_over_previous_recipe']:.3f}x"
                                                   for b in backends])],
                     backends))
         if len(backends) == 2:

@@ -87,7 +87,7 @@ with placement("data-parallel" if devices > 1 else "none") as where:
     x, y = data.x_train[:1280], data.y_train[:1280]  # 10 batches of 128 per epoch
     sharpener = SimpleSharpener(start_epoch=1, steps=4, epochs_per_step=0.5)  # 0.5 per epoch
     history = model.fit(x, y, batch_size=128, epochs=5, verbose=0, callbacks=[sharpener, Probe()])
-print(json.dumps({"replicas": where.replicas, "seen": Probe.seen, "steps_per_call": model.steps_per_execution,
+print(json.dumps({"replicas": where.replicas, "seen": Probe.seen,
                   "logged": history.history["sharpness/spike_dense_0"]}))
 """
 
@@ -99,8 +99,6 @@ def test_sharpening_reaches_the_model_on_every_engine(tmp_path, backend, devices
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["replicas"] == devices
-    # one call runs the epoch, but under tf.distribute (its multi-step loop fails on the sharpness plans)
-    assert figures["steps_per_call"] == (1 if (backend, devices) == ("tensorflow", 2) else 32)
     # 10 steps per epoch, 0.05 per step from epoch 1: layer 0 sharp after epoch 2, layer 1 after epoch 4
     assert figures["seen"] == [[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.5, 0.0],
                                [1.0, 1.0, 0.0]]

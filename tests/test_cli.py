@@ -45,7 +45,6 @@ def test_invalid_arguments_give_one_clear_line(tmp_path, capsys, args, message):
 
 @pytest.mark.parametrize("option, value, expected", [
     ("--epochs", "0", "an integer >= 1"), ("--batch-size", "0", "an integer >= 1"),
-    ("--steps-per-execution", "0", "an integer >= 1"),
     ("--seed", "-1", "an integer in 0..4294967295"), ("--learning-rate", "0", "a number > 0"),
     ("--cpu-devices", "0", "an integer >= 1"), ("--ema-momentum", "1", "a number in [0, 1)"),
 ])

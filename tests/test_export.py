@@ -668,24 +668,6 @@ def test_the_same_seed_gives_the_same_network_file(qat_run, tmp_path):
     assert hashes[0] == hashes[1]
 
 
-def test_steps_per_execution_changes_no_arithmetic(qat_run, tmp_path):
-    """Keras runs several steps per call from Python (the default 32 covers a digits epoch in one call);
-    one step per call, or calls that end part-way through an epoch, train the same network file."""
-    import dataclasses
-    from hone.training.train import train
-
-    first, _, _ = qat_run
-    assert qat_config().steps_per_execution > 12   # digits: 12 steps of 128 images per epoch
-    hashes = [write_network(tmp_path / "default.hone", export_network(first, weight_bits=3, input_bits=6)[0])]
-    for steps in (1, 5):
-        keras.backend.clear_session()
-        model, _, _ = train(dataclasses.replace(qat_config(), steps_per_execution=steps), None, verbose=0)
-        assert model.steps_per_execution == steps
-        hashes.append(write_network(tmp_path / f"{steps}.hone",
-                                    export_network(model, weight_bits=3, input_bits=6)[0]))
-    assert hashes[1:] == [hashes[0]] * 2
-
-
 def test_a_weight_average_ends_training_as_its_network_file(qat_run, digits):
     """``ema_momentum``: fit ends on the averaged weights, quantized again, so Keras is its network file."""
     import dataclasses

@@ -226,9 +226,6 @@ def add_train_arguments(parser, defaults):
                             f"{CLASSIFIER_DEFAULTS['epochs']}; {CONV_DEFAULTS['epochs']} for conv)")
     group.add_argument("--batch-size", type=integer_in(1), default=defaults.batch_size,
                        help="images per training step (default: %(default)s)")
-    group.add_argument("--steps-per-execution", type=integer_in(1), default=defaults.steps_per_execution,
-                       metavar="N", help="training steps Keras runs per call from Python; the network trained "
-                                         "is the same for every N, larger is faster (default: %(default)s)")
     group.add_argument("--learning-rate", type=number_in(0, low_open=True), default=defaults.learning_rate,
                        help="the optimizer's rate (default: %(default)s; cosine-decayed over the "
                             "straight-through epochs)")
@@ -330,8 +327,7 @@ def format_summary(summary, out):
                       else "quantized at export"),
         f"epochs                  {summary['epochs']} (fully sharp after epoch {summary['sharp_epoch']})"
         if summary["sharp_epoch"] else f"epochs                  {summary['epochs']}",
-        f"seconds                 {summary['seconds']:.1f} ({summary['seconds_per_epoch']:.2f} s/epoch"
-        + (f", {summary['steps_per_execution']} steps per call)" if "steps_per_execution" in summary else ")"),
+        f"seconds                 {summary['seconds']:.1f} ({summary['seconds_per_epoch']:.2f} s/epoch)",
         f"backend                 {summary['backend']}, {summary['engine']}"
         + (f" on {summary['replicas']} devices" if summary["replicas"] > 1 else "")
         + (f", {summary['workers']} workers" if summary["workers"] > 1 else ""),
@@ -344,7 +340,7 @@ def train_figures(summary):
         "dataset", "arch", "encoding", "nhot", "sharpener", "epochs", "fully_sharp", "sharp_epoch",
         "best_accuracy_before_sharpening", "sharpened_accuracy", "seconds", "seconds_per_epoch",
         "sharpness", "backend", "engine", "replicas", "workers", "weight_bits", "input_bits",
-        "quantization_aware", "steps_per_execution") if key in summary}
+        "quantization_aware") if key in summary}
     if summary.get("reconstruction"):     # an autoencoder: pixel accuracy and bits wrong per image
         figures["reconstruction"] = summary["reconstruction"]
     return figures

@@ -64,9 +64,6 @@ class TrainConfig:
     bottom_up: bool = True
     epochs: int | None = None         # upper bound, the sharpener ends training once sharp: 80 (conv: 100)
     batch_size: int = 128
-    # training steps Keras runs per call from Python: the same arithmetic, the same network file, and less
-    # per-step work on the host (README "TensorFlow or JAX": the default's epoch 1.3x faster on JAX)
-    steps_per_execution: int = 32
     learning_rate: float = 1e-3
     optimizer: str = "adam"           # "sgd": SGD with momentum 0.9 (wants a larger learning rate, e.g. 0.01)
     ema_momentum: float = 0.0         # > 0: the trained weights are their exponential moving average (Keras' use_ema)
@@ -106,7 +103,7 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "batch_size", "steps_per_execution"):
+        for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")

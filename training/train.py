@@ -157,18 +157,6 @@ def plot_sharpening(history, summary, path):
     plt.close(fig)
 
 
-def steps_per_call(config):
-    """The training steps Keras runs per call from Python: ``config.steps_per_execution``, but 1 under a
-    ``tf.distribute`` strategy, where TensorFlow's multi-step loop fails on the spiking layers'
-    sharpness plans ("You must feed a value for placeholder tensor", TensorFlow 2.21)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if tf.distribute.has_strategy():
-            return 1
-    return config.steps_per_execution
-
-
 def compiled_model(config, data):
     """The untrained model a :class:`TrainConfig` describes, for ``data``, compiled for training."""
     model = build_model(
@@ -183,11 +171,10 @@ def compiled_model(config, data):
         from .autoencoder import reconstruction_loss, reconstruction_metrics
 
         model.compile(optimizer=config.make_optimizer(), loss=reconstruction_loss(config.loss),
-                      metrics=reconstruction_metrics(), steps_per_execution=steps_per_call(config))
+                      metrics=reconstruction_metrics())
         return model
     model.compile(optimizer=config.make_optimizer(),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=steps_per_call(config))
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -271,7 +258,6 @@ def train(config, out_dir=None, *, verbose=1, data=None):
         "weight_bits": config.weight_bits,
         "input_bits": config.network_input_bits,
         "quantization_aware": bool(quantized) and all(layer.is_quantized() for layer in quantized),
-        "steps_per_execution": int(model.steps_per_execution),
         "seconds_per_epoch": float(np.median(seconds)) if seconds else math.nan,
         "seconds": time.perf_counter() - started,
         "backend": keras.backend.backend(),
