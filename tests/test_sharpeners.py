@@ -143,12 +143,16 @@ def test_sharpness_rises_a_little_every_batch():
     assert seen == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
 
 
-def test_epochs_too_long_to_plan_sharpen_step_by_step_the_same_way(monkeypatch):
+@pytest.mark.parametrize("steps_per_execution", [1, 2, STEPS_PER_EPOCH, 8])
+def test_epochs_too_long_to_plan_sharpen_step_by_step_the_same_way(monkeypatch, steps_per_execution):
+    """Unplanned, the sharpness moves between Keras' calls, by the share of every step the call ran
+    (2: the epoch's last call runs one step; 8: one call runs the whole epoch)."""
     import hone.training.sharpeners
 
     planned = fit(tiny_model(), SimpleSharpener(start_epoch=1, steps=2), epochs=20).history
     monkeypatch.setattr(hone.training.sharpeners, "PLAN_STEPS", STEPS_PER_EPOCH)  # too short for an epoch
     model = tiny_model()
+    model.compile(optimizer="sgd", loss="mse", steps_per_execution=steps_per_execution)
     sharpener = SimpleSharpener(start_epoch=1, steps=2)
     stepped = fit(model, sharpener, epochs=20).history
     assert not sharpener._planned

@@ -75,7 +75,8 @@ class Sharpener(keras.callbacks.Callback):
         self.settle_epochs = _count("settle_epochs", settle_epochs)
         self.finetune_epochs = _count("finetune_epochs", finetune_epochs)
         self.verbose = bool(verbose)
-        self._behind = False   # an unplanned step's sharpness is still to be set
+        self._behind = False   # an unplanned call's sharpness is still to be set
+        self._behind_from = 0  # the first step of that call
 
     # -- mechanics ---------------------------------------------------------------------------------
 
@@ -168,25 +169,32 @@ class Sharpener(keras.callbacks.Callback):
                 layer.set_plan([values[index] for values in trajectory])
 
     def on_train_batch_begin(self, batch, logs=None):
-        # Unknown or very long epochs: set the sharpness between steps instead, the previous step's share
-        # before this step. Not in on_train_batch_end: a callback there makes Keras wait for every step's
-        # logs, which costs a planned epoch its asynchronous dispatch.
-        self._catch_up()
+        # Unknown or very long epochs: set the sharpness between Keras' calls instead, the share of the
+        # steps since the last call before the next (with ``steps_per_execution`` a call runs several
+        # steps at one sharpness). Not in on_train_batch_end: a callback there makes Keras wait for every
+        # call's logs, which costs a planned epoch its asynchronous dispatch.
+        self._catch_up(batch)
         self._behind = not self._planned and self._epoch_rate > 0.0
+        self._behind_from = batch
 
     def on_test_begin(self, logs=None):
         self._catch_up()   # validation sees the epoch's last step
 
-    def _catch_up(self):
+    def _catch_up(self, batch=None):
         if not self._behind:
             return
         self._behind = False
+        if batch is None:   # the epoch's last call: it ran up to steps_per_execution steps
+            batch = self._behind_from + getattr(self.model, "steps_per_execution", 1)
+            if self._steps is not None:
+                batch = min(batch, self._steps)
         # Keras' JAX trainer keeps the training state off the model between steps: attach it first, so
         # the value set now is what the next step reads back.
         if self._jax_state_sync is not None:
             self._jax_state_sync()
         before = list(self._values)
-        self.step()
+        for _ in range(max(batch - self._behind_from, 1)):
+            self.step()
         for layer, old, new in zip(self.layers, before, self._values):
             if new != old:
                 layer.set_sharpness(new)
