@@ -16,6 +16,10 @@ Parts (``--parts``, default all):
   data, on each backend: sharpened test accuracy side by side; then the defaults before issue 17
   (784-256-64-40 trained in float, 20 straight-through epochs), whose whole run's seconds per epoch,
   validation included, against the default's is issue 17's bound on epoch time.
+- ``widths``: what the dense default's width costs: per backend, float epochs (no validation pass) of
+  784-256-64-40 (the default before issue 17) and of wider networks up to today's 784-512-128-80,
+  fresh models alternated ``--repeats`` times in one process; each network's median epoch time over
+  that of 784-256-64-40 in the same round is its cost against issue 17's bound of 1.2x.
 - ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel
   --cpu-devices 2``, JAX by default) against one device.
 
@@ -24,6 +28,7 @@ line is one JSON object with every figure.
 
     python bench/train.py                         # everything (about 12 min on 2 cores)
     python bench/train.py --parts speed           # about 4 min
+    python bench/train.py --parts widths --backends jax --repeats 6   # about 2 min
     python bench/train.py --parts accuracy --dataset digits
 """
 
@@ -40,7 +45,9 @@ REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plai
 PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
                     "epochs": 60, "qat": False, "output_ramp": False}
 BACKENDS = ("tensorflow", "jax")
-PARTS = ("speed", "accuracy", "data-parallel")
+PARTS = ("speed", "accuracy", "widths", "data-parallel")
+# --parts widths: hidden widths of the dense networks costed against the default before issue 17
+WIDTHS = ((256, 64), (320, 96), (384, 96), (384, 128), (448, 128), (512, 128))
 
 
 # -- workers: one backend per process --------------------------------------------------------------
@@ -122,12 +129,54 @@ def accuracy(dataset, out, data_parallel):
     return figures
 
 
+def widths(dataset, repeats):
+    import keras
+    import numpy as np
+    from hone.training.config import TrainConfig
+    from hone.training.datasets import load_dataset
+    from hone.training.train import compiled_model
+
+    data = load_dataset(dataset)
+    def name(config):
+        layers = (int(np.prod(data.input_shape)), *config.widths, data.classes * config.nhot)
+        return "-".join(map(str, layers))
+
+    before = TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT)
+    configs = {f"{name(before)} (before issue 17)": before}
+    configs |= {name(config): config for config in (TrainConfig(dataset=dataset, widths=hidden) for hidden in WIDTHS)}
+    models = {}
+    for name, config in configs.items():
+        keras.utils.set_random_seed(0)
+        models[name] = compiled_model(config, data)
+
+    def timed(model):
+        start = time.perf_counter()
+        model.fit(data.x_train, data.y_train, batch_size=128, epochs=1, verbose=0)
+        return time.perf_counter() - start
+
+    for model in models.values():
+        timed(model)   # warm-up: tracing and first-touch costs
+    names = list(models)
+    times = {name: [] for name in names}
+    for index in range(repeats):   # alternate the order, so drift hits every network alike
+        for name in (names if index % 2 else names[::-1]):
+            times[name].append(timed(models[name]))
+    base = times[names[0]]
+    return {"networks": {name: {
+        "weights": sum(int(np.prod(w.shape)) for w in models[name].trainable_weights if len(w.shape) == 2),
+        "s_per_epoch_fastest": round(min(t), 3), "s_per_epoch_median": round(float(np.median(t)), 3),
+        "over_before": round(float(np.median([a / b for a, b in zip(t, base)])), 3)}
+        for name, t in times.items()}, "repeats": repeats}
+
+
 def worker(args):
     from hone.training.backend import select_backend
 
     select_backend(args.backend, cpu_devices=args.cpu_devices)
     if args.worker == "speed":
         figures = speed(args.dataset, args.repeats)
+    elif args.worker == "widths":
+        figures = widths(args.dataset, args.repeats)
     else:
         figures = accuracy(args.dataset, args.out / f"{args.worker}-{args.backend}", args.worker == "data-parallel")
     figures["backend"] = args.backend
@@ -228,6 +277,13 @@ def main(argv=None):
             gap = abs(measured[backends[0]]["sharpened_accuracy"] - measured[backends[1]]["sharpened_accuracy"])
             figures["accuracy"]["gap_points"] = round(100 * gap, 2)
             print(f"sharpened accuracy gap between backends: {100 * gap:.2f} points")
+    if "widths" in parts:
+        measured = {backend: run_worker("widths", backend, args) for backend in backends}
+        figures["widths"] = measured
+        for backend in backends:
+            networks = measured[backend]["networks"]
+            print(table([(name, [f"{n['weights']:,}", n["s_per_epoch_fastest"], f"{n['over_before']:.2f}x"])
+                         for name, n in networks.items()], [f"{backend}: weights", "s/epoch", "/ before"]))
     if "data-parallel" in parts:
         figures["data_parallel"] = {}
         for backend in [b.strip() for b in args.data_parallel_backends.split(",") if b.strip()]:
