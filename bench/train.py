@@ -4,11 +4,11 @@ and devices, all measured in one run.
 Parts (``--parts``, default all):
 
 - ``speed``: per backend, seconds per training epoch (Fashion-MNIST, 469 batches of 128, no
-  validation pass) of hone's dense recipe (784-512-128-80, BN, dropout, straight-through) with and
+  validation pass) of hone's dense recipe (784-256-64-80, BN, dropout, straight-through) with and
   without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
   minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
   overhead; the dense default before issue 17 (784-256-64-40) interleaved with it gives the cost of
-  the wider default. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
+  today's default. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
   as the network file's integers (quantization-aware, the default): their ratio is the QAT overhead.
   Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
@@ -17,7 +17,7 @@ Parts (``--parts``, default all):
   (784-256-64-40 trained in float, 20 straight-through epochs), whose whole run's seconds per epoch,
   validation included, against the default's is issue 17's bound on epoch time.
 - ``widths``: what the dense default's width costs: per backend, float epochs (no validation pass) of
-  784-256-64-40 (the default before issue 17) and of wider networks up to today's 784-512-128-80,
+  784-256-64-40 (the default before issue 17) and of today's 784-256-64-80 and wider networks,
   fresh models alternated ``--repeats`` times in one process; each network's median epoch time over
   that of 784-256-64-40 in the same round is its cost against issue 17's bound of 1.2x.
 - ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel

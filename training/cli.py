@@ -175,7 +175,7 @@ def add_train_arguments(parser, defaults):
                        help="dense, conv, or autoencoder: a dense chain whose output spikes reconstruct the "
                             "binarized input (pixel >= 0.5), exported with no key (default: %(default)s)")
     group.add_argument("--widths", type=_int_tuple, default=defaults.widths, metavar="W1,W2,..",
-                       help="hidden dense widths (default: 512,128 for dense, 512 for conv, 384,192,384 for "
+                       help="hidden dense widths (default: 256,64 for dense, 512 for conv, 384,192,384 for "
                             "autoencoder)")
     group.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss,
                        help="autoencoder: reconstruction loss, mean squared error or binary cross-entropy "
@@ -196,7 +196,8 @@ def add_train_arguments(parser, defaults):
     group.add_argument("--no-batch-norm", dest="batch_norm", action="store_false", default=defaults.batch_norm)
     group.add_argument("--dropout", type=float, default=None,
                        help=f"dropout after hidden dense spiking layers, training only (default: {defaults.dropout}; "
-                            f"{AUTOENCODER_DEFAULTS['dropout']:g} for autoencoder)")
+                            f"{CONV_DEFAULTS['dropout']:g} for conv, {AUTOENCODER_DEFAULTS['dropout']:g} for "
+                            f"autoencoder)")
     group.add_argument("--conv-dropout", type=float, default=None, metavar="RATE",
                        help=f"dropout after each conv stage's max-pool, training only (conv only; default: "
                             f"{DEFAULT_CONV_DROPOUT:g})")

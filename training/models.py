@@ -50,9 +50,9 @@ def build_model(arch, input_shape, classes, *, nhot=None, output_width=None, wid
         input_shape: Shape of one image, e.g. `(28, 28, 1)`, or `(features,)` for flat input (dense
             only; no Flatten layer then).
         classes: Number of classes.
-        nhot: Output units per class. Defaults to `8` for dense, `4` for conv.
+        nhot: Output units per class. Defaults to `8` for dense and conv.
         output_width: Output layer width (>= classes * nhot). Defaults to `classes * nhot`.
-        widths: Hidden dense widths. Defaults to `(512, 128)` for dense, `(256,)` for conv,
+        widths: Hidden dense widths. Defaults to `(256, 64)` for dense, `(512,)` for conv,
             `(384, 192, 384)` for autoencoder.
         filters: Conv filters per conv-pool stage (conv only). Defaults to `(32, 64)`.
         kernel: Conv kernel size (conv only). Defaults to `5`.
