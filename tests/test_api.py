@@ -230,6 +230,6 @@ def test_disagreements_are_split_into_pixel_and_weight_quantization(flat_model):
 def test_hone_train_warns_at_the_start_when_the_schedule_cannot_finish(tmp_path):
     result = hone_cli("train", "--dataset", "digits", "--epochs", "3", "--widths", "16", "--out", tmp_path / "run")
     assert re.search(r"^hone: warning: SimpleSharpener cannot finish in 3 epochs: sharpening 2 layer\(s\) "
-                     r"bottom-up takes at least 60 \(15 before it starts, 4 sharpening, 1 settling, 40 "
+                     r"bottom-up takes at least 100 \(15 before it starts, 4 sharpening, 1 settling, 80 "
                      r"fine-tuning\), so the model will not be fully sharp\.", result.stderr, re.M), result.stderr
     assert result.returncode == 1 and "before every spiking layer was fully sharp" in error_line(result)
