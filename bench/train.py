@@ -42,6 +42,8 @@ import subprocess
 import sys
 import time
 
+from hone.training.cli import integer_in   # no Keras: each worker chooses its backend
+
 REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
 # the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
 PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
@@ -54,6 +56,13 @@ WIDTHS = ((256, 64), (320, 96), (384, 96), (384, 128), (448, 128), (512, 128))
 
 # -- workers: one backend per process --------------------------------------------------------------
 
+def epoch_seconds(model, data, callbacks=()):
+    """Wall seconds of one training epoch of ``model`` on ``data`` (batch 128, no validation pass)."""
+    start = time.perf_counter()
+    model.fit(data.x_train, data.y_train, batch_size=128, epochs=1, verbose=0, callbacks=list(callbacks))
+    return time.perf_counter() - start
+
+
 def speed(dataset, repeats):
     import keras
     from hone.training.config import TrainConfig
@@ -64,11 +73,6 @@ def speed(dataset, repeats):
     from hone.training.train import compiled_model
 
     data = load_dataset(dataset)
-
-    def timed(model, callbacks):
-        start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, batch_size=128, epochs=1, verbose=0, callbacks=callbacks)
-        return time.perf_counter() - start
 
     keras.utils.set_random_seed(0)
     model = compiled_model(TrainConfig(dataset=dataset), data)
@@ -88,7 +92,7 @@ def speed(dataset, repeats):
     keras.utils.set_random_seed(0)
     reference = compiled_model(TrainConfig(dataset=dataset, batch_norm=False, dropout=0.0, gradient="exact"), data)
     for warm in (model, previous, phases[False], phases[True], reference):
-        timed(warm, [])  # warm-up: tracing and first-touch costs
+        epoch_seconds(warm, data)  # warm-up: tracing and first-touch costs
     # Every kind of epoch alternated in one process, in turned-around order each round: the machine's
     # speed drifts (and on this one jumps between two regimes about 1.45x apart).
     plain, sharp, before, sharp_float, sharp_qat, reference_times = [], [], [], [], [], []
@@ -96,7 +100,7 @@ def speed(dataset, repeats):
         runs = [(plain, model, []), (sharp, model, [sharpener]), (before, previous, []),
                 (sharp_float, phases[False], []), (sharp_qat, phases[True], []), (reference_times, reference, [])]
         for times, fitted, callbacks in (runs if index % 2 else runs[::-1]):
-            times.append(timed(fitted, callbacks))
+            times.append(epoch_seconds(fitted, data, callbacks))
     phases = {False: sharp_float, True: sharp_qat}
     return {"s_per_epoch": round(min(plain), 3), "s_per_epoch_sharpening": round(min(sharp), 3),
             "sharpening_overhead": round(min(sharp) / min(plain), 3),
@@ -139,30 +143,26 @@ def widths(dataset, repeats):
     from hone.training.train import compiled_model
 
     data = load_dataset(dataset)
-    def name(config):
+
+    def label(config):
         layers = (int(np.prod(data.input_shape)), *config.widths, data.classes * config.nhot)
         return "-".join(map(str, layers))
 
     before = TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT)
-    configs = {f"{name(before)} (before issue 17)": before}
-    configs |= {name(config): config for config in (TrainConfig(dataset=dataset, widths=hidden) for hidden in WIDTHS)}
+    configs = {f"{label(before)} (before issue 17)": before}
+    configs |= {label(config): config for config in (TrainConfig(dataset=dataset, widths=hidden) for hidden in WIDTHS)}
     models = {}
     for name, config in configs.items():
         keras.utils.set_random_seed(0)
         models[name] = compiled_model(config, data)
 
-    def timed(model):
-        start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, batch_size=128, epochs=1, verbose=0)
-        return time.perf_counter() - start
-
     for model in models.values():
-        timed(model)   # warm-up: tracing and first-touch costs
+        epoch_seconds(model, data)   # warm-up: tracing and first-touch costs
     names = list(models)
     times = {name: [] for name in names}
     for index in range(repeats):   # alternate the order, so drift hits every network alike
         for name in (names if index % 2 else names[::-1]):
-            times[name].append(timed(models[name]))
+            times[name].append(epoch_seconds(models[name], data))
     base = times[names[0]]
     return {"networks": {name: {
         "weights": sum(int(np.prod(w.shape)) for w in models[name].trainable_weights if len(w.shape) == 2),
@@ -174,13 +174,20 @@ def widths(dataset, repeats):
 def worker(args):
     from hone.training.backend import select_backend
 
+    from hone.training.datasets import DatasetError
+
     select_backend(args.backend, cpu_devices=args.cpu_devices)
-    if args.worker == "speed":
-        figures = speed(args.dataset, args.repeats)
-    elif args.worker == "widths":
-        figures = widths(args.dataset, args.repeats)
-    else:
-        figures = accuracy(args.dataset, args.out / f"{args.worker}-{args.backend}", args.worker == "data-parallel")
+    try:
+        if args.worker == "speed":
+            figures = speed(args.dataset, args.repeats)
+        elif args.worker == "widths":
+            figures = widths(args.dataset, args.repeats)
+        else:
+            figures = accuracy(args.dataset, args.out / f"{args.worker}-{args.backend}",
+                               args.worker == "data-parallel")
+    except DatasetError as error:
+        print(f"train.py: error: argument --dataset: {error}", file=sys.stderr)
+        return 2
     figures["backend"] = args.backend
     print(json.dumps(figures), flush=True)
 
@@ -217,7 +224,7 @@ def main(argv=None):
                         help="backends for the data-parallel part (default: jax; tensorflow's "
                              "MirroredStrategy on virtual CPUs takes about 10x longer per epoch)")
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--repeats", type=int, default=4, help="timed epochs of each kind (default: 4)")
+    parser.add_argument("--repeats", type=integer_in(1), default=4, help="timed epochs of each kind (default: 4)")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("bench/out/train"))
     parser.add_argument("--worker", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--backend", choices=BACKENDS, help=argparse.SUPPRESS)

@@ -32,7 +32,7 @@ from keras.src.models.functional import Functional  # no public name; stable thr
 from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm, fold_parameters
 from .integer import IntegerNetwork
-from .qat import Quantized, QuantizedConv2D, QuantizedDense
+from .qat import Quantized, QuantizedConv2D, QuantizedDense, quantized_layers
 from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput
 from .nhot import decode_spikes
 from .quantize import clip_thresholds, quantize_neurons
@@ -104,8 +104,6 @@ def run_settings(model_path, *, dataset=None, input_bits=None, weight_bits=None,
         recorded = {"dataset": None, "binarize": False}
     trained = {}
     if model is not None:
-        from .qat import quantized_layers
-
         layers = quantized_layers(model)
         if layers:
             trained = {"weight_bits": layers[0].weight_bits, "input_bits": layers[0].input_bits}
