@@ -38,9 +38,11 @@ flow: setup
 	$(VENV)/bin/hone flow --out $(FLOW_OUT)
 
 test: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test-quick: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -6,7 +6,7 @@ ways: with and without batch normalization, with Adam and with SGD (momentum 0.9
 file with ``hone export`` and prints side by side: sharpened accuracy (Keras, exact steps), accuracy
 as integers (the network file), synaptic operations per inference of the event-driven core against
 a dense engine (in all, and past the first layer, whose work the pixels alone set), the Gini coefficient of per-unit activity of every neuron layer, and dead and
-saturated units (all from the integer network on the whole test set, :mod:`hone.training.activity`).
+saturated units (all from the integer network on the whole test set, :mod:`hone.network.activity`).
 
 Every run lives in its own folder under ``--out`` and is reused when its network file and report
 exist, so an interrupted benchmark resumes. The last stdout line is one JSON object with every

@@ -35,11 +35,11 @@ def main():
 
     from hone.sim.runner import simulate
     from hone.training import layers  # noqa: F401  (registers hone's layers and metrics)
-    from hone.training.cli import network_test_images
-    from hone.training.datasets import load_dataset
+    from hone.network.datasets import network_test_images
+    from hone.network.datasets import load_dataset
     from hone.training.export import evaluate_export, export_network
-    from hone.training.integer import IntegerNetwork
-    from hone.training.reconstruction import format_reconstruction, reconstruction_figures
+    from hone.network.integer import IntegerNetwork
+    from hone.network.reconstruction import format_reconstruction, reconstruction_figures
 
     network, pixels, targets, dataset = network_test_images(args.network, args.images)
     data = load_dataset(dataset)

@@ -22,7 +22,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-from hone.boards.cli import build_bitstream
+from hone.cli.build import build_bitstream
 
 NETWORKS = {"fashion": ROOT / "tests/data/fashion-dense-4bit.hone",
             "fashion-conv": ROOT / "tests/data/fashion-conv-4bit.hone",

@@ -20,7 +20,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from hone.host.infer import run_infer
+from hone.cli.infer import run_infer
 
 
 def test_set_bytes(network_path, *, clock_hz, baud):
@@ -30,7 +30,7 @@ def test_set_bytes(network_path, *, clock_hz, baud):
 
     from hone.rtl import protocol
     from hone.rtl.board import link_figures
-    from hone.training.cli import network_test_images
+    from hone.network.datasets import network_test_images
 
     network, pixels, _, _ = network_test_images(network_path)
     figures = link_figures(network, clock_hz=clock_hz, baud=baud, slots=4)
@@ -58,10 +58,10 @@ def main():
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/link")
     args = parser.parse_args()
 
-    from hone.boards.cli import TestImages, lanes_for_link
+    from hone.cli.build import TestImages, lanes_for_link
     from hone.boards.fit import choose_lanes
     from hone.boards.targets import get_board
-    from hone.training.netfile import read_network
+    from hone.network.netfile import read_network
 
     target = get_board(args.board)
     baud = args.baud or target.uart().baud

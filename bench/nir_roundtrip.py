@@ -33,11 +33,11 @@ def _reference():
 
 def _shard(nir_path, network_path, dataset, start, stop):
     """(images, layers equal per layer, classes equal) for images start..stop-1."""
-    from hone.training.datasets import load_dataset
-    from hone.training.integer import IntegerNetwork
-    from hone.training.netfile import read_network
-    from hone.training.nhot import decode_spikes
-    from hone.training.nirgraph import read_nir
+    from hone.network.datasets import load_dataset
+    from hone.network.integer import IntegerNetwork
+    from hone.network.netfile import read_network
+    from hone.network.nhot import decode_spikes
+    from hone.network.nirgraph import read_nir
 
     network, _ = read_network(network_path)
     graph = read_nir(nir_path)
@@ -66,8 +66,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2, help="processes (default: 2)")
     args = parser.parse_args(argv)
 
-    from hone.training.netfile import read_network
-    from hone.training.nirgraph import from_nir, read_nir, write_nir
+    from hone.network.netfile import read_network
+    from hone.network.nirgraph import from_nir, read_nir, write_nir
 
     rows = []
     for path in args.networks:

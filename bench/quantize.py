@@ -27,7 +27,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hone.training.cli import integer_in  # noqa: E402  (no Keras: the backend is chosen below)
+from hone.cli.arguments import integer_in  # noqa: E402  (no Keras: the backend is chosen below)
 
 
 def _bits(text):
@@ -62,7 +62,7 @@ def main(argv=None):
     import numpy as np
     from hone.training import layers  # noqa: F401
     from hone.training.config import TrainConfig
-    from hone.training.datasets import DatasetError, load_dataset
+    from hone.network.datasets import DatasetError, load_dataset
     from hone.training.export import evaluate_export, export_network
     from hone.training.qat import quantized_layers
     from hone.training.train import hard_accuracy, train

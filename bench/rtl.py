@@ -20,9 +20,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 from hone.rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
 from hone.rtl.plan import CorePlan
 from hone.sim.runner import CLOCK_HZ, simulate
-from hone.training.datasets import load_dataset
-from hone.training.integer import IntegerNetwork
-from hone.training.netfile import read_network
+from hone.network.datasets import load_dataset
+from hone.network.integer import IntegerNetwork
+from hone.network.netfile import read_network
 
 
 def main():

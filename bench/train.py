@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from hone.training.cli import integer_in   # no Keras: each worker chooses its backend
+from hone.cli.arguments import integer_in   # no Keras: each worker chooses its backend
 
 REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
 # the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
@@ -66,7 +66,7 @@ def epoch_seconds(model, data, callbacks=()):
 def speed(dataset, repeats):
     import keras
     from hone.training.config import TrainConfig
-    from hone.training.datasets import load_dataset
+    from hone.network.datasets import load_dataset
     from hone.training.sharpeners import SimpleSharpener
     from hone.training.activations import spiking_layers
     from hone.training.qat import start_quantizing
@@ -139,7 +139,7 @@ def widths(dataset, repeats):
     import keras
     import numpy as np
     from hone.training.config import TrainConfig
-    from hone.training.datasets import load_dataset
+    from hone.network.datasets import load_dataset
     from hone.training.train import compiled_model
 
     data = load_dataset(dataset)
@@ -174,7 +174,7 @@ def widths(dataset, repeats):
 def worker(args):
     from hone.training.backend import select_backend
 
-    from hone.training.datasets import DatasetError
+    from hone.network.datasets import DatasetError
 
     select_backend(args.backend, cpu_devices=args.cpu_devices)
     try:

@@ -19,6 +19,7 @@ import time
 
 from .pll import plan_clock
 from .top import BoardDesign
+from hone.network.errors import HoneError
 
 __all__ = ["BuildError", "TOOLS", "tool_environment", "run_flow", "NAME"]
 
@@ -37,7 +38,7 @@ RESOURCES = {
 STAGES = ("synthesis (yosys)", "place and route (nextpnr)", "bitstream (pack)")
 
 
-class BuildError(RuntimeError):
+class BuildError(HoneError, RuntimeError):
     """A tool is missing or failed."""
 
 

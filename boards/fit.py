@@ -18,6 +18,7 @@ from amaranth.hdl._mem import MemoryInstance   # amaranth ~=0.5: no public walk 
 from hone.rtl.board import BoardTop
 
 from .targets import BOARDS
+from hone.network.errors import HoneError
 
 __all__ = ["FitReport", "estimate", "check_fit", "choose_lanes", "FitError", "lane_candidates"]
 
@@ -37,7 +38,7 @@ LOGIC_MODEL = {
 }
 
 
-class FitError(ValueError):
+class FitError(HoneError, ValueError):
     """The network does not fit the board as asked."""
 
 

@@ -8,6 +8,7 @@ follows from it and the clock: :meth:`BoardTarget.uart`) and how openFPGALoader 
 
 import dataclasses
 import importlib
+from hone.network.errors import HoneError
 
 __all__ = ["BoardTarget", "BOARDS", "STANDARD_BAUDS", "BAUD_ERROR", "UARTSetting", "get_board", "BoardError"]
 
@@ -17,7 +18,7 @@ STANDARD_BAUDS = (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_500_
 BAUD_ERROR = 0.005   # the board's bit time may differ from the nominal rate's by this much at most
 
 
-class BoardError(ValueError):
+class BoardError(HoneError, ValueError):
     """A board name, clock or lane count that cannot be built."""
 
 

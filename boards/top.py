@@ -18,7 +18,7 @@ class BoardDesign(Elaboratable):
 
     Parameters
     ----------
-    network : hone.training.netfile.Network
+    network : hone.network.netfile.Network
     lanes : int
     clock_hz : float
         The frequency ``sync`` runs at (the oscillator's, or the PLL's output).

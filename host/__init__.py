@@ -1,1 +1,1 @@
-"""The PC side of hone; :mod:`hone.host.cli` is the ``hone`` command, which drives every other layer."""
+"""The PC side of hone; :mod:`hone.cli.main` is the ``hone`` command, which drives every other layer."""

@@ -33,6 +33,7 @@ import numpy as np
 
 from hone.rtl import protocol
 from hone.rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
+from hone.network.errors import HoneError
 
 __all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
 
@@ -42,7 +43,7 @@ SIM_DEADLINE = 120.0   # a simulated board runs thousands of times slower than a
 SIM_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud, and a fast simulation
 
 
-class LinkError(RuntimeError):
+class LinkError(HoneError, RuntimeError):
     """The board cannot be reached, does not answer, or runs something else."""
 
 

@@ -73,7 +73,7 @@ class BoardTop(wiring.Component):
 
     Parameters
     ----------
-    network : hone.training.netfile.Network
+    network : hone.network.netfile.Network
     lanes : int
         Neuron units of the core.
     clock_hz, baud : int

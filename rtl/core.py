@@ -70,7 +70,7 @@ class NetworkCore(wiring.Component):
 
     Parameters
     ----------
-    network : hone.training.netfile.Network
+    network : hone.network.netfile.Network
         The network to run (its weights become ROM contents).
     lanes : int
         Neuron units ``P``: the output neurons of a layer are processed ``P`` at a time.

@@ -58,7 +58,7 @@ def layer_events(plan, pixels, spikes):
 
 def inference_cycles(plan, pixels, spikes):
     """Exact cycles per image (``(n,)`` int) for integer ``pixels`` and the reference ``spikes`` (one
-    array per network layer, as :class:`~hone.training.integer.IntegerNetwork` returns them)."""
+    array per network layer, as :class:`~hone.network.integer.IntegerNetwork` returns them)."""
     n = len(pixels)
     total = np.zeros(n, dtype=np.int64)
     for layer, trace, activity in zip(plan.layers, plan.trace_layers, _inputs(plan, pixels, spikes)):

@@ -8,11 +8,12 @@ import math
 import operator
 
 import numpy as np
+from hone.network.errors import HoneError
 
 __all__ = ["CorePlan", "ConvPlan", "LayerPlan", "PlanError", "useful_lanes"]
 
 
-class PlanError(ValueError):
+class PlanError(HoneError, ValueError):
     """A network cannot be mapped onto the neuron array as asked."""
 
 
@@ -163,7 +164,7 @@ class CorePlan:
 
     Parameters
     ----------
-    network : hone.training.netfile.Network
+    network : hone.network.netfile.Network
         A validated network: dense, conv2d and maxpool2d layers.
     lanes : int
         Neuron units ``P`` working in parallel.

@@ -19,6 +19,7 @@ import struct
 
 import numpy as np
 from amaranth.lib import crc
+from hone.network.errors import HoneError
 
 __all__ = [
     "VERSION", "END", "ESC", "ESC_END", "ESC_ESC", "HEADER_BYTES", "CRC_BYTES", "FRAME_OVERHEAD",
@@ -41,7 +42,7 @@ MAX_INPUT_BITS = 16       # pixels of 1..16 bits travel packed (pack_image)
 CRC = crc.catalog.CRC32_ISO_HDLC(data_width=8)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(HoneError, ValueError):
     """A payload does not match the protocol's layout."""
 
 

@@ -12,7 +12,7 @@ import pathlib
 import tempfile
 
 from hone.rtl.verilog import BOARD_TOP, write_board_verilog
-from hone.training.netfile import read_network
+from hone.network.netfile import read_network
 
 from .runner import SIMULATORS, SimulationError, _tail, build_design, rtl_fingerprint
 

@@ -371,8 +371,8 @@ def garbage_stream(rng, count, *, slots, image_bytes, max_chunk, encodings=0, ro
 @cocotb.test()
 async def garbage_is_answered(dut):
     """Garbage never locks the board up: every valid frame after it is answered, RESULTs are right."""
-    from hone.training.integer import IntegerNetwork
-    from hone.training.netfile import read_network
+    from hone.network.integer import IntegerNetwork
+    from hone.network.netfile import read_network
 
     config = _config()
     link = config["description"]["link"]

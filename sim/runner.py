@@ -18,7 +18,8 @@ import numpy as np
 from hone.rtl.cycles import RESULT_GAP
 from hone.rtl.plan import CorePlan
 from hone.rtl.verilog import TOP, write_verilog
-from hone.training.netfile import Network, read_network, write_network
+from hone.network.netfile import Network, read_network, write_network
+from hone.network.errors import HoneError
 
 __all__ = ["SIMULATORS", "SimulationError", "build_design", "simulate", "tool_path"]
 
@@ -26,7 +27,7 @@ SIMULATORS = ("icarus", "verilator")
 CLOCK_HZ = 50e6
 
 
-class SimulationError(RuntimeError):
+class SimulationError(HoneError, RuntimeError):
     """The simulator could not build or run the design (not a mismatch: those are reported)."""
 
 
@@ -165,10 +166,10 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
 
     The generated core (``hone.rtl.core.NetworkCore``) runs on Icarus or Verilator; the testbench
     compares every layer's spikes, the class and the cycle count of each image with
-    :class:`~hone.training.integer.IntegerNetwork` and the cycle model (``hone.rtl.cycles``).
+    :class:`~hone.network.integer.IntegerNetwork` and the cycle model (``hone.rtl.cycles``).
 
     Args:
-        network: A :class:`~hone.training.netfile.Network` or the path of a network file. A
+        network: A :class:`~hone.network.netfile.Network` or the path of a network file. A
             ``Network`` is written to ``build_root`` first (the testbench reads the file).
         pixels: ``(n, *network.input.shape)`` or ``(n, network.input.size)`` integers in
             ``0 .. 2**network.input.bits - 1``, e.g. ``network.input.quantize(images)``.
@@ -193,7 +194,7 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
         count matched), agreement per layer, class agreement, cycles (mean, max) against the model and
         the bound, images/s at ``clock_hz``, simulated time (summed over shards) and wall time (of the
         whole run, all shards), the first mismatches (global image indices), ``activity`` (the report
-        of :func:`hone.training.activity.activity_report` counted from the RTL's trace: spikes,
+        of :func:`hone.network.activity.activity_report` counted from the RTL's trace: spikes,
         synaptic operations, dead and saturated units, Gini per layer) and ``activity_equal`` (every
         one of those counts, per image and per unit, equals the integer model's; part of ``equal``).
 
@@ -339,7 +340,7 @@ def _merge(shards):
         images += results["images"]
         mismatches += [_IMAGE_INDEX.sub(lambda m: f"image {int(m.group(1)) + start}", text, count=1)
                        for text in results["mismatches"]]
-    from hone.training.activity import ActivityCounts
+    from hone.network.activity import ActivityCounts
 
     merged = {"images": images, "mismatches": mismatches[:MAX_MISMATCHES],
               "sim_ns": sum(results["sim_ns"] for _, results in shards), "clock_ns": shards[0][1]["clock_ns"]}
@@ -400,7 +401,7 @@ def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
         report["waves"] = str(test_dir / ("dump.vcd" if simulator == "verilator" else f"{TOP}.fst"))
     # activity (spikes, synaptic operations, Gini per layer) counted from the RTL's trace, and whether
     # every count equals the integer model's on the same images
-    from hone.training.activity import ActivityCounts, activity_equal, activity_report
+    from hone.network.activity import ActivityCounts, activity_equal, activity_report
 
     rtl, reference = (ActivityCounts.from_dict(results["activity"][source]) for source in ("rtl", "reference"))
     report["activity"] = activity_report(rtl, source="RTL trace") if rtl.images else None

@@ -3,7 +3,7 @@
 Loaded by the simulator (through :func:`hone.sim.runner.simulate`), configured by the JSON file named in
 ``HONE_SIM_CONFIG``: the network file, lanes, the pixels (``.npy``), back-pressure and where to write
 ``results.json``. Every layer's spikes (from the trace port), the class and the cycle count of every
-image are compared with :class:`hone.training.integer.IntegerNetwork` and :func:`hone.rtl.cycles.inference_cycles`.
+image are compared with :class:`hone.network.integer.IntegerNetwork` and :func:`hone.rtl.cycles.inference_cycles`.
 """
 
 import json
@@ -19,9 +19,9 @@ from cocotb.utils import get_sim_time
 from hone.rtl.core import trace_units
 from hone.rtl.cycles import cycle_bound, inference_cycles
 from hone.rtl.plan import CorePlan
-from hone.training.activity import ActivityCounter
-from hone.training.integer import IntegerNetwork
-from hone.training.netfile import read_network
+from hone.network.activity import ActivityCounter
+from hone.network.integer import IntegerNetwork
+from hone.network.netfile import read_network
 
 CLOCK_NS = 20   # 50 MHz, generated inside the simulator by hone_tb (sim/runner.py)
 

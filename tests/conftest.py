@@ -15,7 +15,7 @@ if os.environ.get("CI"):
 
 @pytest.fixture(scope="session")
 def digits():
-    from hone.training.datasets import load_dataset
+    from hone.network.datasets import load_dataset
 
     return load_dataset("digits")
 
@@ -49,6 +49,6 @@ def edit(path, change):
 
 def rehash(document):
     """Make a network file's declared ``sha256`` match its (edited) network again."""
-    from hone.training.netfile import canonical_hash
+    from hone.network.netfile import canonical_hash
 
     document["sha256"] = canonical_hash(document["network"])

@@ -71,15 +71,15 @@ def test_only_hone_is_installed_and_the_old_top_level_names_are_gone(tmp_path):
         names = archive.namelist()
         archive.extractall(tmp_path / "site")
     assert {name.split("/")[0] for name in names} == {"hone", wheel.name.split("-py")[0] + ".dist-info"}
-    for package in ("training", "rtl", "sim", "host", "boards"):
+    for package in ("network", "training", "rtl", "sim", "boards", "host", "cli"):
         assert f"hone/{package}/__init__.py" in names
     assert not [name for name in names if name.startswith(("hone/tests", "hone/bench"))]
     # the installed copy (first on the path) imports; the old names do not
     site = str(tmp_path / "site")
-    result = run("import hone, hone.training.netfile as n; print(hone.__file__, n.__file__)", tmp_path,
+    result = run("import hone, hone.network.netfile as n; print(hone.__file__, n.__file__)", tmp_path,
                  PYTHONPATH=site)
     assert result.returncode == 0 and result.stdout.split() == [
-        f"{site}/hone/__init__.py", f"{site}/hone/training/netfile.py"], result.stderr
+        f"{site}/hone/__init__.py", f"{site}/hone/network/netfile.py"], result.stderr
     for old in ("training", "rtl", "sim", "host", "boards"):
         result = run(f"import {old}", tmp_path, PYTHONPATH=site)
         assert f"No module named '{old}'" in result.stderr, (old, result.stderr)

@@ -15,7 +15,7 @@ from keras import ops
 
 from .activations import spiking_layers
 from .config import LOSSES
-from .reconstruction import pixel_targets
+from hone.network.reconstruction import pixel_targets
 
 __all__ = ["LOSSES", "pixel_accuracy", "bits_wrong", "reconstruction_metrics", "reconstruction_loss",
            "hard_reconstructions", "pixel_targets"]

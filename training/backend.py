@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import sys
+from hone.network.errors import HoneError
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "BackendError", "select_backend"]
 
@@ -21,7 +22,7 @@ DEFAULT_BACKEND = "tensorflow"
 _INSTALL = {"jax": "pip install 'hone[jax]'", "tensorflow": "pip install tensorflow-cpu"}
 
 
-class BackendError(RuntimeError):
+class BackendError(HoneError, RuntimeError):
     """The backend or device set-up asked for cannot be had in this process."""
 
 

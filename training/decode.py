@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from .nhot import check_key
+from hone.network.nhot import check_key
 
 __all__ = ["SoftmaxDecode"]
 
@@ -13,10 +13,10 @@ class SoftmaxDecode(keras.layers.Layer):
     """Softmax over N-hot class agreement, with a frozen key saved in the layer config.
 
     Logits are ``scale * (2 z - 1) @ (2 key - 1).T`` (``2 * agreement - width``), so the arg-max of
-    the softmax is exactly :func:`~hone.training.nhot.decode_spikes` on binary ``z``, tie-break included.
+    the softmax is exactly :func:`~hone.network.nhot.decode_spikes` on binary ``z``, tie-break included.
 
     Args:
-        key: ``(classes, width)`` 0/1 array, e.g. from :func:`~hone.training.nhot.nhot_key`.
+        key: ``(classes, width)`` 0/1 array, e.g. from :func:`~hone.network.nhot.nhot_key`.
         scale: Logit scale (a softmax temperature; does not change the decoded class). Defaults to `1.0`.
     """
 

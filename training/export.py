@@ -31,12 +31,13 @@ from keras.src.models.functional import Functional  # no public name; stable thr
 
 from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm, fold_parameters
-from .integer import IntegerNetwork
+from hone.network.integer import IntegerNetwork
 from .qat import Quantized, QuantizedConv2D, QuantizedDense, quantized_layers
-from .netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput
-from .nhot import decode_spikes
-from .quantize import clip_thresholds, quantize_neurons
+from hone.network.netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput
+from hone.network.nhot import decode_spikes
+from hone.network.quantize import clip_thresholds, quantize_neurons
 from .sharpeners import sharpness_of
+from hone.network.errors import HoneError
 
 __all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "integers_source",
            "evaluate_export"]
@@ -52,7 +53,7 @@ _SUPPORTED_TEXT = ("hone exports Dense, Conv2D, spiking activations, MaxPooling2
                    "BatchNormalization, RandomFlip, RandomTranslation and SoftmaxDecode")
 
 
-class ExportError(ValueError):
+class ExportError(HoneError, ValueError):
     """The model cannot be exported; the message names the layer and what was expected."""
 
 
@@ -399,7 +400,7 @@ def integers_source(floats, *, weight_bits, input_bits, per_neuron=True):
 
 
 def export_network(model, *, weight_bits, input_bits, per_neuron=True, allow_unsharp=False):
-    """Quantize a sharpened Keras model into a :class:`~hone.training.netfile.Network`.
+    """Quantize a sharpened Keras model into a :class:`~hone.network.netfile.Network`.
 
     Returns ``(network, float_layers)``; the float layers (folded, unquantized) are what
     :func:`evaluate_export` compares against.
@@ -506,12 +507,12 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
 
     Args:
         model: The sharpened Keras model that ``network`` was exported from.
-        network: Its :class:`~hone.training.netfile.Network`; ``floats`` the float layers that
+        network: Its :class:`~hone.network.netfile.Network`; ``floats`` the float layers that
             :func:`export_network` returned with it.
         x: ``(n, *model.input_shape[1:])`` floats in [0, 1] (any shape holding ``n`` images of
             ``network.input.size`` pixels).
         y: ``(n,)`` integer class labels; for a network whose output is its spike vector (an
-            autoencoder), the binary targets ``(n, units)`` (:func:`~hone.training.reconstruction.pixel_targets`),
+            autoencoder), the binary targets ``(n, units)`` (:func:`~hone.network.reconstruction.pixel_targets`),
             and the stages are measured in pixel accuracy and bits wrong per image, the agreement
             image by image, bit for bit.
         tie_margin: Relative margin that counts as "at the threshold". Defaults to `1e-5`.
@@ -535,7 +536,7 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
     float_spikes, margins = _float_forward(network, floats, q.astype(np.float64))  # what the integers see
     if spike_output:
         from .autoencoder import hard_reconstructions
-        from .reconstruction import reconstruction_figures
+        from hone.network.reconstruction import reconstruction_figures
 
         stages = {"keras_sharpened": hard_reconstructions(model, x),
                   "keras_quantized_pixels": hard_reconstructions(model, requantized),

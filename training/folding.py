@@ -10,13 +10,14 @@ file quantizes.
 
 import numpy as np
 import keras
+from hone.network.errors import HoneError
 
 __all__ = ["FoldingError", "FoldedBatchNorm", "fold_batch_norm", "fold_parameters"]
 
 _FOLDABLE = (keras.layers.Dense, keras.layers.Conv2D)
 
 
-class FoldingError(ValueError):
+class FoldingError(HoneError, ValueError):
     """A BatchNormalization cannot be folded into its producer."""
 
 

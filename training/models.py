@@ -2,7 +2,7 @@
 ``autoencoder`` (a dense chain whose output reconstructs its input, see :mod:`hone.training.autoencoder`).
 
 Every hidden and output unit is a spiking activation; a classifier's output layer has ``classes x nhot``
-units read by a frozen N-hot key (:class:`~hone.training.nhot.SoftmaxDecode`), an autoencoder's has one
+units read by a frozen N-hot key (:class:`~hone.network.nhot.SoftmaxDecode`), an autoencoder's has one
 unit per input pixel and no key: its spikes are the output. Max-pooling comes *after* the
 spiking activation, so in hardware it is an OR of binary spikes. With ``batch_norm=True`` each
 Dense/Conv2D is followed by a BatchNormalization (folded away before export) and has no bias.
@@ -16,7 +16,7 @@ import keras
 from .activations import SpikingBReLU, SpikingSigmoid
 from .config import DEFAULT_AUTOENCODER_WIDTHS, DEFAULT_CONV, DEFAULT_DENSE_WIDTHS, DEFAULT_NHOT
 from .decode import SoftmaxDecode
-from .nhot import nhot_key
+from hone.network.nhot import nhot_key
 from .qat import QuantizedConv2D, QuantizedDense
 
 __all__ = ["ARCHITECTURES", "ACTIVATIONS", "build_model", "DEFAULT_DENSE_WIDTHS", "DEFAULT_CONV"]

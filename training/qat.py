@@ -6,9 +6,9 @@ BatchNormalization of their own. Until quantization is switched on (``quantizing
 flag that :class:`QuantizeWhenSharp` sets once every spiking layer is a step) they compute what Dense
 (or Conv2D) + BatchNormalization compute. From then on each training step folds BN with its moving
 statistics (which then hold still), quantizes every neuron with
-:func:`~hone.training.quantize.neuron_integers` (the exporter's own function, here on ``keras.ops``:
+:func:`~hone.network.quantize.neuron_integers` (the exporter's own function, here on ``keras.ops``:
 the same per-neuron range, chosen once per epoch by the exporter's least-squares clipping
-(:func:`~hone.training.quantize.neuron_span`), rounding and ceiled threshold), quantizes the first
+(:func:`~hone.network.quantize.neuron_span`), rounding and ceiled threshold), quantizes the first
 layer's pixels to the network file's K bits, and fires the next spiking layer iff the integer sum
 reaches the integer threshold. Gradients pass straight through to the float weights and BN's shift
 (BN's scale holds still with its statistics). The integers of the weights as they stand before each
@@ -29,7 +29,7 @@ import keras
 from keras import ops
 
 from .activations import layers_of
-from .quantize import neuron_integers, neuron_span
+from hone.network.quantize import neuron_integers, neuron_span
 
 __all__ = ["Quantized", "QuantizedDense", "QuantizedConv2D", "QuantizeWhenSharp", "quantized_layers", "start_quantizing"]
 
@@ -127,7 +127,7 @@ class Quantized(keras.layers.Layer):
 
     def choose_span(self):
         """Set each neuron's range (hence its scale) from the weights now, as the exporter chooses it
-        (:func:`~hone.training.quantize.neuron_span`); the training steps hold it."""
+        (:func:`~hone.network.quantize.neuron_span`); the training steps hold it."""
         columns = np.asarray(ops.convert_to_numpy(self._neurons()[0]), np.float64)
         span = neuron_span(columns, self.weight_bits, per_neuron=self.per_neuron, axis=0)
         self.integer_span.assign(span.astype(self.integer_span.dtype))

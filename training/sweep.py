@@ -21,6 +21,7 @@ import pathlib
 import numpy as np
 
 from .config import TrainConfig
+from hone.network.errors import HoneError
 
 __all__ = ["SWEEPABLE", "DEFAULT_SPACE", "SweepError", "parse_space", "grid_size", "run_sweep",
            "format_sweep", "plot_sweep"]
@@ -41,7 +42,7 @@ SEARCHES = ("grid", "random", "bayesian")
 OBJECTIVE = "val_sharpened_accuracy"
 
 
-class SweepError(ValueError):
+class SweepError(HoneError, ValueError):
     """A sweep specification that cannot run."""
 
 
@@ -171,7 +172,7 @@ def run_sweep(base, space, out, *, search="grid", trials=None, seed=0, log=print
     """
     import keras
 
-    from .datasets import load_dataset
+    from hone.network.datasets import load_dataset
 
     if search not in SEARCHES:
         raise SweepError(f"unknown search {search!r}; expected one of {', '.join(SEARCHES)}")

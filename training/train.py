@@ -16,19 +16,20 @@ import keras
 
 from . import layers  # noqa: F401  (registers hone's layers for saving and loading)
 from .activations import spiking_layers
-from .datasets import load_dataset
+from hone.network.datasets import load_dataset
 from .models import build_model
 from .decode import SoftmaxDecode
-from .nhot import decode_spikes
+from hone.network.nhot import decode_spikes
 from .qat import QuantizeWhenSharp, quantized_layers
 from .config import TrainConfig
 from .distribute import batch_multiple, pad_to_multiple, placement, worker_shard
 from .sharpeners import sharpness_of
+from hone.network.errors import HoneError
 
 __all__ = ["TrainConfig", "TrainingIncomplete", "compiled_model", "train", "hard_classes", "hard_accuracy", "output_spikes"]
 
 
-class TrainingIncomplete(RuntimeError):
+class TrainingIncomplete(HoneError, RuntimeError):
     """Training ran out of epochs before every spiking layer was fully sharp.
 
     ``summary`` holds the run's figures all the same (its ``sharpened_accuracy`` forces every layer
@@ -226,7 +227,7 @@ def train(config, out_dir=None, *, verbose=1, data=None):
     reconstruction = None
     if config.arch == "autoencoder":
         from .autoencoder import hard_reconstructions
-        from .reconstruction import reconstruction_figures
+        from hone.network.reconstruction import reconstruction_figures
 
         reconstruction = reconstruction_figures(hard_reconstructions(model, data.x_test), y_test)
         sharpened_accuracy = reconstruction["pixel_accuracy"]
