@@ -2,6 +2,8 @@
 #   make flow   set up, then run the main job (train + sharpen the default network, export it, check its
 #               RTL in simulation, write a report)
 #   make test   set up, then run the test suite
+#   make docs   build the documentation into site/ (strict: a warning fails it; nothing is fetched)
+#   make results  remake the results pages and README's headline table from the benches' stamped JSON
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +13,7 @@ STAMP := $(VENV)/.hone-installed
 FLOW_OUT ?= runs/flow
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv flow test test-quick clean
+.PHONY: setup apt venv flow test test-quick docs results clean
 
 setup: apt venv
 
@@ -31,7 +33,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[test,jax]"
+	$(VENV)/bin/python -m pip install -q -e ".[test,jax,docs]"
 	@touch $(STAMP)
 
 flow: setup
@@ -39,11 +41,18 @@ flow: setup
 
 test: setup
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mkdocs build --strict --quiet
 	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
 test-quick: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
+docs: venv
+	$(VENV)/bin/mkdocs build --strict
+
+results: venv
+	$(VENV)/bin/python bench/results.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) runs site build/api .pytest_cache .hypothesis *.egg-info

@@ -24,6 +24,8 @@ import pathlib
 import subprocess
 import sys
 
+import stamp
+
 VARIANTS = (("bn", "adam"), ("no-bn", "adam"), ("bn", "sgd"), ("no-bn", "sgd"))
 
 
@@ -148,7 +150,7 @@ def main(argv=None):
     rows = [run(arch, norm, optimizer, args) for arch in archs for norm, optimizer in VARIANTS]
     for arch in archs:
         print(table([row for row in rows if row["arch"] == arch]))
-    (args.out / "activity.json").write_text(json.dumps(rows, indent=1))
+    stamp.write(args.out / "activity.json", rows, bench="activity")
     plot(rows, args.out / "activity.png")
     print(f"plot {args.out / 'activity.png'}")
     print(json.dumps(rows))

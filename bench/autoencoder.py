@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+import stamp
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -85,7 +87,7 @@ def main():
         "rtl_cycles_mean": report["cycles_mean"], "rtl_seconds": report["sim_seconds_wall"], "jobs": args.jobs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "autoencoder.json").write_text(json.dumps(row, indent=1))
+    stamp.write(args.out / "autoencoder.json", row, bench="autoencoder")
     print(json.dumps(row))
 
 

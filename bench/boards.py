@@ -20,9 +20,11 @@ import os
 import pathlib
 import time
 
+import stamp
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-from hone.cli.build import build_bitstream
+from hone.boards.build import build_bitstream
 
 NETWORKS = {"fashion": ROOT / "tests/data/fashion-dense-4bit.hone",
             "fashion-conv": ROOT / "tests/data/fashion-conv-4bit.hone",
@@ -46,7 +48,7 @@ def main():
         started = time.monotonic()
         report = build_bitstream(path, board=board, output=args.out / config.replace(":", "-"),
                                  lanes={"auto": None, "max": "max"}.get(lanes, lanes if lanes in ("auto", "max") else int(lanes)), clock_mhz=float(mhz),
-                                 progress=False, log=lambda *_: None)
+                                 progress=False, log=lambda *_: None).to_json()
         wall = time.monotonic() - started
         res, inference = report["resources"], report["inference"]
         row = {
@@ -86,7 +88,7 @@ def main():
     table = "\n".join(lines)
     print(table)
     (args.out / "boards.txt").write_text(table + "\n")
-    (args.out / "boards.json").write_text(json.dumps(rows, indent=1))
+    stamp.write(args.out / "boards.json", rows, bench="boards")
     plot(rows, args.out / "boards.png")
 
 

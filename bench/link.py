@@ -1,8 +1,9 @@
 """Link benchmark: throughput of the simulated board against the line-rate limit, clean and noisy.
 
-Runs ``hone infer --sim`` (the whole board top level under Verilator behind a pty, driven by the
-same host code as a real board) with a board target's settings (its clock, its baud rate, the lanes
-``hone build`` picks for it without ``--lanes``), once on a clean line and once per fault rate, and
+Runs :func:`hone.host.infer.run_infer` on a simulated board (the whole board top level under Verilator
+behind a pty, driven by the same host code as a real board) with a board target's configuration as
+``hone build`` decides it (:func:`hone.boards.build.plan_build`: its clock, its baud rate, the lanes it
+picks without ``--lanes``), once on a clean line and once per fault rate, and
 prints the figures that matter: bytes per image on the wire (over the whole test set in each encoding
 the board decodes, and as sent in the run), images per second in board time against
 the line-rate limit (baud / 10 / bytes per image, busier direction), board time extrapolated to
@@ -18,9 +19,11 @@ import json
 import pathlib
 import sys
 
+import stamp
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-from hone.cli.infer import run_infer
+from hone.host.infer import run_infer
 
 
 def test_set_bytes(network_path, *, clock_hz, baud):
@@ -58,44 +61,36 @@ def main():
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench/out/link")
     args = parser.parse_args()
 
-    from hone.cli.build import TestImages, lanes_for_link
-    from hone.boards.fit import choose_lanes
-    from hone.boards.targets import get_board
-    from hone.network.netfile import read_network
+    from hone.boards.build import plan_build
 
-    target = get_board(args.board)
-    baud = args.baud or target.uart().baud
-    lanes = args.lanes
-    if lanes is None:
-        network, _ = read_network(args.network)
-        lanes = lanes_for_link(TestImages(args.network), choose_lanes(network, target), clock_hz=target.clock_hz,
-                               baud=baud)[0]
-    print(f"{target.name}: {target.clock_hz / 1e6:g} MHz, {baud:,} baud, {lanes} lanes", flush=True)
-    print(json.dumps(test_set_bytes(args.network, clock_hz=target.clock_hz, baud=baud)), flush=True)
+    plan = plan_build(args.network, args.board, lanes=args.lanes, baud=args.baud)
+    target, baud, lanes, clock_hz = plan.target, plan.baud, plan.lanes, plan.clock_hz
+    print(f"{target.name}: {clock_hz / 1e6:g} MHz, {baud:,} baud, {lanes} lanes", flush=True)
+    print(json.dumps(test_set_bytes(args.network, clock_hz=clock_hz, baud=baud)), flush=True)
     rates = [0.0] + [float(rate) for rate in args.faults.split(",") if rate]
     rows = []
     for rate in rates:
         report = run_infer(args.network, images=args.images, baud=baud, progress=True,
-                           simulation={"faults": rate, "seed": 1, "build_root": ROOT / "runs/sim-board",
-                                       "clock_hz": target.clock_hz, "lanes": lanes})
+                           simulation={"target": target.name, "faults": rate, "seed": 1,
+                                       "build_root": ROOT / "runs/sim-board", "clock_hz": clock_hz, "lanes": lanes})
         row = {
-            "board": target.name, "clock_hz": target.clock_hz, "baud": baud, "lanes": lanes,
-            "faults": rate, "images": report["images"], "lost": report["lost"], "duplicated": report["duplicated"],
-            "class_agreement": report["class_agreement"], "spike_agreement": report["spike_agreement"],
-            "images_per_s_board": round(report["images_per_s_board"], 3),
-            "line_rate_limit": round(report["line_rate_limit"], 3),
-            "line_rate_fraction": round(report["line_rate_fraction"], 4),
-            "bytes_up_per_image_clean": round(report["frame_bytes_up"], 1),
-            "bytes_up_per_image_sent": round(report["wire_bytes_up_per_image"], 1),
-            "raw_frame_bytes_up": report["raw_frame_bytes_up"],
-            "board_seconds_per_10000": round(10_000 / report["images_per_s_board"], 1),
-            "retransmissions": report["link"]["retransmissions"], "final_chunk": report["link"]["chunk"],
-            "wall_seconds": round(report["wall_seconds"], 1), "equal": report["equal"],
+            "board": target.name, "clock_hz": clock_hz, "baud": baud, "lanes": lanes,
+            "faults": rate, "images": report.images, "lost": report.lost, "duplicated": report.duplicated,
+            "class_agreement": report.class_agreement, "spike_agreement": report.spike_agreement,
+            "images_per_s_board": round(report.images_per_s_board, 3),
+            "line_rate_limit": round(report.line_rate_limit, 3),
+            "line_rate_fraction": round(report.line_rate_fraction, 4),
+            "bytes_up_per_image_clean": round(report.frame_bytes_up, 1),
+            "bytes_up_per_image_sent": round(report.wire_bytes_up_per_image, 1),
+            "raw_frame_bytes_up": report.raw_frame_bytes_up,
+            "board_seconds_per_10000": round(10_000 / report.images_per_s_board, 1),
+            "retransmissions": report.link["retransmissions"], "final_chunk": report.link["chunk"],
+            "wall_seconds": round(report.wall_seconds, 1), "equal": report.equal,
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    stamp.write(args.out / "link.json", rows, bench="link")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+import stamp
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULTS = [ROOT / "tests/data/fashion-dense-4bit.hone", ROOT / "tests/data/fashion-conv-4bit.hone"]
 
@@ -92,6 +94,7 @@ def main(argv=None):
                "seconds": round(seconds, 1), "jobs": args.jobs}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    stamp.write(ROOT / "bench/out/nir/nir.json", rows, bench="nir")
     print(f"\n{'network':<40}{'images':>8}{'every layer equal':>19}{'classes equal':>15}{'same hash':>11}{'s':>7}")
     for row in rows:
         every = min(row["layers_equal"].values())

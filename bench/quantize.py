@@ -27,6 +27,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import stamp  # noqa: E402
 from hone.cli.arguments import integer_in  # noqa: E402  (no Keras: the backend is chosen below)
 
 
@@ -137,7 +138,7 @@ def main(argv=None):
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / "accuracy_vs_bits.png", dpi=110)
-    (args.out / "quantize.json").write_text(json.dumps(rows, indent=1))
+    stamp.write(args.out / "quantize.json", rows, bench="quantize")
     print(f"plot: {args.out / 'accuracy_vs_bits.png'}")
     print(json.dumps({"rows": rows, "backend": args.backend}))
     return 0

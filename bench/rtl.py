@@ -15,6 +15,8 @@ import pathlib
 
 import numpy as np
 
+import stamp
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from hone.rtl.cycles import RESULT_GAP, cycle_bound, inference_cycles
@@ -72,8 +74,11 @@ def main():
         speed[simulator] = {"wall_s": round(report["sim_seconds_wall"], 2), "equal": report["equal"],
                             "cycles_per_s": round(args.speed_images * (report["cycles_mean"] + plan.input_size)
                                                   / report["sim_seconds_wall"])}
-    print(json.dumps({"speed_images": args.speed_images, "lanes": 32, **speed,
-                      "verilator_over_icarus": round(speed["icarus"]["wall_s"] / speed["verilator"]["wall_s"], 2)}))
+    simulators = {"speed_images": args.speed_images, "lanes": 32, **speed,
+                  "verilator_over_icarus": round(speed["icarus"]["wall_s"] / speed["verilator"]["wall_s"], 2)}
+    print(json.dumps(simulators))
+    stamp.write(args.out / "rtl.json", {"network": args.network.name, "sha256": network.sha256, "clock_mhz": args.clock_mhz,
+                                        "rows": rows, "simulators": simulators}, bench="rtl")
 
     import matplotlib
     matplotlib.use("Agg")

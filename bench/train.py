@@ -7,21 +7,21 @@ Parts (``--parts``, default all):
   validation pass) of hone's dense recipe (784-256-64-80, BN, dropout, straight-through) with and
   without an active sharpener, fits interleaved in one model so the machine's drift (+-30% from one
   minute to the next on a shared 2-core box) hits both alike; their ratio is the sharpening
-  overhead; the dense default before issue 17 (784-256-64-40) interleaved with it gives the cost of
+  overhead; the previous dense default (784-256-64-40) interleaved with it gives the cost of
   today's default. Then the straight-through phase (every layer sharp) trained in float (``--no-qat``) and
   as the network file's integers (quantization-aware, the default): their ratio is the QAT overhead,
-  and the integer epoch over the old default's is issue 17's bound on most of the default's epochs.
+  and the integer epoch over the old default's is bounded at 1.2x on most of the default's epochs.
   Every kind of epoch is alternated with the others in one process.
-  Also the plain reference net of ``MEASUREMENTS.md`` (no BN, no dropout, exact gradient),
+  Also the plain reference net, as first measured (no BN, no dropout, exact gradient),
   whose TensorFlow time calibrates this machine against the day the reference was measured.
 - ``accuracy``: hone's default training (sharpened until every layer is a step), same seed and
-  data, on each backend: sharpened test accuracy side by side; then the defaults before issue 17
+  data, on each backend: sharpened test accuracy side by side; then the previous defaults
   (784-256-64-40 trained in float, 20 straight-through epochs), whose whole run's seconds per epoch,
-  validation included, against the default's is issue 17's bound on epoch time.
+  validation included, against the default's is bounded at 1.2x on epoch time.
 - ``widths``: what the dense default's width costs: per backend, float epochs (no validation pass) of
-  784-256-64-40 (the default before issue 17) and of today's 784-256-64-80 and wider networks,
+  784-256-64-40 (the previous default) and of today's 784-256-64-80 and wider networks,
   fresh models alternated ``--repeats`` times in one process; each network's median epoch time over
-  that of 784-256-64-40 in the same round is its cost against issue 17's bound of 1.2x.
+  that of 784-256-64-40 in the same round is its cost against the bound of 1.2x.
 - ``data-parallel``: the same training split over 2 virtual CPU devices (``--data-parallel
   --cpu-devices 2``, JAX by default) against one device.
 
@@ -42,15 +42,16 @@ import subprocess
 import sys
 import time
 
+import stamp
 from hone.cli.arguments import integer_in   # no Keras: each worker chooses its backend
 
-REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch, MEASUREMENTS.md, plain reference net
-# the dense default before issue 17: its network and recipe (784-256-64-40, trained in float)
+REFERENCE = {"jax": 0.54, "tensorflow": 1.76}   # s/epoch of the plain reference net, first measured
+# the previous dense default: its network and recipe (784-256-64-40, trained in float)
 PREVIOUS_DEFAULT = {"widths": (256, 64), "nhot": 4, "dropout": 0.2, "start_epoch": 6, "finetune_epochs": 20,
                     "epochs": 60, "qat": False, "output_ramp": False}
 BACKENDS = ("tensorflow", "jax")
 PARTS = ("speed", "accuracy", "widths", "data-parallel")
-# --parts widths: hidden widths of the dense networks costed against the default before issue 17
+# --parts widths: hidden widths of the dense networks costed against the previous default
 WIDTHS = ((256, 64), (320, 96), (384, 96), (384, 128), (448, 128), (512, 128))
 
 
@@ -77,7 +78,7 @@ def speed(dataset, repeats):
     keras.utils.set_random_seed(0)
     model = compiled_model(TrainConfig(dataset=dataset), data)
     sharpener = SimpleSharpener(start_epoch=0, steps=100_000)  # moves every batch, never finishes
-    # The dense default before issue 17 (784-256-64-40), for the ratio of today's to it.
+    # The previous dense default (784-256-64-40), for the ratio of today's to it.
     previous = compiled_model(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), data)
     # The straight-through phase: sharp, and (the default) trained as the network file's integers,
     # against the same sharp model trained in float (post-training quantization, --no-qat).
@@ -127,8 +128,8 @@ def accuracy(dataset, out, data_parallel):
 
     figures = trained(TrainConfig(dataset=dataset, distribution="data-parallel" if data_parallel else "none"), out)
     if not data_parallel:
-        # Whole runs, validation included: the default's seconds per epoch against the default's before
-        # issue 17, back to back in one process.
+        # Whole runs, validation included: the default's seconds per epoch against the previous
+        # default's, back to back in one process.
         previous = trained(TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT), out.with_name(out.name + "-previous"))
         figures["previous_default"] = previous
         figures["default_over_previous_default"] = round(figures["seconds_per_epoch"] / previous["seconds_per_epoch"], 3)
@@ -149,7 +150,7 @@ def widths(dataset, repeats):
         return "-".join(map(str, layers))
 
     before = TrainConfig(dataset=dataset, **PREVIOUS_DEFAULT)
-    configs = {f"{label(before)} (before issue 17)": before}
+    configs = {f"{label(before)} (previous default)": before}
     configs |= {label(config): config for config in (TrainConfig(dataset=dataset, widths=hidden) for hidden in WIDTHS)}
     models = {}
     for name, config in configs.items():
@@ -257,7 +258,7 @@ def main(argv=None):
         print(table(rows, backends))
         if {"jax", "tensorflow"} <= set(backends):
             fastest = min(backends, key=lambda b: measured[b]["s_per_epoch"])
-            # This machine against the day MEASUREMENTS.md was taken, from TensorFlow's reference net.
+            # This machine against the day the reference net was first measured (its TensorFlow time).
             slowdown = measured["tensorflow"]["reference_net_s_per_epoch"] / REFERENCE["tensorflow"]
             figures["speed"]["summary"] = {
                 "fastest_backend": fastest,
@@ -276,7 +277,7 @@ def main(argv=None):
         print(table([("sharpened accuracy", [f"{100 * measured[b]['sharpened_accuracy']:.2f}%" for b in backends]),
                      ("epochs", [measured[b]["epochs"] for b in backends]),
                      ("s/epoch (with validation)", [round(measured[b]["seconds_per_epoch"], 3) for b in backends]),
-                     ("defaults before issue 17", [f"{100 * measured[b]['previous_default']['sharpened_accuracy']:.2f}%"
+                     ("previous defaults", [f"{100 * measured[b]['previous_default']['sharpened_accuracy']:.2f}%"
                                                    for b in backends]),
                      ("  epochs", [measured[b]["previous_default"]["epochs"] for b in backends]),
                      ("  s/epoch (with validation)",
@@ -309,6 +310,7 @@ def main(argv=None):
                          ("s/epoch", [round(single["seconds_per_epoch"], 3), round(split["seconds_per_epoch"], 3)])],
                         [f"{backend} x1", f"{backend} x2"]))
             print(f"{backend}: 2 virtual devices vs 1: {gap:.2f} points apart")
+    stamp.write(args.out / "train.json", figures, bench="train")
     print(json.dumps(figures))
     return 0
 

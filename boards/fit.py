@@ -1,7 +1,8 @@
 """Will a network fit a board? Block RAM and logic estimated before synthesis.
 
 Memories are read from the elaborated design itself (so the estimate can never disagree with the
-gateware about a width), then packed into the family's block RAM configurations the way Yosys
+gateware about a width), through Amaranth's public ``platform.get_memory()`` override of
+:class:`amaranth.lib.memory.Memory`, then packed into the family's block RAM configurations the way Yosys
 does it: the aspect ratio that needs the fewest blocks. Memories too small to be worth a block
 (ECP5: 64 words or fewer, or under a quarter of a block; iCE40, which has no distributed RAM:
 ROMs of 32 words or fewer, memories of 4 words or fewer) and asynchronously read ones are left to
@@ -13,9 +14,9 @@ import dataclasses
 import math
 
 from amaranth.hdl import Fragment, Shape
-from amaranth.hdl._mem import MemoryInstance   # amaranth ~=0.5: no public walk over memories
 
 from hone.rtl.board import BoardTop
+from hone.rtl.plan import useful_lanes
 
 from .targets import BOARDS
 from hone.network.errors import HoneError
@@ -66,21 +67,35 @@ class FitReport:
                              for n, w, d, b in self.memories]}
 
 
+class _MemoryCensus:
+    """A stand-in platform for elaboration that takes each :class:`amaranth.lib.memory.Memory` through
+    its documented ``get_memory()`` override: it notes the memory and gives back an empty fragment
+    (the design is only counted, never converted)."""
+
+    def __init__(self):
+        self.memories = {}      # placeholder fragment -> the Memory it stands for
+
+    def get_memory(self, memory):
+        placeholder = Fragment()
+        self.memories[placeholder] = memory
+        return placeholder
+
+
 def _memories(top):
-    fragment = Fragment.get(top, None)
+    """``(path, width, depth, rom, asynchronous)`` of every memory in ``top``, in elaboration order."""
+    census = _MemoryCensus()
     found = []
 
-    def walk(frag, path):
-        for sub, name, *_ in frag.subfragments:
-            if isinstance(sub, MemoryInstance):
-                data = sub._data
-                rom = not sub._write_ports
-                asynchronous = any(port._domain == "comb" for port in sub._read_ports)
-                found.append((".".join(path + [name]), Shape.cast(data.shape).width, data.depth,
-                              rom, asynchronous))
-            else:
+    def walk(fragment, path):
+        for sub, name, _ in fragment.subfragments:
+            memory = census.memories.get(sub)
+            if memory is None:
                 walk(sub, path + [name])
-    walk(fragment, [])
+                continue
+            asynchronous = any(port.domain == "comb" for port in memory.read_ports)
+            found.append((".".join(path + [name]), Shape.cast(memory.shape).width, memory.depth,
+                          not memory.write_ports, asynchronous))
+    walk(Fragment.get(top, census), [])
     return found
 
 
@@ -122,7 +137,7 @@ def estimate(network, board, *, lanes, clock_hz=None, baud=None, slots=4):
 
 def lane_candidates(network):
     """Powers of two up to the widest layer (more lanes than neurons only idle)."""
-    widest = max(int(layer.weights.shape[0]) for layer in network.layers if layer.kind != "maxpool2d")
+    widest = useful_lanes(network)[0]
     return [1 << k for k in range(max(1, widest - 1).bit_length() + 1)]
 
 

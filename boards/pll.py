@@ -9,6 +9,8 @@ import dataclasses
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 
+from .targets import BoardError
+
 __all__ = ["PLLSetting", "ice40_pll", "ecp5_pll", "plan_clock", "ClockGenerator"]
 
 
@@ -68,13 +70,18 @@ def ecp5_pll(input_hz, output_hz):
 
 def plan_clock(family, oscillator_hz, wanted_hz):
     """``(clock_hz, PLLSetting | None)``: the oscillator itself when asked for, else the PLL's
-    closest frequency (within 1%, or the caller gets an error naming the nearest one)."""
+    closest frequency (within 1%).
+
+    Raises:
+        BoardError: no PLL setting of ``family`` comes within 1% of ``wanted_hz`` (the message names
+            the nearest one).
+    """
     if abs(wanted_hz - oscillator_hz) < 1:
         return oscillator_hz, None
     setting = {"ice40": ice40_pll, "ecp5": ecp5_pll}[family](oscillator_hz, wanted_hz)
     if setting is None or abs(setting.output_hz - wanted_hz) > 0.01 * wanted_hz:
         nearest = f"; nearest {setting.output_hz / 1e6:.3f} MHz" if setting else ""
-        raise ValueError(f"no {family} PLL setting makes {wanted_hz / 1e6:.3f} MHz from the "
+        raise BoardError(f"no {family} PLL setting makes {wanted_hz / 1e6:.3f} MHz from the "
                          f"{oscillator_hz / 1e6:.3f} MHz oscillator within 1%{nearest}")
     return setting.output_hz, setting
 

@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from hone.network.errors import HoneError
 
-__all__ = ["BoardTarget", "BOARDS", "STANDARD_BAUDS", "BAUD_ERROR", "UARTSetting", "get_board", "BoardError"]
+__all__ = ["BoardTarget", "BOARDS", "DEFAULT_TARGET", "STANDARD_BAUDS", "BAUD_ERROR", "UARTSetting", "get_board", "BoardError"]
 
 # line rates a host's serial driver offers by name (Linux B... constants), fastest first
 STANDARD_BAUDS = (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_500_000, 1_000_000, 921_600,
@@ -131,6 +131,9 @@ BOARDS = {target.name: target for target in [
     _ulx3s("45f", 44_000, 108, 45e6),
     _ulx3s("85f", 84_000, 208, 45e6),
 ]}
+
+
+DEFAULT_TARGET = "ulx3s-85f"   # the target hone flow builds for, and a simulated board simulates, unless told
 
 
 def get_board(name):

@@ -4,8 +4,7 @@ Sinabs and other NIR tools (docs/nir.md)."""
 import json
 import pathlib
 
-from hone.cli.arguments import UserError, dataset_argument, integer_in, number_in
-from hone.network.netfile import NetworkFileError
+from hone.cli.arguments import dataset_argument, integer_in, number_in
 
 __all__ = ["add_commands"]
 
@@ -14,10 +13,7 @@ def cmd_export(args):
     from hone.network.nirgraph import to_nir
     from hone.network.netfile import read_network
 
-    try:
-        network, meta = read_network(args.network)
-    except NetworkFileError as error:
-        raise UserError(str(error)) from None
+    network, meta = read_network(args.network)   # a NetworkFileError is one hone: error: line
     graph = to_nir(network, meta=meta)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     import nir
@@ -39,7 +35,7 @@ def cmd_import(args):
     from hone.network.nirgraph import import_graph
 
     report = import_graph(args.nir, args.output, weight_bits=args.weight_bits, input_bits=args.input_bits,
-                          dt=args.dt, nhot=args.nhot, dataset=args.dataset, images=args.images)
+                          dt=args.dt, nhot=args.nhot, dataset=args.dataset, images=args.images).to_json()
     how = ("a graph hone wrote: read back exactly" if report["written_by_hone"] else
            f"quantized to {report['weight_bits']}-bit weights, {report['input_bits']}-bit input")
     print(f"{args.output}: network {report['sha256'][:16]}... from {args.nir} ({how}); layers "

@@ -1,130 +1,90 @@
-"""``hone sim``: test images through the RTL under cocotb, checked spike for spike."""
+"""``hone sim``: test images through the RTL under cocotb, checked spike for spike; ``hone sim-board``.
+
+:func:`hone.sim.runner.run_sim` does the work; this module parses, prints and refuses. The simulated
+board's clock and line rate when none are given are :data:`SIM_BOARD_CLOCK_HZ` and
+:data:`SIM_BOARD_BAUD` (``hone sim-board``, and ``hone infer --sim`` through
+:func:`add_board_arguments`); :mod:`hone.sim.board` has no defaults of its own.
+"""
 
 import json
 import pathlib
 
-from hone.cli.rtl import lanes_argument, lanes_for
-from hone.cli.arguments import UsageError, UserError, integer_in, number_in
-from hone.network.datasets import network_test_images
+from hone.cli.arguments import UserError, integer_in, number_in
+from hone.network.errors import HoneError
+from hone.cli.rtl import lanes_argument
+from hone.rtl.plan import DEFAULT_LANES
 
-__all__ = ["add_board_arguments", "add_commands", "run_sim", "format_sim"]
+__all__ = ["SIM_BOARD_BAUD", "SIM_BOARD_CLOCK_HZ", "add_board_arguments", "add_commands", "format_sim"]
 
-DEFAULT_LANES = 32
-BACKPRESSURE_WHY = "the chance per cycle that the result stream is not ready; at 1 no result is ever taken"
-
-
-def run_sim(network_path, *, images, simulator, lanes, dataset=None, build_root="runs/sim",
-            backpressure=0.0, vcd=False, progress=True, jobs=1, activity_plot=None):
-    """Simulate the first ``images`` test images; the report of :func:`hone.sim.runner.simulate` + accuracy.
-
-    ``jobs`` simulator processes share the images (one build; see ``simulate``); the report also
-    says how many ran (``jobs``, at most one per image).
-    """
-    import numpy as np
-
-    from hone.rtl.plan import PlanError
-
-    from hone.sim.runner import SimulationError, _check_backpressure, _check_jobs, simulate
-
-    try:   # before the data set loads; the same checks as simulate's, in the command's words
-        _check_jobs(jobs)
-    except (TypeError, ValueError):
-        raise UsageError(f"argument --jobs: expected an integer >= 1, got {jobs!r}") from None
-    try:
-        _check_backpressure(backpressure)
-    except ValueError:
-        raise UsageError(f"argument --backpressure: expected a number in [0, 1), got {backpressure} "
-                         f"({BACKPRESSURE_WHY})") from None
-    network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
-    lanes = lanes_for(network, lanes, DEFAULT_LANES)
-    try:
-        report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
-                          backpressure=backpressure, progress=progress, jobs=jobs)
-        if vcd:
-            report["waves"] = simulate(network_path, pixels[:1], simulator=simulator, lanes=lanes,
-                                       build_root=build_root, waves=True, progress=False)["waves"]
-    except (SimulationError, PlanError) as error:
-        raise UserError(str(error)) from None
-    labels = np.asarray(report.pop("labels"))
-    report["dataset"] = dataset
-    report["jobs"] = min(jobs, len(labels))
-    if "outputs" in report:    # a spike output: the RTL's reconstructions against the binarized images
-        from hone.network.reconstruction import reconstruction_figures
-
-        report["reconstruction"] = reconstruction_figures(report.pop("outputs"), y_test[:len(labels)])
-        report["accuracy"] = report["reconstruction"]["pixel_accuracy"]
-    else:
-        report["accuracy"] = float((labels == np.asarray(y_test[:len(labels)])).mean())
-    if report.get("activity"):   # counted from the RTL's trace; plotted beside the run by default
-        from hone.network.activity import plot_activity
-
-        plot = pathlib.Path(activity_plot or pathlib.Path(report["run_dir"]) / "activity.png")
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        report["activity"]["plot"] = str(plot_activity(report["activity"], plot))
-    return report
+SIM_BOARD_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud keeps the simulation fast
+SIM_BOARD_BAUD = 115_200
+LANES_HELP = (f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest layer's width "
+              f"if smaller)")
 
 
 def format_sim(report):
-    n = report["images"]
-    lines = [f"images                  {n} ({report['dataset']} test set), {report['simulator']}, "
-             f"{report['lanes']} lanes"]
-    for name, equal in report["layer_agreement"].items():
+    """The lines ``hone sim`` prints for a :class:`~hone.sim.runner.SimReport`."""
+    n = report.images
+    lines = [f"images                  {n} ({report.dataset} test set), {report.simulator}, "
+             f"{report.lanes} lanes"]
+    for name, equal in report.layer_agreement.items():
         lines.append(f"  {name:<22}{equal}/{n} spike-for-spike equal")
     lines += [
-        f"all layers equal        {report['all_layers_equal']}/{n}",
+        f"all layers equal        {report.all_layers_equal}/{n}",
     ]
-    if "reconstruction" in report:
+    if report.reconstruction is not None:
         from hone.network.reconstruction import format_reconstruction
 
-        lines += [f"reconstruction (RTL)    {format_reconstruction(report['reconstruction'])}"]
+        lines += [f"reconstruction (RTL)    {format_reconstruction(report.reconstruction)}"]
     else:
-        lines += [f"class agreement         {report['class_agreement']}/{n}",
-                  f"accuracy (RTL)          {100 * report['accuracy']:.2f}%"]
+        lines += [f"class agreement         {report.class_agreement}/{n}",
+                  f"accuracy (RTL)          {100 * report.accuracy:.2f}%"]
     lines += [
-        f"cycles / inference      mean {report['cycles_mean']:.1f}, max {report['cycles_max']} "
-        f"(model: {report['cycles_equal_model']}/{n} exact)",
-        f"bound                   mean {report['bound_mean']:.1f} -> ratio {report['cycles_over_bound']:.3f}",
-        f"at {report['clock_hz'] / 1e6:.0f} MHz               {report['images_per_s_at_clock']:.0f} images/s "
+        f"cycles / inference      mean {report.cycles_mean:.1f}, max {report.cycles_max} "
+        f"(model: {report.cycles_equal_model}/{n} exact)",
+        f"bound                   mean {report.bound_mean:.1f} -> ratio {report.cycles_over_bound:.3f}",
+        f"at {report.clock_hz / 1e6:.0f} MHz               {report.images_per_s_at_clock:.0f} images/s "
         f"(back to back: loading one pixel per cycle overlaps the image ahead)",
-        f"wall                    {report['sim_seconds_wall']:.1f} s simulating "
-        f"({report['sim_images_per_s_wall']:.1f} images/s{_processes(report)}), "
-        f"{report['build_seconds']:.1f} s building",
+        f"wall                    {report.sim_seconds_wall:.1f} s simulating "
+        f"({report.sim_images_per_s_wall:.1f} images/s{_processes(report)}), "
+        f"{report.build_seconds:.1f} s building",
     ]
-    if report.get("activity"):
+    if report.activity:
         from hone.network.activity import format_activity
 
         lines += [f"activity                from the RTL's trace: "
-                  + ("every count equal to the integer model's" if report["activity_equal"]
+                  + ("every count equal to the integer model's" if report.activity_equal
                      else "DIFFERS from the integer model's"),
-                  format_activity(report["activity"]), f"activity plot           {report['activity']['plot']}"]
-    if "waves" in report:
-        lines.append(f"waves (first image)     {report['waves']}")
-    for mismatch in report["mismatches"][:10]:
+                  format_activity(report.activity), f"activity plot           {report.activity['plot']}"]
+    if report.waves is not None:
+        lines.append(f"waves (first image)     {report.waves}")
+    for mismatch in report.mismatches[:10]:
         lines.append(f"MISMATCH: {mismatch}")
     return "\n".join(lines)
 
 
 def _processes(report):
-    jobs = report.get("jobs", 1)
-    return f", {jobs} simulator processes" if jobs > 1 else ""
+    return f", {report.jobs} simulator processes" if report.jobs > 1 else ""
 
 
 def cmd_sim(args):
+    from hone.sim.runner import run_sim
+
     report = run_sim(args.network, images=args.images, simulator=args.simulator, lanes=args.lanes,
                      dataset=args.dataset, build_root=args.build_dir, backpressure=args.backpressure,
                      vcd=args.vcd, progress=not args.json, jobs=args.jobs, activity_plot=args.activity_plot)
     print(format_sim(report))
     if args.json:
-        print(json.dumps(report))
-    if not report["equal"]:
+        print(json.dumps(report.to_json()))
+    if not report.equal:
         raise UserError(f"the RTL differs from the reference model on "
-                        f"{report['images'] - report['all_layers_equal']} of {report['images']} images")
+                        f"{report.images - report.all_layers_equal} of {report.images} images")
 
 
 def add_commands(commands):
     from hone.cli.arguments import dataset_argument
 
-    from hone.sim.runner import SIMULATORS
+    from hone.sim.runner import BACKPRESSURE_WHY, SIMULATORS
 
     sim = commands.add_parser(
         "sim", help="run test images through the RTL and check it spike for spike",
@@ -133,9 +93,7 @@ def add_commands(commands):
     sim.add_argument("network", type=pathlib.Path, help="a network file from hone export")
     sim.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
     sim.add_argument("--simulator", choices=SIMULATORS, default="verilator")
-    sim.add_argument("--lanes", type=lanes_argument, metavar="P",
-                     help=f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest "
-                          f"layer's width if smaller)")
+    sim.add_argument("--lanes", type=lanes_argument, metavar="P", help=LANES_HELP)
     sim.add_argument("--dataset", type=dataset_argument, metavar="NAME|FILE.npz",
                      help="test images (default: the one named in the network file)")
     sim.add_argument("--backpressure", type=number_in(0, 1, why=BACKPRESSURE_WHY), default=0.0, metavar="P",
@@ -159,8 +117,10 @@ def cmd_sim_board(args):
     import threading
     import time
 
+    from hone.network.netfile import read_network
+    from hone.rtl.plan import lanes_for
+
     from hone.sim.board import run_bridge
-    from hone.sim.runner import SimulationError
 
     ready = pathlib.Path(args.ready_file) if args.ready_file else pathlib.Path(
         __import__("tempfile").mkdtemp(prefix="hone-board-")) / "ready.json"
@@ -179,13 +139,8 @@ def cmd_sim_board(args):
             path = f"{link} -> {path}"
         print(f"simulated board on {path} ({args.baud} baud); Ctrl-C stops it", flush=True)
 
-    from hone.network.netfile import NetworkFileError, read_network
-
-    try:
-        network, _ = read_network(args.network)
-    except NetworkFileError as error:
-        raise UserError(str(error)) from None
-    args.lanes = lanes_for(network, args.lanes, DEFAULT_LANES)
+    network, _ = read_network(args.network)
+    args.lanes = lanes_for(network, args.lanes)
     threading.Thread(target=announce, daemon=True).start()
     print(f"building the board for {args.network} ({args.simulator}, {args.lanes} lanes, "
           f"{args.clock / 1e6:g} MHz, {args.baud} baud)...", flush=True)
@@ -195,7 +150,9 @@ def cmd_sim_board(args):
                              config={"ready": str(ready), "faults": args.faults,
                                      "parent": args.parent or os.getpid(),
                                      "stop": str(ready.with_name("stop"))})
-    except (SimulationError, ValueError) as error:
+    except ValueError as error:   # the board cannot be built as asked (its UART at this clock and baud, ...)
+        if isinstance(error, HoneError):
+            raise
         raise UserError(str(error)) from None
     ready.with_name("results.json").write_text(json.dumps(results))
     print(f"simulated {results['sim_ns'] / 1e9:.3f} s: {results['bytes_to_board']} bytes in, "
@@ -210,12 +167,11 @@ def add_board_arguments(parser):
     from hone.sim.runner import SIMULATORS
 
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
-    parser.add_argument("--lanes", type=lanes_argument, metavar="P",
-                        help=f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest "
-                             f"layer's width if smaller)")
-    parser.add_argument("--clock", type=number_in(0, low_open=True), default=1_843_200, metavar="HZ",
-                        help="the simulated board's clock (default: 1843200, a UART crystal: 16 clocks per "
-                             "bit at 115200 baud keeps the simulation fast; use the real board's to match it)")
+    parser.add_argument("--lanes", type=lanes_argument, metavar="P", help=LANES_HELP)
+    parser.add_argument("--clock", type=number_in(0, low_open=True), default=SIM_BOARD_CLOCK_HZ, metavar="HZ",
+                        help=f"the simulated board's clock (default: {SIM_BOARD_CLOCK_HZ}, a UART crystal: 16 "
+                             f"clocks per bit at {SIM_BOARD_BAUD} baud keeps the simulation fast; use the real "
+                             f"board's to match it)")
     parser.add_argument("--slots", type=integer_in(1, 255), default=4, metavar="S", help="image buffers (default: 4)")
     parser.add_argument("--faults", type=number_in(0, 1), default=0.0, metavar="RATE",
                         help="chance per byte, each way, of a bit flip, a drop or a duplicate (default: 0)")
@@ -230,7 +186,8 @@ def _add_sim_board(commands):
         description="Run the whole board top level (UART pins included) cycle-accurately under cocotb, "
                     "bridged to a pseudo-terminal that host tools open like a USB serial port.")
     board.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    board.add_argument("--baud", type=integer_in(1), default=115200, help="line rate (default: 115200)")
+    board.add_argument("--baud", type=integer_in(1), default=SIM_BOARD_BAUD,
+                       help=f"line rate (default: {SIM_BOARD_BAUD})")
     add_board_arguments(board)
     board.add_argument("--link", metavar="PATH", help="also make PATH a symlink to the pty")
     board.add_argument("--ready-file", metavar="FILE", help="write {\"pty\": path} here once serving")

@@ -20,27 +20,20 @@ answered for :attr:`Board.deadline` seconds (default :data:`DEADLINE` for a seri
 import collections
 import contextlib
 import dataclasses
-import json
-import os
-import pathlib
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 
 import numpy as np
 
 from hone.rtl import protocol
-from hone.rtl.protocol import CHUNK_HEADER, ErrorCode, Frame, FrameType
+from hone.rtl.protocol import ErrorCode, Frame, FrameType
 from hone.network.errors import HoneError
 
-__all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit"]
+__all__ = ["Board", "LinkError", "InferResult", "LinkStats", "line_rate_limit", "simulated_target"]
 
 MIN_CHUNK = 16
 DEADLINE = 30.0        # s without an answered request before a board is given up
 SIM_DEADLINE = 120.0   # a simulated board runs thousands of times slower than a real one
-SIM_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud, and a fast simulation
+SERIAL_BAUD = 115200   # the line rate a serial port opens at when none is given
 
 
 class LinkError(HoneError, RuntimeError):
@@ -136,32 +129,50 @@ class Board:
     # -- opening ------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url, *, baud=115200, timeout=None, deadline=None, **simulation):
+    def open(cls, url, *, baud=None, timeout=None, deadline=None, target=None, **simulation):
         """Open ``url``: a serial device (``/dev/ttyUSB0``, ``serial:/dev/ttyUSB0``, any pyserial URL)
-        or ``sim:NETWORK.hone``, which starts a simulated board (keywords: ``simulator``, ``lanes``,
-        ``clock_hz``, ``slots``, ``faults``, ``seed``, ``build_root``, ``log``) at ``baud``.
+        at ``baud`` (default :data:`SERIAL_BAUD`), or ``sim:NETWORK.hone``, which starts a simulated
+        board (:func:`hone.sim.launch.start_board`; keywords: ``simulator``, ``lanes``, ``clock_hz``,
+        ``slots``, ``faults``, ``seed``, ``build_root``, ``log``).
+
+        A simulated board simulates the board ``target`` (a name in :data:`hone.boards.targets.BOARDS`,
+        default :data:`~hone.boards.targets.DEFAULT_TARGET`): its design clock and line rate unless
+        ``clock_hz`` or ``baud`` say otherwise (:func:`simulated_target`); ``lanes`` defaults to
+        :data:`hone.rtl.plan.DEFAULT_LANES`, capped at the network's widest layer.
 
         ``deadline``: seconds without an answered request before :class:`LinkError` (default
         :data:`DEADLINE`, or :data:`SIM_DEADLINE` for a simulated board).
 
         Raises:
             LinkError: The port cannot be opened, or the simulated board does not start.
+            TypeError: Simulation keywords (or ``target``) for a serial port.
         """
         import serial
 
         if url.startswith("sim:"):
-            process, path, log = _start_simulated_board(url[4:], baud=baud, **simulation)
+            from hone.sim.runner import SimulationError
+            from hone.sim.launch import start_board
+
+            network_path = url[4:]
+            clock_hz, baud = simulated_target(target, clock_hz=simulation.pop("clock_hz", None), baud=baud)
             try:
-                port = serial.Serial(path, baudrate=baud, timeout=0.002, write_timeout=None)
+                if simulation.get("lanes") is None:
+                    simulation["lanes"] = _default_lanes(network_path)
+                process = start_board(network_path, clock_hz=clock_hz, baud=baud, **simulation)
+            except SimulationError as error:
+                raise LinkError(str(error)) from None
+            try:
+                port = serial.Serial(process.pty, baudrate=baud, timeout=0.002, write_timeout=None)
             except (serial.SerialException, OSError, ValueError) as error:
-                _stop(process[0])
-                raise LinkError(f"cannot open the simulated board's port {path!r}: {error}") from None
-            board = cls(port, timeout=timeout or 10.0, deadline=deadline or SIM_DEADLINE, process=process,
-                        description=f"simulated board ({url[4:]}, log {log})")
-            return board
-        if simulation:
-            raise TypeError(f"{', '.join(simulation)} only apply to simulated boards (sim:...)")
+                process.stop(timeout=0)
+                raise LinkError(f"cannot open the simulated board's port {process.pty!r}: {error}") from None
+            return cls(port, timeout=timeout or 10.0, deadline=deadline or SIM_DEADLINE, process=process,
+                       description=f"simulated board ({network_path}, log {process.log})")
+        if simulation or target is not None:
+            given = [*(["target"] if target is not None else []), *simulation]
+            raise TypeError(f"{', '.join(given)} only apply to simulated boards (sim:...)")
         path = url[len("serial:"):] if url.startswith("serial:") else url
+        baud = SERIAL_BAUD if baud is None else baud
         try:
             port = serial.serial_for_url(path, baudrate=baud, timeout=0.002)
             port.reset_input_buffer()
@@ -179,17 +190,18 @@ class Board:
                 pass
             self._port = None
         if self._process is not None:
-            process, folder = self._process
-            (folder / "stop").write_text("")
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            _stop(process)
-            results = folder / "results.json"
-            if results.exists():
-                self.simulation = json.loads(results.read_text())
+            self.simulation = self._process.stop()
             self._process = None
+
+    @property
+    def baud(self):
+        """The rate the port runs at (baud)."""
+        return self._port.baudrate
+
+    def _exited(self):
+        """The simulated board's exit status once its process has ended; None while it runs (or for a
+        serial port)."""
+        return None if self._process is None else self._process.returncode()
 
     def __enter__(self):
         return self
@@ -235,9 +247,8 @@ class Board:
             yield
         except (serial.SerialException, OSError) as error:
             reason = str(error).strip() or type(error).__name__
-            if self._process is not None and self._process[0].poll() is not None:
-                raise LinkError(f"{self.description} exited with status {self._process[0].returncode} "
-                                f"({reason})") from None
+            if self._exited() is not None:
+                raise LinkError(f"{self.description} exited with status {self._exited()} ({reason})") from None
             raise LinkError(f"{self.description}: the serial port failed: {reason}; the board was "
                             f"unplugged or lost power, or another program took the port") from None
 
@@ -247,8 +258,8 @@ class Board:
         silent = time.monotonic() - self._answered
         if silent > self.deadline:
             waiting = waiting() if callable(waiting) else waiting
-            if self._process is not None and self._process[0].poll() is not None:
-                raise LinkError(f"{self.description} exited with status {self._process[0].returncode}")
+            if self._exited() is not None:
+                raise LinkError(f"{self.description} exited with status {self._exited()}")
             raise LinkError(f"{self.description} answered nothing for {silent:.0f} s (deadline "
                             f"{self.deadline:g} s) while {waiting}: the board stopped answering; check its "
                             f"power and cable, that it runs a hone bitstream, and the baud rate "
@@ -539,43 +550,30 @@ class Board:
         self.stats.chunk = size
 
 
-def _start_simulated_board(network_path, *, baud, simulator="verilator", lanes=32, clock_hz=SIM_CLOCK_HZ,
-                           slots=4, faults=0.0, seed=0, build_root="runs/sim-board", log=None,
-                           start_timeout=900):
-    """``hone sim-board`` in its own process group; returns (process, pty path, log path)."""
+def simulated_target(target=None, *, clock_hz=None, baud=None):
+    """``(clock_hz, baud)`` of a simulated board of ``target`` (a name in
+    :data:`hone.boards.targets.BOARDS`; default :data:`~hone.boards.targets.DEFAULT_TARGET`): its
+    design clock in Hz and the line rate a build at that clock uses
+    (:meth:`~hone.boards.targets.BoardTarget.uart`), each unless given.
+
+    Raises:
+        BoardError: An unknown target, or no standard rate at ``clock_hz`` (then pass ``baud``).
+    """
+    from hone.boards.targets import DEFAULT_TARGET, get_board
+
+    board = get_board(DEFAULT_TARGET if target is None else target)
+    clock_hz = board.clock_hz if clock_hz is None else clock_hz
+    return clock_hz, board.uart(clock_hz).baud if baud is None else int(baud)
+
+
+def _default_lanes(network_path):
+    """:data:`hone.rtl.plan.DEFAULT_LANES`, capped at the widest layer of the network at ``network_path``
+    (:func:`hone.rtl.plan.lanes_for`; a missing file is left to :func:`hone.sim.launch.start_board` to name)."""
+    import pathlib
+
+    from hone.network.netfile import read_network
+    from hone.rtl.plan import DEFAULT_LANES, lanes_for
+
     if not pathlib.Path(network_path).exists():
-        raise LinkError(f"network file {network_path!r} not found")
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="hone-board-"))
-    ready = folder / "ready.json"
-    log = pathlib.Path(log) if log else folder / "sim-board.log"
-    command = [sys.executable, "-m", "hone", "sim-board", str(network_path), "--simulator", simulator,
-               "--lanes", str(lanes), "--clock", str(int(clock_hz)), "--baud", str(int(baud)),
-               "--slots", str(slots), "--faults", str(faults), "--seed", str(seed),
-               "--build-dir", str(build_root), "--ready-file", str(ready), "--parent", str(os.getpid())]
-    with open(log, "w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + start_timeout
-    while not ready.exists():
-        if process.poll() is not None:
-            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-            said = next((line for line in reversed(lines) if line.startswith("hone: ")), lines[-1] if lines else "")
-            raise LinkError(f"the simulated board exited with status {process.returncode} before it was ready "
-                            f"({said.strip()[:300]}); its log: {log}")
-        if time.monotonic() > deadline:
-            _stop(process)
-            raise LinkError(f"the simulated board was not ready after {start_timeout} s; see {log}")
-        time.sleep(0.2)
-    return (process, folder), json.loads(ready.read_text())["pty"], log
-
-
-def _stop(process):
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        return DEFAULT_LANES
+    return lanes_for(read_network(network_path)[0])

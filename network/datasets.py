@@ -42,6 +42,7 @@ class DatasetError(HoneError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """A data set: train and test pixels (floats in [0, 1]), integer labels 0..C-1 and class names."""
     name: str
     x_train: np.ndarray
     y_train: np.ndarray

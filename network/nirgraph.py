@@ -17,6 +17,7 @@ Conventions (NIR's, where hone's differ):
   takes them; the graph metadata states the quantization ``q = floor(p (2**bits - 1) + 1/2)``.
 """
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -25,8 +26,9 @@ from .netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, N
                       SpikeOutput, network_from_dict, weight_range)
 from .nhot import check_key
 from .errors import HoneError, ParameterError
+from .report import Report
 
-__all__ = ["NIRError", "to_nir", "from_nir", "write_nir", "read_nir", "NEURON_NODES", "import_graph"]
+__all__ = ["NIRError", "to_nir", "from_nir", "write_nir", "read_nir", "NEURON_NODES", "ImportReport", "import_graph"]
 
 METADATA = "hone"             # prefix of the graph metadata keys hone writes
 NEURON_NODES = ("Threshold", "IF", "LIF")
@@ -505,12 +507,41 @@ def run_float(stages, inputs, *, chunk=500):
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.uint8)
 
 
+@dataclasses.dataclass
+class ImportReport(Report):
+    """What :func:`import_graph` read and wrote; ``to_json()`` is ``hone nir import --json``'s object.
+    The evaluation's figures are None (left out) without a data set."""
+
+    _OPTIONAL = frozenset({"dataset", "images", "float_accuracy", "integer_accuracy", "class_agreement",
+                           "spike_agreement"})
+
+    nir: str                      # the graph read
+    network: str                  # the network file written
+    written_by_hone: bool         # a graph hone wrote: read back exactly
+    weight_bits: int              # 1..16
+    input_bits: int               # 1..16
+    layers: list                  # "name:kind" per layer
+    sha256: str                   # the network file's hash
+    dataset: str | None = None    # the test data's name or .npz path
+    images: int | None = None     # test images run
+    float_accuracy: float | None = None     # the float graph's, in [0, 1]
+    integer_accuracy: float | None = None   # the integer network's, in [0, 1]
+    class_agreement: int | None = None      # images where both give the same class
+    spike_agreement: int | None = None      # images where both give the same output spikes
+
+
 def import_graph(path, output, *, weight_bits=None, input_bits=None, dt=None, nhot=None, dataset=None, images=None):
-    """``hone nir import``: read ``path``, write the network file ``output``; the report dict.
+    """``hone nir import``: read ``path``, write the network file ``output``; the :class:`ImportReport`.
 
     With ``dataset``, the float graph and the integer network run on its first ``images`` test images
     (default: all) and the report holds both accuracies and their class and output-spike agreement.
     ``nhot``: output units per class of a graph hone did not write, in consecutive blocks (default 1).
+
+    Raises:
+        NIRError: the graph cannot be read or has no network file equivalent (the message names ``path``).
+        ParameterError: ``nhot`` does not divide the output units, the data set's images do not fit the
+            graph, or ``images`` is outside 1..(test images).
+        DatasetError: the data set is missing.
     """
     from .netfile import write_network
 
@@ -526,9 +557,9 @@ def import_graph(path, output, *, weight_bits=None, input_bits=None, dt=None, nh
     except NIRError as error:
         raise NIRError(f"{path}: {error}") from None
     ours = (graph.metadata or {}).get(f"{METADATA}.format") == "hone-network"
-    report = {"nir": str(path), "network": str(output), "written_by_hone": bool(ours),
-              "weight_bits": network.weight_bits, "input_bits": network.input.bits,
-              "layers": [f"{layer.name}:{layer.kind}" for layer in network.layers], "sha256": network.sha256}
+    report = ImportReport(nir=str(path), network=str(output), written_by_hone=bool(ours),
+                          weight_bits=network.weight_bits, input_bits=network.input.bits,
+                          layers=[f"{layer.name}:{layer.kind}" for layer in network.layers], sha256=network.sha256)
     meta = {"source": str(path)}
     if ours and f"{METADATA}.meta.dataset" in (graph.metadata or {}):
         meta["dataset"] = str(graph.metadata[f"{METADATA}.meta.dataset"])
@@ -552,12 +583,12 @@ def import_graph(path, output, *, weight_bits=None, input_bits=None, dt=None, nh
 
         float_classes = decode_spikes(floats, network.output.key)
         labels = data.y_test[:count]
-        report.update(dataset=dataset, images=count,
-                      float_accuracy=float((float_classes == labels).mean()),
-                      integer_accuracy=float((integer.classes == labels).mean()),
-                      class_agreement=int((float_classes == integer.classes).sum()),
-                      spike_agreement=int((floats == integer.spikes[-1]).all(axis=1).sum()))
-        meta.update(dataset=dataset, accuracy=report["integer_accuracy"])
+        report = dataclasses.replace(
+            report, dataset=dataset, images=count, float_accuracy=float((float_classes == labels).mean()),
+            integer_accuracy=float((integer.classes == labels).mean()),
+            class_agreement=int((float_classes == integer.classes).sum()),
+            spike_agreement=int((floats == integer.spikes[-1]).all(axis=1).sum()))
+        meta.update(dataset=dataset, accuracy=report.integer_accuracy)
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_network(output, network, meta=meta)

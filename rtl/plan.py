@@ -2,15 +2,19 @@
 
 The gateware (:mod:`hone.rtl.core`), the cycle model (:mod:`hone.rtl.cycles`) and the testbenches all derive
 their numbers from one :class:`CorePlan`, so they cannot disagree about a width or a layout.
+
+Lanes have one default and one limit, here: :data:`DEFAULT_LANES`, and :func:`useful_lanes` (the widest
+layer; :func:`most_lanes` from layer widths alone). :func:`lanes_for` applies both.
 """
 
 import math
 import operator
 
 import numpy as np
-from hone.network.errors import HoneError
+from hone.network.errors import HoneError, ParameterError
 
-__all__ = ["CorePlan", "ConvPlan", "LayerPlan", "PlanError", "useful_lanes"]
+__all__ = ["DEFAULT_LANES", "CorePlan", "ConvPlan", "LayerPlan", "PlanError", "check_lanes", "lanes_for",
+           "most_lanes", "useful_lanes"]
 
 
 class PlanError(HoneError, ValueError):
@@ -35,15 +39,74 @@ def _pack(values, width):
     return words
 
 
-def useful_lanes(network):
-    """The most lanes ``network`` can keep busy, and the layer that sets it: ``(lanes, index, name)``.
+DEFAULT_LANES = 32
+"""Neuron units of a core when none are asked for: ``hone rtl``, ``hone sim``, the simulated board and the
+flow all start from it, capped at the widest layer (:func:`lanes_for`)."""
+
+
+def most_lanes(widths):
+    """The most lanes a network can keep busy, from the widths of its dense and conv2d layers.
 
     Lanes work over a dense layer's neurons and a conv2d layer's filters; beyond the widest such
-    layer, extra lanes only ever hold padding (and elaboration grows with them).
+    layer, extra lanes only ever hold padding (and elaboration grows with them). Takes the widths
+    alone, so a caller can check lanes before the network exists (a training configuration).
+
+    Args:
+        widths: Positive ints: each dense layer's neurons and each conv2d layer's filters.
+
+    Returns:
+        int: ``max(widths)``.
     """
-    widths = [(layer.weights.shape[0], index, layer.name) for index, layer in enumerate(network.layers)
-              if layer.kind != "maxpool2d"]
-    return max(widths, key=lambda entry: (entry[0], -entry[1]))
+    return max(int(width) for width in widths)
+
+
+def useful_lanes(network):
+    """The most lanes ``network`` can keep busy, and the layer that sets it: its widest dense or conv2d
+    layer (:func:`most_lanes` of their widths).
+
+    Returns:
+        ``(lanes, index, name)``: that layer's neurons (dense) or filters (conv2d), its index in
+        ``network.layers`` and its name; the first such layer on a tie.
+    """
+    layers = [(index, layer) for index, layer in enumerate(network.layers) if layer.kind != "maxpool2d"]
+    width = most_lanes(layer.weights.shape[0] for _, layer in layers)
+    index, layer = next((index, layer) for index, layer in layers if layer.weights.shape[0] == width)
+    return width, index, layer.name
+
+
+def check_lanes(network, lanes):
+    """Refuse more lanes than ``network``'s widest layer can use, before any work.
+
+    Raises:
+        ParameterError: ``lanes`` is above :func:`useful_lanes` (parameter ``"lanes"``; the message
+            names the widest layer).
+    """
+    most, index, name = useful_lanes(network)
+    if lanes > most:
+        unit = "filters" if network.layers[index].kind == "conv2d" else "neurons"
+        raise ParameterError("lanes", f"expected 1..{most} for this network (its widest layer, layers[{index}] "
+                                      f"{name!r}, has {most} {unit}; more lanes would stay idle), got {lanes}")
+
+
+def lanes_for(network, lanes=None, default=DEFAULT_LANES):
+    """The lanes to build for ``network``.
+
+    Args:
+        network: A :class:`~hone.network.netfile.Network`.
+        lanes: Lanes asked for (an int >= 1), or None for ``default``.
+        default: Lanes when none are asked for. Defaults to :data:`DEFAULT_LANES`.
+
+    Returns:
+        int: ``lanes`` as given, or ``default`` capped at the widest layer's width (a small network
+        gets no idle lanes).
+
+    Raises:
+        ParameterError: ``lanes`` is more than the widest layer can use (:func:`check_lanes`).
+    """
+    if lanes is None:
+        return min(default, useful_lanes(network)[0])
+    check_lanes(network, lanes)
+    return lanes
 
 
 class LayerPlan:

@@ -5,12 +5,17 @@ written behaviourally in Verilog: a transmitter fed from a FIFO and a receiver f
 timed in bit periods of the nominal baud rate, independent of the board's own UART. cocotb
 (:mod:`hone.sim.bridge`) moves bytes between those and a pty in batches, so Python wakes once per few
 byte times, not per bit; the host opens the pty with pyserial exactly like ``/dev/ttyUSB0``.
+
+The board's clock and line rate are the caller's to choose (a board target's, or ``hone sim-board``'s
+options): :func:`build_board` and :func:`run_bridge` take them as required keywords and default nothing.
+Lanes default to :data:`hone.rtl.plan.DEFAULT_LANES`.
 """
 
 import json
 import pathlib
 import tempfile
 
+from hone.rtl.plan import DEFAULT_LANES
 from hone.rtl.verilog import BOARD_TOP, write_board_verilog
 from hone.network.netfile import read_network
 
@@ -103,13 +108,39 @@ endmodule
 """
 
 
-def build_board(network_path, *, simulator="verilator", lanes=32, clock_hz=12_000_000, baud=115200,
-                slots=4, build_root="runs/sim-board"):
+def build_board(network_path, *, clock_hz, baud, simulator="verilator", lanes=DEFAULT_LANES, slots=4,
+                build_root="runs/sim-board"):
     """Verilog of the board and its testbench, built for ``simulator`` (reused while unchanged).
+
+    Parameters
+    ----------
+    network_path : path
+        A network file.
+    clock_hz : float
+        The board's clock (Hz).
+    baud : int
+        The line rate each way (baud); the board's UART divides ``clock_hz`` down to it.
+    simulator : str
+        ``"icarus"`` or ``"verilator"``.
+    lanes : int
+        Neuron units of the board's core.
+    slots : int
+        Image buffers, 1..255.
+    build_root : path
+        Folder of the builds, one per network and settings.
 
     Returns
     -------
     (runner, build_dir, description)
+
+    Raises
+    ------
+    ValueError
+        Bad ``simulator`` or ``slots``, or a ``baud`` the UART cannot make from ``clock_hz``.
+    NetworkFileError, PlanError
+        The network file is invalid, or the core cannot run it.
+    SimulationError
+        The simulator failed to build the board.
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"'simulator' must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
@@ -129,12 +160,16 @@ def build_board(network_path, *, simulator="verilator", lanes=32, clock_hz=12_00
     return runner, build_dir, description
 
 
-def run_bridge(network_path, *, testcase="serve", simulator="verilator", lanes=32, clock_hz=12_000_000,
-               baud=115200, slots=4, build_root="runs/sim-board", config=None, seed=0):
-    """Build the board and run one test of :mod:`hone.sim.bridge` on it; blocks until that test ends.
+def run_bridge(network_path, *, clock_hz, baud, testcase="serve", simulator="verilator", lanes=DEFAULT_LANES,
+               slots=4, build_root="runs/sim-board", config=None, seed=0):
+    """Build the board (:func:`build_board`, same keywords) and run one test of :mod:`hone.sim.bridge` on
+    it; blocks until that test ends.
 
     ``config`` (a dict) reaches the test as ``HONE_BOARD_CONFIG``, together with the board's
     description. Returns the test's ``results.json`` (a dict).
+
+    Raises what :func:`build_board` raises, and :class:`SimulationError` when the test ends without
+    results.
     """
     runner, build_dir, description = build_board(
         network_path, simulator=simulator, lanes=lanes, clock_hz=clock_hz, baud=baud, slots=slots,

@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import copy
+import dataclasses
 import json
 import operator
 import os
@@ -16,15 +17,18 @@ import time
 import numpy as np
 
 from hone.rtl.cycles import RESULT_GAP
-from hone.rtl.plan import CorePlan
+from hone.rtl.plan import DEFAULT_LANES, CorePlan, lanes_for
 from hone.rtl.verilog import TOP, write_verilog
 from hone.network.netfile import Network, read_network, write_network
-from hone.network.errors import HoneError
+from hone.network.errors import HoneError, ParameterError
+from hone.network.report import Report
 
-__all__ = ["SIMULATORS", "SimulationError", "build_design", "simulate", "tool_path"]
+__all__ = ["BACKPRESSURE_WHY", "SIMULATORS", "SimReport", "SimulationError", "build_design", "run_sim", "simulate",
+           "tool_path"]
 
 SIMULATORS = ("icarus", "verilator")
 CLOCK_HZ = 50e6
+BACKPRESSURE_WHY = "the chance per cycle that the result stream is not ready; at 1 no result is ever taken"
 
 
 class SimulationError(HoneError, RuntimeError):
@@ -160,7 +164,7 @@ def _tail(path, lines=15):
         return "(no log)"
 
 
-def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="runs/sim", backpressure=0.0,
+def simulate(network, pixels, *, simulator="verilator", lanes=DEFAULT_LANES, build_root="runs/sim", backpressure=0.0,
              gap=0, seed=0, waves=False, progress=True, jobs=1):
     """Stream integer ``pixels`` through the RTL of ``network`` under cocotb; check every spike.
 
@@ -174,7 +178,9 @@ def simulate(network, pixels, *, simulator="verilator", lanes=8, build_root="run
         pixels: ``(n, *network.input.shape)`` or ``(n, network.input.size)`` integers in
             ``0 .. 2**network.input.bits - 1``, e.g. ``network.input.quantize(images)``.
         simulator: ``"icarus"`` or ``"verilator"``. Defaults to `"verilator"`.
-        lanes: Neuron units ``P`` of the generated core. Defaults to `8`.
+        lanes: Neuron units ``P`` of the generated core (more than the widest layer's width only
+            idle; :func:`hone.rtl.plan.lanes_for` caps them). Defaults to
+            :data:`~hone.rtl.plan.DEFAULT_LANES`.
         build_root: Folder for Verilog and simulator builds (reused across runs of the same network
             and lanes). Defaults to `"runs/sim"`.
         backpressure: Chance in [0, 1) that the result stream's ready is low in a cycle.
@@ -409,3 +415,133 @@ def _report(plan, pixels, results, *, simulator, wall, build, test_dir, waves):
     report["equal"] = (report["all_layers_equal"] == n == len(pixels) and report["class_agreement"] == n
                        and report["cycles_equal_model"] == n and report["activity_equal"])
     return report
+
+
+@dataclasses.dataclass
+class SimReport(Report):
+    """What :func:`run_sim` measured: the RTL against the reference model on a data set's test images.
+
+    The fields up to ``equal`` are :func:`simulate`'s report (its ``labels`` and ``outputs`` left out);
+    ``to_json()`` is what ``hone sim --json`` prints.
+
+    Members
+    -------
+    layer_agreement : dict of str to int
+        Images on which each network layer's spikes equal the reference's, by layer name.
+    clock_hz : float
+        The clock that ``images_per_s_at_clock`` assumes (Hz).
+    activity : dict or None
+        :func:`hone.network.activity.activity_report` counted from the RTL's trace, with ``plot``: the
+        path of its plot.
+    equal : bool
+        Every layer, class, cycle count and activity count matched on every image.
+    waves : str or None
+        Waves of the first image (``vcd=True``), else left out of ``to_json()``.
+    jobs : int
+        Simulator processes that ran (at most one per image).
+    reconstruction : dict or None
+        For a spike output (an autoencoder): :func:`hone.network.reconstruction.reconstruction_figures`
+        of the RTL's outputs against the binarized images; left out of ``to_json()`` otherwise.
+    accuracy : float
+        In [0, 1]: the RTL's classes against the labels, or the reconstruction's pixel accuracy.
+    """
+
+    _OPTIONAL = frozenset({"waves", "reconstruction"})
+
+    simulator: str
+    lanes: int
+    images: int
+    images_checked: int
+    layer_agreement: dict
+    all_layers_equal: int
+    class_agreement: int
+    cycles_equal_model: int
+    cycles_mean: float
+    cycles_max: int
+    bound_mean: float
+    bound_max: int
+    cycles_over_bound: float
+    clock_hz: float
+    images_per_s_at_clock: float
+    sim_seconds_wall: float
+    build_seconds: float
+    sim_images_per_s_wall: float
+    simulated_ns: int
+    mismatches: list
+    run_dir: str
+    activity: dict | None
+    activity_equal: bool
+    equal: bool
+    waves: str | None
+    dataset: str
+    jobs: int
+    reconstruction: dict | None
+    accuracy: float
+
+
+def run_sim(network_path, *, images, simulator="verilator", lanes=None, dataset=None, build_root="runs/sim",
+            backpressure=0.0, vcd=False, progress=True, jobs=1, activity_plot=None):
+    """Simulate the first ``images`` test images of a network's data set and score the RTL's answers.
+
+    Args:
+        network_path: A network file.
+        images: How many test images, from the first.
+        simulator: ``"icarus"`` or ``"verilator"``. Defaults to `"verilator"`.
+        lanes: Neuron units; None for :data:`~hone.rtl.plan.DEFAULT_LANES` capped at the widest layer
+            (:func:`hone.rtl.plan.lanes_for`). Defaults to `None`.
+        dataset: A data set name or ``.npz`` file; None for the one the network file names.
+        build_root: Folder of Verilog and simulator builds. Defaults to `"runs/sim"`.
+        backpressure: Chance in [0, 1) per cycle that the result stream is not ready. Defaults to `0.0`.
+        vcd: Also simulate the first image once more with waves (:attr:`SimReport.waves`).
+        progress: Show a progress bar on stderr.
+        jobs: Simulator processes sharing the images (one build; see :func:`simulate`). Defaults to `1`.
+        activity_plot: Where to plot the activity counted from the RTL's trace. Defaults to
+            ``activity.png`` in the run folder.
+
+    Returns:
+        A :class:`SimReport`.
+
+    Raises:
+        ParameterError: ``jobs`` or ``backpressure`` out of range (checked before the data set loads),
+            ``images`` outside the test set, or ``lanes`` more than the widest layer can use.
+        NetworkFileError, DatasetError: as :func:`hone.network.datasets.network_test_images` raises them.
+        PlanError: the core cannot run the network.
+        SimulationError: the simulator failed to build or run.
+    """
+    from hone.network.datasets import network_test_images
+
+    try:
+        _check_jobs(jobs)
+    except (TypeError, ValueError):
+        raise ParameterError("jobs", f"expected an integer >= 1, got {jobs!r}") from None
+    try:
+        _check_backpressure(backpressure)
+    except ValueError:
+        raise ParameterError("backpressure", f"expected a number in [0, 1), got {backpressure} "
+                                             f"({BACKPRESSURE_WHY})") from None
+    network, pixels, y_test, dataset = network_test_images(network_path, images, dataset)
+    lanes = lanes_for(network, lanes)
+    report = simulate(network_path, pixels, simulator=simulator, lanes=lanes, build_root=build_root,
+                      backpressure=backpressure, progress=progress, jobs=jobs)
+    waves = None
+    if vcd:
+        waves = simulate(network_path, pixels[:1], simulator=simulator, lanes=lanes, build_root=build_root,
+                         waves=True, progress=False)["waves"]
+    labels = np.asarray(report.pop("labels"))
+    truth = y_test[:len(labels)]
+    reconstruction = None
+    if "outputs" in report:    # a spike output: the RTL's reconstructions against the binarized images
+        from hone.network.reconstruction import reconstruction_figures
+
+        reconstruction = reconstruction_figures(report.pop("outputs"), truth)
+        accuracy = reconstruction["pixel_accuracy"]
+    else:
+        accuracy = float((labels == np.asarray(truth)).mean())
+    if report["activity"]:   # counted from the RTL's trace; plotted beside the run by default
+        from hone.network.activity import plot_activity
+
+        plot = pathlib.Path(activity_plot or pathlib.Path(report["run_dir"]) / "activity.png")
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        report["activity"]["plot"] = str(plot_activity(report["activity"], plot))
+    return SimReport(**report, waves=waves, dataset=dataset, jobs=min(jobs, len(labels)),
+                     reconstruction=reconstruction, accuracy=accuracy)

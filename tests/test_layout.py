@@ -1,4 +1,4 @@
-"""The layout's promises (issue 30), checked from outside: the network-file contract imports nothing
+"""The layout's promises, checked from outside: the network-file contract imports nothing
 heavy, only the command line knows argparse, the layering holds, and no private Amaranth name is used."""
 
 import ast

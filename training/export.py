@@ -21,9 +21,11 @@ autoencoder, :mod:`hone.training.autoencoder`) has no key: its output is that la
 """
 
 import collections
+import collections.abc
 import dataclasses
 import json
 import pathlib
+import zipfile
 
 import numpy as np
 import keras
@@ -31,27 +33,22 @@ from keras.src.models.functional import Functional  # no public name; stable thr
 
 from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm, fold_parameters
+from hone.network.activity import measure_activity, plot_activity
+from hone.network.datasets import DatasetError, load_dataset
 from hone.network.integer import IntegerNetwork
-from .qat import Quantized, QuantizedConv2D, QuantizedDense, quantized_layers
-from hone.network.netfile import ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput
+from .qat import QuantizedConv2D, QuantizedDense, quantized_layers
+from hone.network.netfile import (ConvLayer, DenseLayer, InputSpec, MaxPoolLayer, Network, OutputCode, SpikeOutput,
+                                  write_network)
 from hone.network.nhot import decode_spikes
 from hone.network.quantize import clip_thresholds, quantize_neurons
 from .sharpeners import sharpness_of
-from hone.network.errors import HoneError
+from hone.network.errors import HoneError, ParameterError
+from hone.network.reconstruction import pixel_targets
+from hone.network.report import Report
 
-__all__ = ["ExportError", "FloatLayer", "RunSettings", "run_settings", "export_network", "integers_source",
-           "evaluate_export"]
-
-# Exact types, not isinstance: a subclass may override call(), so only these classes are known to compute
-# what the file holds. Spiking layers are the exception: hone's base class fixes the sharp step.
-_SKIPPED = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dropout, hone_layers.FoldedBatchNorm,
-            keras.layers.RandomFlip, keras.layers.RandomTranslation)  # identities at inference
-_SUPPORTED = _SKIPPED + (keras.layers.Dense, keras.layers.Conv2D, keras.layers.MaxPooling2D,
-                         keras.layers.BatchNormalization, keras.layers.Reshape, hone_layers.SoftmaxDecode,
-                         QuantizedDense, QuantizedConv2D)
-_SUPPORTED_TEXT = ("hone exports Dense, Conv2D, spiking activations, MaxPooling2D, Flatten, Dropout, "
-                   "BatchNormalization, RandomFlip, RandomTranslation and SoftmaxDecode")
-
+__all__ = ["ExportError", "ExportReport", "FloatLayer", "RunSettings", "run_settings", "export_model",
+           "export_network", "integers_source", "evaluate_export", "Handler", "HANDLERS", "handles", "handler_of",
+           "supported_text", "Synapses", "Fire", "Key"]
 
 class ExportError(HoneError, ValueError):
     """The model cannot be exported; the message names the layer and what was expected."""
@@ -113,6 +110,202 @@ def run_settings(model_path, *, dataset=None, input_bits=None, weight_bits=None,
     return RunSettings(dataset or recorded["dataset"], input_bits, input_bits == 1 and recorded["binarize"], weight_bits)
 
 
+# -- the handler registry: one small handler per Keras layer type -----------------------------------
+#
+# Exact types, not isinstance: a subclass may override call(), so only these classes are known to compute
+# what the file holds. Spiking layers are the exception: hone's base class fixes the sharp step.
+
+
+@dataclasses.dataclass(frozen=True)
+class Synapses:
+    """What a Dense, Conv2D or quantization-aware layer holds: the weights of one neuron layer, before
+    the spiking layer after it sets the threshold. ``weights``: ``(outputs, ...)`` float64 in the file's
+    layout; ``bias``: ``(outputs,)`` float64; ``trained``: a quantization-aware layer's integers, as in
+    :class:`FloatLayer`, and ``trained_threshold`` the threshold it trained for (None for a float layer)."""
+
+    name: str
+    described: str
+    kind: str
+    weights: np.ndarray
+    bias: np.ndarray
+    padding: str = "valid"
+    trained: tuple | None = None
+    trained_threshold: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fire:
+    """A spiking layer: its neurons fire iff their input reaches ``threshold``."""
+
+    described: str
+    threshold: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """A SoftmaxDecode: the N-hot key, ``(classes, units)`` of 0/1."""
+
+    key: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    """How the export reads one Keras layer type.
+
+    Args:
+        read: ``layer -> plain data``: None (an identity at inference), :class:`Synapses`,
+            :class:`Fire`, a :class:`~hone.network.netfile.MaxPoolLayer` or a :class:`Key`; raises
+            :class:`ExportError` for a configuration the file cannot hold.
+        label: The type's name in the list of supported layers; None: not listed (hone's own
+            placeholders, and the model's input).
+        flat_input: Keras applies the layer along the last axis only; the file to a flat vector.
+        subclasses: Subclasses are handled too (spiking layers, whose base class fixes the step).
+        check: ``layer -> None``, raising :class:`ExportError`; run on the model as given, before
+            anything is read. Defaults to `None`.
+    """
+
+    read: collections.abc.Callable
+    label: str | None
+    flat_input: bool = False
+    subclasses: bool = False
+    check: collections.abc.Callable | None = None
+
+
+HANDLERS = {}   # Keras layer class -> Handler, in the order the refusal message lists them
+
+
+def handles(*classes, label=True, **options):
+    """Register the decorated ``read`` function as the :class:`Handler` of ``classes`` (each listed
+    under its class name, unless ``label`` is a name to list them by or None)."""
+    def register(read):
+        for cls in classes:
+            HANDLERS[cls] = Handler(read, cls.__name__ if label is True else label, **options)
+        return read
+    return register
+
+
+def handler_of(layer):
+    """The :class:`Handler` of ``layer``'s exact type (or of a base class that takes subclasses); None
+    for a type the network file cannot hold."""
+    exact = HANDLERS.get(type(layer))
+    if exact is not None:
+        return exact
+    return next((HANDLERS[cls] for cls in type(layer).__mro__
+                 if cls in HANDLERS and HANDLERS[cls].subclasses), None)
+
+
+def supported_text():
+    """The refusal message's list of what hone exports, built from :data:`HANDLERS`."""
+    labels = list(dict.fromkeys(handler.label for handler in HANDLERS.values() if handler.label))
+    return f"hone exports {', '.join(labels[:-1])} and {labels[-1]}"
+
+
+def _numpy(variable):
+    return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+
+def _check_linear(layer):
+    activation = layer.get_config().get("activation", "linear")
+    if activation != "linear":
+        raise ExportError(f"layer {_describe(layer)} has activation {activation!r}; hone needs a linear layer "
+                          f"followed by a spiking activation")
+
+
+@handles(keras.layers.Dense, flat_input=True)
+def _dense(layer):
+    _check_linear(layer)
+    kernel = _numpy(layer.kernel)
+    bias = _numpy(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
+    return Synapses(layer.name, _describe(layer), "dense", kernel.T, bias)
+
+
+@handles(keras.layers.Conv2D)
+def _conv2d(layer):
+    _check_linear(layer)
+    config = layer.get_config()
+    if (tuple(config["strides"]) != (1, 1) or tuple(config["dilation_rate"]) != (1, 1)
+            or config.get("groups", 1) != 1 or config["data_format"] != "channels_last"):
+        raise ExportError(f"unsupported Conv2D {_describe(layer)}: hone needs strides 1, dilation 1, "
+                          f"groups 1, channels_last; got {config['strides']}, {config['dilation_rate']}, "
+                          f"{config.get('groups', 1)}, {config['data_format']}")
+    kernel = _numpy(layer.kernel)
+    bias = _numpy(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1])
+    return Synapses(layer.name, _describe(layer), "conv2d", kernel.transpose(3, 0, 1, 2), bias, config["padding"])
+
+
+@handles(QuantizedConv2D)
+@handles(QuantizedDense, flat_input=True)
+def _quantized(layer):
+    """A quantization-aware layer: BN folded in float64, and the integers it trained as, if it did."""
+    kernel = _numpy(layer.kernel)
+    if layer.norm is None:
+        bias = _numpy(layer.bias)
+    else:
+        norm, channels = layer.norm, kernel.shape[-1]
+        kernel, bias = fold_parameters(
+            kernel, None, _numpy(norm.gamma) if norm.scale else np.ones(channels),
+            _numpy(norm.beta) if norm.center else np.zeros(channels), _numpy(norm.moving_mean),
+            _numpy(norm.moving_variance), norm.epsilon)
+    if isinstance(layer, QuantizedDense):
+        order, kind, padding = (1, 0), "dense", "valid"
+    else:
+        order, kind, padding = (3, 0, 1, 2), "conv2d", layer.padding
+    trained = None
+    if layer.is_quantized():
+        w = np.rint(keras.ops.convert_to_numpy(layer.integer_kernel)).astype(np.int64).transpose(order)
+        theta = _numpy(layer.integer_threshold)  # unclipped
+        trained = (layer.weight_bits, layer.input_bits, layer.per_neuron, w, theta)
+    return Synapses(layer.name, _describe(layer), kind, kernel.transpose(order), bias, padding, trained,
+                    layer.threshold)
+
+
+@handles(hone_layers.Spiking, label="spiking activations", subclasses=True)
+def _spiking(layer):
+    return Fire(_describe(layer), layer.threshold)
+
+
+@handles(keras.layers.MaxPooling2D)
+def _max_pool(layer):
+    config = layer.get_config()
+    if tuple(config["strides"]) != tuple(config["pool_size"]) or config["padding"] != "valid":
+        raise _misplaced_pool(layer)
+    return MaxPoolLayer(layer.name, tuple(config["pool_size"]))
+
+
+def _misplaced_pool(layer):
+    return ExportError(f"unsupported MaxPooling2D {_describe(layer)}: hone needs it after a spiking layer, "
+                       f"with strides equal to the pool size and 'valid' padding")
+
+
+def _identity(layer):
+    return None
+
+
+def _flat_reshape(layer):
+    if len(layer.target_shape) != 1:
+        raise ExportError(f"layer {_describe(layer)} reshapes to {tuple(layer.target_shape)}; the network file "
+                          f"has no reshape: hone accepts only a Reshape to a flat vector, which is a Flatten")
+
+
+handles(keras.layers.Flatten)(_identity)   # channel-last, row-major: the file's order
+handles(keras.layers.Reshape, check=_flat_reshape)(_identity)  # to a flat vector: a Flatten
+handles(keras.layers.Dropout)(_identity)  # training only
+
+
+@handles(keras.layers.BatchNormalization)
+def _batch_norm(layer):   # folded into the layer before it (a FoldedBatchNorm) before the walk
+    raise ExportError(f"layer {_describe(layer)} is not folded into the layer before it")
+
+
+handles(keras.layers.RandomFlip, keras.layers.RandomTranslation)(_identity)  # training only
+handles(keras.layers.InputLayer, hone_layers.FoldedBatchNorm, label=None)(_identity)
+
+
+@handles(hone_layers.SoftmaxDecode, flat_input=True)
+def _decode(layer):
+    return Key(layer.key)
+
+
 def _check_sharp(model, allow_unsharp):
     levels = sharpness_of(model)
     if not levels:
@@ -165,20 +358,21 @@ def _check_supported(layer, node):
     """Refuse a layer the network file cannot hold, whatever its place in the chain.
 
     Raises:
-        ExportError: for a ``keras.ops`` call, a layer type outside hone's set (subclasses included: they
-            may compute something else), a Reshape to anything but a flat vector, or a Dense or
-            SoftmaxDecode on a tensor that is not flat (Keras applies them along the last axis only).
+        ExportError: for a ``keras.ops`` call, a layer type without a :class:`Handler` (subclasses
+            included: they may compute something else), one its handler's ``check`` refuses (a Reshape
+            to anything but a flat vector), or a Dense or SoftmaxDecode on a tensor that is not flat
+            (Keras applies them along the last axis only).
     """
     name = _describe(layer)
     if not isinstance(layer, keras.layers.Layer):
-        raise ExportError(f"unsupported operation {name}, a keras.ops call: {_SUPPORTED_TEXT}")
-    if type(layer) not in _SUPPORTED and not isinstance(layer, hone_layers.Spiking):
-        raise ExportError(f"unsupported layer {name}: {_SUPPORTED_TEXT}")
+        raise ExportError(f"unsupported operation {name}, a keras.ops call: {supported_text()}")
+    handler = handler_of(layer)
+    if handler is None:
+        raise ExportError(f"unsupported layer {name}: {supported_text()}")
+    if handler.check is not None:
+        handler.check(layer)
     shape = tuple(node.input_tensors[0].shape)
-    if isinstance(layer, keras.layers.Reshape) and len(layer.target_shape) != 1:
-        raise ExportError(f"layer {name} reshapes to {tuple(layer.target_shape)}; the network file has no "
-                          f"reshape: hone accepts only a Reshape to a flat vector, which is a Flatten")
-    if isinstance(layer, (keras.layers.Dense, QuantizedDense, hone_layers.SoftmaxDecode)) and len(shape) != 2:
+    if handler.flat_input and len(shape) != 2:
         raise ExportError(f"layer {name} takes input of shape {shape}; Keras applies it along the last "
                           f"axis only, the network file to a flat vector: put a Flatten before it")
 
@@ -202,12 +396,13 @@ def _layer_chain(model):
         names = ", ".join(repr(tensor.name) for tensor in graph.inputs)
         raise ExportError(f"the model has {len(graph.inputs)} inputs ({names}); the network file takes "
                           f"one input image")
-    if len(graph.outputs) != 1:
-        names = ", ".join(repr(tensor._keras_history.operation.name) for tensor in graph.outputs)
-        raise ExportError(f"the model has {len(graph.outputs)} outputs (from {names}); the network file has "
-                          f"one output: the class its SoftmaxDecode key decodes, or the last layer's spikes")
     by_depth = graph._nodes_by_depth  # what folding.py reads too; the input's node is the deepest
     nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    producer = {id(tensor): node.operation for node in nodes for tensor in node.outputs}
+    if len(graph.outputs) != 1:
+        names = ", ".join(repr(producer[id(tensor)].name) for tensor in graph.outputs)
+        raise ExportError(f"the model has {len(graph.outputs)} outputs (from {names}); the network file has "
+                          f"one output: the class its SoftmaxDecode key decodes, or the last layer's spikes")
     applied = collections.Counter(id(node.operation) for node in nodes)
     for node in nodes:
         if applied[id(node.operation)] > 1:
@@ -217,8 +412,7 @@ def _layer_chain(model):
         for tensor in node.input_tensors:
             consumers[id(tensor)][id(node)] = node
     tensor, output = graph.inputs[0], graph.outputs[0]
-    history = getattr(tensor, "_keras_history", None)
-    source = f"the model input {getattr(getattr(history, 'operation', None), 'name', tensor.name)!r}"
+    source = f"the model input {getattr(producer.get(id(tensor)), 'name', tensor.name)!r}"
     layers, nested, visited = [], False, {id(node) for node in nodes if node.is_input}
     while tensor is not output:
         users = list(consumers[id(tensor)].values())
@@ -280,6 +474,9 @@ def _folded_layers(model, chain):
     """Fold the model's BN and walk its chain into float neuron layers, max-pools and the key.
 
     ``chain`` is :func:`_layer_chain` of ``model``: a model with nested models is flattened first.
+    Each layer is read by its :class:`Handler`; the walk checks their order: a neuron layer
+    (:class:`Synapses`), then its spiking layer (:class:`Fire`), max-pools after a spiking layer, and
+    the key last.
     """
     layers, nested = chain
     try:
@@ -291,91 +488,33 @@ def _folded_layers(model, chain):
         name = _describe(layer)
         if key is not None:
             raise ExportError(f"layer {name} follows SoftmaxDecode; the decode must be the last layer")
-        if type(layer) in _SKIPPED or isinstance(layer, keras.layers.Reshape):  # a flat Reshape: a Flatten
-            continue
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D, Quantized)):
+        handler = handler_of(layer)
+        if handler is None:   # refused by _layer_chain already; kept so nothing is dropped silently
+            raise ExportError(f"unsupported layer {name}: {supported_text()}")
+        data = handler.read(layer)
+        if isinstance(data, Synapses):
             if pending is not None:
-                raise ExportError(f"layer {name} follows {pending[0].name!r} without a spiking activation "
+                raise ExportError(f"layer {name} follows {pending.name!r} without a spiking activation "
                                   f"between them")
-            if isinstance(layer, Quantized):
-                pending = (layer,)
-                continue
-            if layer.get_config().get("activation", "linear") != "linear":
-                raise ExportError(f"layer {name} has activation {layer.get_config()['activation']!r}; "
-                                  f"hone needs a linear layer followed by a spiking activation")
-            if isinstance(layer, keras.layers.Conv2D):
-                if type(layer) is not keras.layers.Conv2D:
-                    raise ExportError(f"unsupported layer {name}: only plain Conv2D convolutions")
-                config = layer.get_config()
-                if (tuple(config["strides"]) != (1, 1) or tuple(config["dilation_rate"]) != (1, 1)
-                        or config.get("groups", 1) != 1 or config["data_format"] != "channels_last"):
-                    raise ExportError(f"unsupported Conv2D {name}: hone needs strides 1, dilation 1, "
-                                      f"groups 1, channels_last; got {config['strides']}, "
-                                      f"{config['dilation_rate']}, {config.get('groups', 1)}, "
-                                      f"{config['data_format']}")
-            pending = (layer,)
-            continue
-        if isinstance(layer, hone_layers.Spiking):
+            pending = data
+        elif isinstance(data, Fire):
             if pending is None:
                 raise ExportError(f"spiking layer {name} does not follow a Dense or Conv2D")
-            source = pending[0]
-            if isinstance(source, Quantized):
-                items.append(_quantized_item(source, layer))
-                pending = None
-                continue
-            kernel = np.asarray(source.kernel.numpy(), np.float64)
-            bias = np.asarray(source.bias.numpy(), np.float64) if source.use_bias else np.zeros(kernel.shape[-1])
-            if isinstance(source, keras.layers.Dense):
-                weights, kind, padding = kernel.T, "dense", "valid"
-            else:
-                weights, kind, padding = kernel.transpose(3, 0, 1, 2), "conv2d", source.padding
-            items.append(FloatLayer(source.name, kind, weights, layer.threshold - bias, padding))
+            if pending.trained_threshold is not None and pending.trained_threshold != data.threshold:
+                raise ExportError(f"layer {pending.described} trained for a threshold of "
+                                  f"{pending.trained_threshold:g} but {data.described} fires at {data.threshold:g}")
+            items.append(FloatLayer(pending.name, pending.kind, pending.weights, data.threshold - pending.bias,
+                                    pending.padding, pending.trained))
             pending = None
-            continue
-        if isinstance(layer, keras.layers.MaxPooling2D):
-            config = layer.get_config()
-            if (pending is not None or tuple(config["strides"]) != tuple(config["pool_size"])
-                    or config["padding"] != "valid"):
-                raise ExportError(f"unsupported MaxPooling2D {name}: hone needs it after a spiking layer, "
-                                  f"with strides equal to the pool size and 'valid' padding")
-            items.append(MaxPoolLayer(layer.name, tuple(config["pool_size"])))
-            continue
-        if isinstance(layer, hone_layers.SoftmaxDecode):
-            key = layer.key
-            continue
-        raise ExportError(f"unsupported layer {name}: hone exports Dense, Conv2D, spiking activations, "
-                          f"MaxPooling2D, Flatten, Dropout, BatchNormalization and SoftmaxDecode")
+        elif isinstance(data, MaxPoolLayer):
+            if pending is not None:
+                raise _misplaced_pool(layer)
+            items.append(data)
+        elif isinstance(data, Key):
+            key = data.key
     if pending is not None:
-        raise ExportError(f"layer {pending[0].name!r} is not followed by a spiking activation")
+        raise ExportError(f"layer {pending.name!r} is not followed by a spiking activation")
     return items, key   # key None: the last layer's spikes are the output
-
-
-def _quantized_item(source, spiking):
-    """The :class:`FloatLayer` of a quantization-aware layer: BN folded in float64, and the integers it
-    trained as, if it did."""
-    if source.threshold != spiking.threshold:
-        raise ExportError(f"layer {_describe(source)} trained for a threshold of {source.threshold:g} but "
-                          f"{_describe(spiking)} fires at {spiking.threshold:g}")
-    kernel = np.asarray(keras.ops.convert_to_numpy(source.kernel), np.float64)
-    if source.norm is None:
-        kernel, bias = kernel, np.asarray(keras.ops.convert_to_numpy(source.bias), np.float64)
-    else:
-        norm, channels = source.norm, kernel.shape[-1]
-        value = lambda variable: keras.ops.convert_to_numpy(variable)  # noqa: E731
-        kernel, bias = fold_parameters(
-            kernel, None, value(norm.gamma) if norm.scale else np.ones(channels),
-            value(norm.beta) if norm.center else np.zeros(channels), value(norm.moving_mean),
-            value(norm.moving_variance), norm.epsilon)
-    if isinstance(source, QuantizedDense):
-        order, kind, padding = (1, 0), "dense", "valid"
-    else:
-        order, kind, padding = (3, 0, 1, 2), "conv2d", source.padding
-    trained = None
-    if source.is_quantized():
-        w = np.rint(keras.ops.convert_to_numpy(source.integer_kernel)).astype(np.int64).transpose(order)
-        theta = np.asarray(keras.ops.convert_to_numpy(source.integer_threshold), np.float64)  # unclipped
-        trained = (source.weight_bits, source.input_bits, source.per_neuron, w, theta)
-    return FloatLayer(source.name, kind, kernel.transpose(order), spiking.threshold - bias, padding, trained)
 
 
 def _writes_trained(item, first, weight_bits, input_bits, per_neuron):
@@ -581,4 +720,152 @@ def evaluate_export(model, network, floats, x, y, *, tie_margin=1e-5):
         "spike_rate": dict(zip(names, integer.spike_rates())),
         "accumulator_bits": network.accumulator_bits(),
     })
+    return report
+
+
+@dataclasses.dataclass
+class ExportReport(Report):
+    """What :func:`export_model` measured and wrote; ``to_json()`` is ``hone export --json``'s object
+    (and the ``.json`` beside the network file). The evaluation's figures are None (left out) when the
+    export had no test data, and ``evaluation`` says why."""
+
+    _OPTIONAL = frozenset({"evaluation", "images", "output", "accuracy", "bits_wrong_per_image", "reconstruction",
+                           "image_agreement_keras_integer", "bits_differing_keras_integer",
+                           "class_agreement_keras_integer", "disagreements", "disagreements_near_threshold",
+                           "disagreement_sources", "spike_rate", "activity"})
+
+    dataset: str | None                  # the test data's name or .npz path; None: not evaluated
+    scaling: str                         # "per-neuron" or "per-layer"
+    model: str                           # the .keras file read
+    weight_bits: int                     # 1..16
+    input_bits: int                      # 1..16
+    integers: str                        # which integers were written, in words (integers_source)
+    evaluation: str | None = None        # why nothing was measured
+    images: int | None = None            # test images evaluated
+    output: str | None = None            # "spikes" for an autoencoder (no key)
+    accuracy: dict | None = None         # stage -> accuracy in [0, 1] (pixel accuracy for spikes)
+    bits_wrong_per_image: dict | None = None         # spikes: stage -> mean bits wrong
+    reconstruction: dict | None = None               # spikes: the integer network's figures
+    image_agreement_keras_integer: float | None = None   # spikes: images equal bit for bit, [0, 1]
+    bits_differing_keras_integer: int | None = None      # spikes
+    class_agreement_keras_integer: float | None = None   # classes: [0, 1]
+    disagreements: int | None = None
+    disagreements_near_threshold: int | None = None
+    disagreement_sources: dict | None = None         # pixel_quantization, weight_quantization(_near_threshold)
+    spike_rate: dict | None = None                   # layer -> mean spikes per neuron and image, [0, 1]
+    accumulator_bits: dict = dataclasses.field(default_factory=dict)   # layer -> bits
+    layers: dict = dataclasses.field(default_factory=dict)             # layer -> kind
+    activity: dict | None = None                     # hone.network.activity's report, with its "plot"
+    sha256: str = ""                                 # the network file's hash
+
+
+def _model_file(model_path, output):
+    """The ``.keras`` (or ``.h5``) file of ``model_path`` (a run folder or the file itself).
+
+    Raises:
+        ExportError: no such file, a folder without ``model.keras``, another suffix, or a ``.keras``
+            that is not a zip archive.
+        ParameterError: ``output`` (or its ``.json``) would overwrite the model or its ``history.json``.
+    """
+    if model_path.is_dir():   # a run folder of hone train
+        if not (model_path / "model.keras").is_file():
+            raise ExportError(f"{model_path}: a folder without model.keras; expected a hone train run folder "
+                              f"or its model.keras")
+        model_path = model_path / "model.keras"
+    if not model_path.exists():
+        raise ExportError(f"{model_path}: no such model file")
+    written = {output.resolve(), output.with_name(output.name + ".json").resolve()}
+    for own in (model_path, model_path.with_name("history.json")):
+        if own.resolve() in written:
+            raise ParameterError("output", f"{output} would overwrite {own}, which the export reads; "
+                                           f"expected another path")
+    if model_path.suffix not in (".keras", ".h5"):
+        raise ExportError(f"{model_path}: expected a hone train run folder or its model.keras")
+    if model_path.suffix == ".keras" and not zipfile.is_zipfile(model_path):
+        raise ExportError(f"{model_path}: not a .keras file (a zip archive): truncated or corrupted?")
+    return model_path
+
+
+def _integer_activity(network, images, plot):
+    """The activity report (:mod:`hone.network.activity`) of the integer network on float ``images``
+    in [0, 1], with its plot written to ``plot``."""
+    pixels = network.input.quantize(np.asarray(images).reshape((len(images),) + tuple(network.input.shape)))
+    report = measure_activity(network, pixels, IntegerNetwork(network).run(pixels).spikes)
+    report["plot"] = str(plot_activity(report, plot))
+    return report
+
+
+def export_model(model_path, output, *, weight_bits=None, input_bits=None, per_layer=False, allow_unsharp=False,
+                 dataset=None):
+    """Export a run's model to a network file and its report (``output`` + ``.json``).
+
+    The accuracy table is measured on ``dataset`` (default: the one the run folder records); with
+    neither, the export is written unevaluated and the report says so. Unset bits are the ones the run
+    folder records (``hone train --weight-bits/--input-bits``), else 4-bit weights and 8-bit pixels (1
+    for a model trained on binarized input). With test data, the integer network's activity plot is
+    written to ``output`` + ``.activity.png``.
+
+    Args:
+        model_path: A ``hone train`` run folder, or its ``model.keras``.
+        output: The network file to write.
+        weight_bits: Weight width, 1..16. Defaults to `None` (the run's).
+        input_bits: Pixel bits, 1..16. Defaults to `None` (the run's).
+        per_layer: One weight scale per layer, not per neuron. Defaults to `False`.
+        allow_unsharp: Export a model not fully sharp as if it were. Defaults to `False`.
+        dataset: A data set name or ``.npz`` path. Defaults to `None` (the run's).
+
+    Returns:
+        The :class:`ExportReport`.
+
+    Raises:
+        ExportError: a missing, corrupted or unloadable model file, a bad ``history.json``, or a model
+            the network file cannot hold (see :func:`export_network`).
+        ParameterError: ``output`` would overwrite the model or its ``history.json``.
+        DatasetError: the data set is missing or its images do not fit the model.
+
+    Example:
+
+    >>> report = export_model("runs/digits", "net.hone", weight_bits=4)
+    """
+    model_path, output = pathlib.Path(model_path), pathlib.Path(output)
+    model_path = _model_file(model_path, output)
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as error:  # Keras raises many types for a bad file; its last line says why
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]
+        raise ExportError(f"{model_path}: cannot load the Keras model: {reason}") from None
+    dataset, input_bits, binarized, weight_bits = run_settings(model_path, dataset=dataset, input_bits=input_bits,
+                                                               weight_bits=weight_bits, model=model)
+    network, floats = export_network(model, weight_bits=weight_bits, input_bits=input_bits,
+                                     per_neuron=not per_layer, allow_unsharp=allow_unsharp)
+    data = None if dataset is None else load_dataset(dataset, binarize=binarized)
+    report = ExportReport(dataset=dataset, scaling="per-layer" if per_layer else "per-neuron", model=str(model_path),
+                          weight_bits=network.weight_bits, input_bits=network.input.bits,
+                          integers=integers_source(floats, weight_bits=weight_bits, input_bits=input_bits,
+                                                   per_neuron=not per_layer))
+    if data is None:
+        report.evaluation = ("skipped: no test data (no --dataset, and no history.json of a hone train run beside "
+                             "the model); pass --dataset to measure accuracy and agreement")
+    else:
+        model_shape = tuple(int(d) for d in model.input_shape[1:])
+        if int(np.prod(data.input_shape)) != network.input.size:
+            raise DatasetError(f"dataset {dataset!r} has {tuple(data.input_shape)} images but the model takes "
+                               f"{model_shape}; pass the data set it was trained on with --dataset")
+        x_test = data.x_test.reshape((len(data.x_test),) + model_shape)
+        targets = pixel_targets(data.x_test) if network.output.kind == "spikes" else data.y_test
+        try:   # an autoencoder's target is its binarized input
+            figures = evaluate_export(model, network, floats, x_test, targets)
+        except ValueError as error:
+            raise DatasetError(f"dataset {dataset!r}: {error}") from None
+        report = dataclasses.replace(report, **figures)
+    report.layers = {layer.name: layer.kind for layer in network.layers}
+    report.accumulator_bits = network.accumulator_bits()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if data is not None:   # spikes, synaptic operations and sparsity of the integer network, test set
+        report.activity = _integer_activity(network, x_test, output.with_name(output.name + ".activity.png"))
+    meta = {"source": str(model_path), "scaling": report.scaling}
+    if data is not None:
+        meta.update(dataset=dataset, accuracy=report.accuracy)
+    report.sha256 = write_network(output, network, meta=meta)
+    output.with_name(output.name + ".json").write_text(json.dumps(report.to_json(), indent=1))
     return report

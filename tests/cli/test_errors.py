@@ -361,10 +361,16 @@ class SilentBoard:
                 pass
 
 
-def test_default_deadline_is_under_a_minute():
-    from hone.host.board import DEADLINE
+def test_a_serial_board_is_given_up_within_a_minute_by_default():
+    from hone.host.board import Board
 
-    assert 0 < DEADLINE <= 60
+    master, slave = os.openpty()
+    try:
+        with Board.open(os.ttyname(slave)) as board:
+            assert 0 < board.deadline <= 60 and board.baud == 115200
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_a_board_that_stops_answering_is_given_up_after_the_deadline(capsys):
@@ -415,12 +421,12 @@ def test_a_board_that_disappears_is_a_link_error_naming_the_port(capsys):
 # -- the error boundary ---------------------------------------------------------------------------
 
 def test_a_bug_in_hone_is_one_line_and_a_log_with_the_traceback(capsys, monkeypatch):
-    from hone.cli import train as training_cli
+    from hone.cli import info as info_cli
 
     def broken(args):
         raise RuntimeError("the network exploded\nsecond line")
 
-    monkeypatch.setattr(training_cli, "cmd_info", broken)
+    monkeypatch.setattr(info_cli, "cmd_info", broken)
     code, _, err = hone(capsys, "info", DIGITS)
     assert code == 1
     match = re.fullmatch(r"hone: internal error: RuntimeError: the network exploded \(the traceback is in "

@@ -1,8 +1,6 @@
-import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from hone.cli.main import main

@@ -713,7 +713,7 @@ def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(
     """9..16-bit pixels travel packed (here 12 bits: 1.5 bytes a pixel) through the whole board under
     Verilator; a host at another standard rate gets an error naming both rates, not a timeout."""
     from hone.host.board import Board, LinkError
-    from hone.cli.infer import _check_baud
+    from hone.host.infer import check_baud
 
     network = random_dense_network(np.random.default_rng(12), input_shape=(5, 5, 1), input_bits=12, widths=(16,),
                                    classes=4, nhot=2)
@@ -731,7 +731,7 @@ def test_a_12_bit_network_runs_on_the_simulated_board_and_a_wrong_baud_is_named(
         board._port.baudrate = 115200           # as a host opened at the wrong rate
         with pytest.raises(LinkError, match=r"^simulated board \(.*\) answers at 1,500,000 baud, not at 115,200: pass "
                                             r"--baud 1500000 \(or --build DIR, the folder of its bitstream's report\)$"):
-            _check_baud(board, 115200)
+            check_baud(board, 115200)
 
 
 def test_hone_infer_takes_the_baud_from_a_build_report(tmp_path, capsys):
@@ -770,6 +770,21 @@ def test_board_open_errors(tmp_path):
         Board.open(f"sim:{tmp_path / 'missing.hone'}")
     with pytest.raises(TypeError, match=r"^faults only apply to simulated boards"):
         Board.open("/dev/ttyNOPE9", faults=0.1)
+    with pytest.raises(TypeError, match=r"^target only apply to simulated boards"):
+        Board.open("/dev/ttyNOPE9", target="icebreaker")
+
+
+def test_a_simulated_board_simulates_a_target_at_its_clock_and_rate():
+    """No clock and no rate: the default target's design clock and the rate a build at it uses; a
+    clock given: the target's rate at that clock; both given: as given."""
+    from hone.boards.targets import BOARDS, DEFAULT_TARGET
+    from hone.host.board import simulated_target
+
+    target = BOARDS[DEFAULT_TARGET]
+    assert simulated_target() == (target.clock_hz, target.uart().baud) == (45e6, 3_000_000)
+    assert simulated_target("icebreaker") == (12e6, 1_500_000)
+    assert simulated_target(clock_hz=30e6) == (30e6, 3_000_000)      # 10 clocks per bit
+    assert simulated_target(clock_hz=12e6, baud=115200) == (12e6, 115200)
 
 
 def test_hone_infer_cli(capsys):
@@ -793,10 +808,13 @@ def test_hone_infer_cli(capsys):
              for encodings in (protocol.Encoding.ZERO_RUN, both)}
     assert report["frame_bytes_up"] == pytest.approx(sizes[both]) and sizes[both] < sizes[protocol.Encoding.ZERO_RUN]
     assert report["wire_bytes_up_per_image"] == pytest.approx(report["frame_bytes_up"], rel=0.01)
-    assert report["line_rate_limit"] == pytest.approx(115200 / 10 / report["frame_bytes_up"])
+    # no board option: a simulated ULX3S-85F (the default target), at its 45 MHz and 3 Mbaud
+    assert (report["clock_hz"], report["baud"]) == (45_000_000, 3_000_000)
+    assert report["line_rate_limit"] == pytest.approx(3_000_000 / 10 / report["frame_bytes_up"])
     assert re.search(r"^bytes per image +\d+\.\d up on the wire \(retries included; \d+\.\d on a clean line, "
                      r"798 as raw frames, encoded where it pays\), 23 down$", out, re.M), out
-    assert re.search(r"^line-rate limit +\d+\.\d\d images/s at 115,200 baud -> \d+\.\d% reached$", out, re.M), out
+    assert re.search(r"^line-rate limit +\d+\.\d\d images/s at 3,000,000 baud -> \d+\.\d% reached$", out, re.M), out
+    assert re.search(r"^throughput +\d+\.\d\d images/s in board time \(\d+\.\d\d s at 45 MHz\)", out, re.M), out
 
 
 def test_hone_infer_errors(capsys):

@@ -13,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hone.cli.main import main
-from hone.cli.sim import run_sim
 from hone.network.random import random_conv_architecture, random_conv_network, random_dense_network
-from hone.sim.runner import SIMULATORS, simulate
-from hone.cli.arguments import UsageError
-from hone.network.datasets import load_dataset
+from hone.sim.runner import SIMULATORS, SimReport, run_sim, simulate
+from hone.network.datasets import load_dataset, network_test_images
+from hone.network.errors import ParameterError
+from hone.network.integer import IntegerNetwork
 from hone.network.netfile import read_network, write_network
+from hone.rtl.plan import DEFAULT_LANES
 
 FASHION = pathlib.Path(__file__).parents[1] / "data" / "fashion-dense-4bit.hone"
 FASHION_CONV = pathlib.Path(__file__).parents[1] / "data" / "fashion-conv-4bit.hone"
@@ -119,7 +120,10 @@ def test_hone_sim_reports_agreement_and_figures(tmp_path, capsys):
     figures = json.loads(out[-1])
     assert figures["images"] == 20 and figures["equal"] is True and figures["dataset"] == "fashion-mnist"
     assert figures["layer_agreement"] == {"dense_0": 20, "dense_1": 20, "dense_out": 20}
-    assert 0.5 <= figures["accuracy"] <= 1.0
+    # the RTL's classes are the reference model's, so its accuracy is the reference's on the same images
+    network, pixels, labels, _ = network_test_images(FASHION, 20)
+    reference = float((IntegerNetwork(network).run(pixels).classes == labels).mean())
+    assert figures["accuracy"] == reference and reference >= 0.5, (figures["accuracy"], reference)
     assert figures["cycles_mean"] >= figures["bound_mean"] > 0
     assert any(line.startswith("  dense_0") and "20/20 spike-for-spike equal" in line for line in out)
 
@@ -141,6 +145,48 @@ def test_hone_sim_dumps_waves_for_one_image(tmp_path, capsys):
 def test_hone_sim_errors_are_one_line(argv, message, status, capsys):
     assert main(["sim", str(FASHION), *argv]) == status
     assert re.match(f"^hone: error: {message}", capsys.readouterr().err.strip().splitlines()[-1])
+
+
+SIM_JSON_KEYS = ["simulator", "lanes", "images", "images_checked", "layer_agreement", "all_layers_equal",
+                 "class_agreement", "cycles_equal_model", "cycles_mean", "cycles_max", "bound_mean", "bound_max",
+                 "cycles_over_bound", "clock_hz", "images_per_s_at_clock", "sim_seconds_wall", "build_seconds",
+                 "sim_images_per_s_wall", "simulated_ns", "mismatches", "run_dir", "activity", "activity_equal",
+                 "equal", "dataset", "jobs", "accuracy"]
+TIMED = {"sim_seconds_wall", "build_seconds", "sim_images_per_s_wall", "run_dir"}   # differ run to run
+
+
+def test_run_sim_returns_the_report_hone_sim_prints(tmp_path, capsys):
+    """``hone sim --json`` is ``run_sim(...).to_json()``: the same keys in the same order, the same figures."""
+    network = random_dense_network(np.random.default_rng(11), input_shape=(8, 8, 1), widths=(7,), classes=10, nhot=1)
+    write_network(tmp_path / "net.hone", network, meta={"dataset": "digits"})
+    assert main(["sim", str(tmp_path / "net.hone"), "--images", "4", "--simulator", "icarus",
+                 "--build-dir", str(tmp_path / "b"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = run_sim(tmp_path / "net.hone", images=4, simulator="icarus", build_root=tmp_path / "b", progress=False)
+    assert isinstance(report, SimReport) and report.equal and report.waves is None
+    figures = report.to_json()
+    assert list(figures) == list(printed) == SIM_JSON_KEYS       # no waves, no reconstruction: left out
+    for key in set(SIM_JSON_KEYS) - TIMED - {"activity"}:
+        assert figures[key] == printed[key], key
+    assert {**figures["activity"], "plot": None} == {**printed["activity"], "plot": None}
+    assert pathlib.Path(figures["activity"]["plot"]).parent == pathlib.Path(report.run_dir)
+    assert json.loads(json.dumps(figures)) == figures         # JSON's types only
+
+
+@pytest.mark.parametrize("widths, lanes", [((40,), DEFAULT_LANES), ((5,), 5)])
+def test_hone_sim_and_hone_rtl_default_to_the_same_lanes(widths, lanes, tmp_path, capsys):
+    """Both build ``DEFAULT_LANES`` lanes, or the widest layer's width when it is narrower (no idle lanes)."""
+    from hone.rtl.plan import lanes_for
+
+    network = random_dense_network(np.random.default_rng(3), input_shape=(8, 8, 1), widths=widths, classes=2, nhot=2)
+    write_network(tmp_path / "net.hone", network, meta={"dataset": "digits"})
+    assert lanes_for(network) == lanes
+    assert main(["rtl", str(tmp_path / "net.hone"), "-o", str(tmp_path / "core.v"), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plan"]["lanes"]
+    assert main(["sim", str(tmp_path / "net.hone"), "--images", "2", "--simulator", "icarus",
+                 "--build-dir", str(tmp_path / "b"), "--json"]) == 0
+    simulated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert built == simulated["lanes"] == lanes and simulated["equal"]
 
 
 def test_a_relative_build_folder_works_from_any_directory(tmp_path, monkeypatch):
@@ -299,8 +345,10 @@ def test_backpressure_outside_0_1_is_refused_before_anything_runs(value, tmp_pat
     assert re.fullmatch(r"hone: error: argument --backpressure: expected a number in \[0, 1\), got \S+ \(the "
                         r"chance per cycle that the result stream is not ready; at 1 no result is ever taken\) "
                         r"\(see: hone sim --help\)\n", capsys.readouterr().err)
-    with pytest.raises(UsageError, match=r"^argument --backpressure: expected a number in \[0, 1\), got 1\.0"):
+    with pytest.raises(ParameterError, match=r"^backpressure: expected a number in \[0, 1\), got 1\.0 \(the chance") \
+            as caught:
         run_sim(FASHION, images=2, simulator="icarus", lanes=8, build_root=tmp_path, backpressure=1.0)
+    assert caught.value.parameter == "backpressure"
     assert not list(tmp_path.iterdir())    # nothing was built
     with pytest.raises(ValueError, match=r"^'backpressure' must be a chance in \[0, 1\), not 1\.0: "):
         simulate(FASHION, np.zeros((1, 784), np.int64), simulator="icarus", build_root=tmp_path,

@@ -201,23 +201,7 @@ def test_hone_sim_and_info_report_the_reconstruction(trained, capsys):
     assert report["accuracy"] == report["reconstruction"]["pixel_accuracy"]
 
 
-def test_the_flow_builds_at_a_clock_its_default_core_meets():
-    from hone.cli.main import FLOW_CLOCK_MHZ, flow_clock
-
-    assert flow_clock("autoencoder", "ulx3s-85f") == FLOW_CLOCK_MHZ["autoencoder"] == 30
-    assert flow_clock("conv", "ulx3s-85f") == FLOW_CLOCK_MHZ["conv"] == 30   # fmax 35.1 MHz (32 lanes)
-    assert flow_clock("autoencoder", "icebreaker") == 12          # the board's own clock is lower
-    assert flow_clock("autoencoder", "ulx3s-85f", 25) == 25       # --clock wins
-    assert flow_clock("dense", "ulx3s-85f") is None               # the board's default, 45 MHz
-    assert flow_clock("autoencoder", "none") is None
-
-
-def test_the_autoencoders_flow_builds_with_lanes_that_route():
-    from hone.cli.main import AUTOENCODER_LANES, flow_build_lanes
-
-    assert flow_build_lanes("autoencoder") == AUTOENCODER_LANES == 8
-    assert flow_build_lanes("autoencoder", 4) == 4                # --lanes wins
-    assert flow_build_lanes("dense") is None                      # hone build's choice for the line
+# the flow's clock and lanes for an autoencoder (cli/flow.py): tests/cli/test_flow.py
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -273,11 +257,48 @@ def test_the_python_api_resolves_the_same_per_architecture_defaults_as_the_cli()
                            ("conv", CONV_DEFAULTS)):
         for config in (TrainConfig(arch=arch), config_from(parser.parse_args(["--arch", arch]))):
             assert {name: getattr(config, name) for name in defaults} == defaults
-    assert CONV_DEFAULTS["finetune_epochs"] == 60 and CONV_DEFAULTS["epochs"] == 100
     assert TrainConfig(arch="conv").widths is None and TrainConfig(arch="conv").nhot == 8   # models: 512-80
     assert TrainConfig(arch="conv", epochs=5).epochs == 5
     assert TrainConfig(arch="autoencoder", finetune_epochs=2, output_ramp=False).finetune_epochs == 2
     assert TrainConfig(arch="autoencoder", output_ramp=False).output_ramp is False
+
+
+def test_the_conv_defaults_fine_tune_their_epochs_and_fit_the_conv_epoch_budget():
+    # What CONV_DEFAULTS' finetune_epochs and epochs control: a conv run from the command line's
+    # defaults sharpens and fine-tunes within its default epochs, and once sharp it trains exactly
+    # finetune_epochs straight-through epochs, then stops.
+    import argparse
+    import warnings
+
+    from hone.cli.train import add_train_arguments, config_from
+    from hone.training.activations import spiking_layers
+    from hone.training.config import CONV_DEFAULTS, TrainConfig
+    from hone.training.models import build_model
+    from hone.training.sharpeners import SharpeningWarning
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, TrainConfig())
+    config = config_from(parser.parse_args(["--arch", "conv"]))
+    model = build_model("conv", (8, 8, 1), 10, widths=(6,), filters=(2,), kernel=3)
+    sharpener = config.make_sharpener()
+    sharpener.set_model(model)
+    sharpener.set_params({"epochs": config.epochs})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpeningWarning)  # the schedule fits: no warning that it cannot
+        sharpener.on_train_begin()
+    assert sharpener.finetune_epochs < sharpener.minimum_epochs() <= config.epochs
+    sharpener.set_params({"epochs": sharpener.minimum_epochs() - 1})
+    with pytest.warns(SharpeningWarning, match="fine-tuning will be cut short"):
+        sharpener.on_train_begin()
+    for layer in spiking_layers(model):
+        layer.set_sharpness(1.0)
+    sharpener.set_params({"epochs": config.epochs})
+    sharpener.on_train_begin()
+    model.stop_training, epochs = False, 0
+    while not model.stop_training and epochs <= config.epochs:
+        sharpener.on_epoch_end(epochs, {})
+        epochs += 1
+    assert epochs == CONV_DEFAULTS["finetune_epochs"] == config.finetune_epochs
 
 
 @pytest.mark.parametrize("argv, rate", [
