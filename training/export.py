@@ -29,10 +29,10 @@ import zipfile
 
 import numpy as np
 import keras
-from keras.src.models.functional import Functional  # no public name; stable through Keras 3
 
 from . import layers as hone_layers
 from .folding import FoldingError, fold_batch_norm, fold_parameters
+from .graph import Tensor, read_graph
 from hone.network.activity import measure_activity, plot_activity
 from hone.network.datasets import DatasetError, load_dataset
 from hone.network.integer import IntegerNetwork
@@ -329,23 +329,22 @@ def _shared(layer, times):
 
 
 def _graph(model):
-    """The functional graph Keras traced for ``model``: its own, or the one a built Sequential wraps.
+    """The :class:`~hone.training.graph.Graph` Keras traced for ``model``: its own, or a built Sequential's.
 
     Raises:
         ExportError: for a Sequential without a graph (never built, so Keras does not know its input
             shape) or a subclassed Model (its ``call`` wires the layers in Python, which hone cannot read).
     """
+    graph = read_graph(model)
+    if graph is not None:
+        return graph
     if isinstance(model, keras.Sequential):
-        if model._functional is None:  # what Keras itself tests; semi-private, stable through Keras 3
-            if not model.built:
-                raise ExportError(f"the Sequential model {model.name!r} is not built: it has no input shape. "
-                                  f"Start it with keras.Input(shape=...) or call model.build((None, ...)) "
-                                  f"before exporting")
-            raise ExportError(f"the Sequential model {model.name!r} has no layer graph: Keras could not trace "
-                              f"its layers from its input shape; start it with keras.Input(shape=...)")
-        return model._functional
-    if isinstance(model, Functional):
-        return model
+        if not model.built:
+            raise ExportError(f"the Sequential model {model.name!r} is not built: it has no input shape. "
+                              f"Start it with keras.Input(shape=...) or call model.build((None, ...)) "
+                              f"before exporting")
+        raise ExportError(f"the Sequential model {model.name!r} has no layer graph: Keras could not trace "
+                          f"its layers from its input shape; start it with keras.Input(shape=...)")
     raise _subclassed(f"the model {_describe(model)}")
 
 
@@ -354,8 +353,8 @@ def _subclassed(what):
                        f"cannot read; build it as a Sequential or functional model")
 
 
-def _check_supported(layer, node):
-    """Refuse a layer the network file cannot hold, whatever its place in the chain.
+def _check_supported(layer, shape):
+    """Refuse a layer the network file cannot hold, whatever its place in the chain; ``shape`` is its input's.
 
     Raises:
         ExportError: for a ``keras.ops`` call, a layer type without a :class:`Handler` (subclasses
@@ -371,19 +370,19 @@ def _check_supported(layer, node):
         raise ExportError(f"unsupported layer {name}: {supported_text()}")
     if handler.check is not None:
         handler.check(layer)
-    shape = tuple(node.input_tensors[0].shape)
     if handler.flat_input and len(shape) != 2:
         raise ExportError(f"layer {name} takes input of shape {shape}; Keras applies it along the last "
                           f"axis only, the network file to a flat vector: put a Flatten before it")
 
 
-def _layer_chain(model):
+def _layer_chain(model, graph=None):
     """The layers of ``model`` from its input to its output, nested models flattened, InputLayers left out.
 
-    Follows the graph Keras traced, not ``model.layers``: that list holds each layer once whatever the
-    wiring, so a shared layer or a branch would be exported as something else. From the one input, each
-    tensor must go to exactly one layer, which takes only that tensor, is applied once and is a type the
-    network file holds; a nested Sequential or functional model must be such a chain itself.
+    Follows the graph Keras traced (``graph``, read from ``model`` when None), not ``model.layers``:
+    that list holds each layer once whatever the wiring, so a shared layer or a branch would be exported
+    as something else. From the one input, each tensor must go to exactly one layer, which takes only
+    that tensor, is applied once and is a type the network file holds; a nested Sequential or
+    functional model must be such a chain itself.
 
     Returns:
         ``(layers, nested)``: the layers in order, and whether a nested model was flattened into them.
@@ -391,59 +390,59 @@ def _layer_chain(model):
     Raises:
         ExportError: for any model the network file cannot represent; the message names the layer.
     """
-    graph = _graph(model)
+    if graph is None:
+        graph = _graph(model)
     if len(graph.inputs) != 1:
-        names = ", ".join(repr(tensor.name) for tensor in graph.inputs)
+        names = ", ".join(repr(tensor.name) for tensor in graph.model.inputs)
         raise ExportError(f"the model has {len(graph.inputs)} inputs ({names}); the network file takes "
                           f"one input image")
-    by_depth = graph._nodes_by_depth  # what folding.py reads too; the input's node is the deepest
-    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
-    producer = {id(tensor): node.operation for node in nodes for tensor in node.outputs}
     if len(graph.outputs) != 1:
-        names = ", ".join(repr(producer[id(tensor)].name) for tensor in graph.outputs)
+        names = ", ".join(repr(tensor.producer) for tensor in graph.outputs)
         raise ExportError(f"the model has {len(graph.outputs)} outputs (from {names}); the network file has "
                           f"one output: the class its SoftmaxDecode key decodes, or the last layer's spikes")
-    applied = collections.Counter(id(node.operation) for node in nodes)
-    for node in nodes:
-        if applied[id(node.operation)] > 1:
-            raise _shared(node.operation, applied[id(node.operation)])
-    consumers = collections.defaultdict(dict)  # id(tensor) -> {id(node): node}, in graph order
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers[id(tensor)][id(node)] = node
+    applied = collections.Counter(id(call.operation) for call in graph.calls)
+    for call in graph.calls:
+        if applied[id(call.operation)] > 1:
+            raise _shared(call.operation, applied[id(call.operation)])
+    consumers = collections.defaultdict(dict)  # tensor -> {id(call): call}, in graph order
+    for call in graph.calls:
+        for tensor in call.inputs:
+            consumers[tensor][id(call)] = call
     tensor, output = graph.inputs[0], graph.outputs[0]
-    source = f"the model input {getattr(producer.get(id(tensor)), 'name', tensor.name)!r}"
-    layers, nested, visited = [], False, {id(node) for node in nodes if node.is_input}
-    while tensor is not output:
-        users = list(consumers[id(tensor)].values())
+    source = f"the model input {tensor.producer!r}"
+    layers, nested, visited = [], False, set()
+    while tensor != output:
+        users = list(consumers[tensor].values())
         if len(users) != 1:
-            names = ", ".join(sorted(repr(node.operation.name) for node in users))
+            names = ", ".join(sorted(repr(call.operation.name) for call in users))
             raise ExportError(f"{source} feeds {len(users)} layers ({names}); the network file is a chain: "
                               f"each layer's output must go to exactly one layer, the last to the output")
-        node = users[0]
-        layer, name = node.operation, _describe(node.operation)
-        if len(node.input_tensors) != 1:
-            raise ExportError(f"layer {name} merges {len(node.input_tensors)} inputs; the network file is a "
+        call = users[0]
+        layer, name = call.operation, _describe(call.operation)
+        if len(call.inputs) != 1:
+            raise ExportError(f"layer {name} merges {len(call.inputs)} inputs; the network file is a "
                               f"chain: each layer takes only the output of the layer before it")
-        if len(node.outputs) != 1:
-            raise ExportError(f"layer {name} returns {len(node.outputs)} tensors; the network file is a "
+        returned = len(keras.tree.flatten(layer.output))  # the layer is applied once: its one output
+        if returned != 1:
+            raise ExportError(f"layer {name} returns {returned} tensors; the network file is a "
                               f"chain: each layer gives one output to the layer after it")
         if isinstance(layer, keras.Model):
-            if not isinstance(layer, (keras.Sequential, Functional)):
+            inner = read_graph(layer)
+            if inner is None and not isinstance(layer, keras.Sequential):
                 raise _subclassed(f"the nested model {name}")
             try:
-                layers.extend(_layer_chain(layer)[0])
+                layers.extend(_layer_chain(layer, inner)[0])
             except ExportError as error:
                 raise ExportError(f"in nested model {layer.name!r}: {error}") from None
             nested = True
         else:
-            _check_supported(layer, node)
+            _check_supported(layer, call.inputs[0].shape)
             layers.append(layer)
-        visited.add(id(node))
-        tensor, source = node.outputs[0], f"layer {name}"
-    for node in nodes:  # unreachable for one input and one output; kept so nothing is dropped silently
-        if id(node) not in visited:
-            raise ExportError(f"layer {_describe(node.operation)} is not on the chain from the model's "
+        visited.add(id(call))
+        tensor, source = Tensor(layer.name, 0), f"layer {name}"
+    for call in graph.calls:  # unreachable for one input and one output; kept so nothing is dropped silently
+        if id(call) not in visited:
+            raise ExportError(f"layer {_describe(call.operation)} is not on the chain from the model's "
                               f"input to its output")
     applied = collections.Counter(map(id, layers))  # a layer both inside and outside a nested model
     named = collections.Counter(layer.name for layer in layers)

@@ -11,6 +11,7 @@ file quantizes.
 import numpy as np
 import keras
 from hone.network.errors import HoneError
+from .graph import read_graph
 
 __all__ = ["FoldingError", "FoldedBatchNorm", "fold_batch_norm", "fold_parameters"]
 
@@ -48,22 +49,20 @@ def _bn_parameters(bn):
     return gamma, beta, np.asarray(bn.moving_mean.numpy()), np.asarray(bn.moving_variance.numpy())
 
 
-def _graph_nodes(model):
-    """The call nodes of this model's own graph (layers may also hold nodes of other graphs)."""
-    graph = getattr(model, "_functional", None) or model  # a built Sequential wraps a Functional
-    return [node for nodes in graph._nodes_by_depth.values() for node in nodes]
-
-
 def _producers(model):
     """``{bn name: producer layer}`` for every BN, checking each can be folded."""
-    nodes = _graph_nodes(model)
-    sources = {id(node): [t._keras_history.operation for t in node.input_tensors] for node in nodes}
+    graph = read_graph(model)
+    if graph is None:
+        raise FoldingError(f"the model {model.name!r} has no layer graph: fold_batch_norm takes a built "
+                           f"Sequential or functional model")
+    calls = graph.calls
+    sources = {id(call): [graph.operations[tensor.producer] for tensor in call.inputs] for call in calls}
     pairs = {}
-    for node in nodes:
-        layer = node.operation
+    for call in calls:
+        layer = call.operation
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        parents = sources[id(node)]
+        parents = sources[id(call)]
         producer = parents[0] if len(parents) == 1 else None
         if not isinstance(producer, _FOLDABLE):
             name = type(producer).__name__ if producer is not None else "several layers"
@@ -89,7 +88,8 @@ def fold_batch_norm(model):
     The copy has the same layer names; Sequential copies drop the BN layers, Functional copies keep
     a pass-through :class:`FoldedBatchNorm` in their place. Folded Dense/Conv2D layers gain a bias.
     Raises :class:`FoldingError` for a BN that does not directly follow a Dense/Conv2D on the channel
-    axis, or whose producer also feeds other layers.
+    axis, or whose producer also feeds other layers, and for a model without a layer graph (an unbuilt
+    Sequential, a subclassed Model).
 
     Example:
 

@@ -1,6 +1,7 @@
 """Keras -> network file: folding, quantization and the per-stage accuracy table, on real models."""
 
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import keras
 from hypothesis import given, settings, strategies as st
 
+import hone.training as training_package
 from hone.training.activations import SpikingBReLU, SpikingSigmoid, spiking_layers
 from hone.training.decode import SoftmaxDecode
 from hone.training.export import ExportError, evaluate_export, export_network
@@ -375,6 +377,16 @@ def test_a_subclassed_model_is_refused():
     x = keras.Input((6,), name="x")
     with pytest.raises(ExportError, match=r"^the nested model 'net' \(Net\) " + message):
         export(keras.Model(x, head(spike("s")(Net(name="net")(x)))))
+
+
+PRIVATE_KERAS = re.compile(r"keras\.src|\._functional|_nodes_by_depth|_keras_history|_inbound_nodes")
+
+
+def test_training_reads_the_keras_graph_through_public_names_only():
+    root = pathlib.Path(training_package.__file__).parent
+    found = [f"{path.name}:{number}: {line.strip()}" for path in sorted(root.glob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if PRIVATE_KERAS.search(line)]
+    assert found == []
 
 
 def test_dense_and_decode_need_a_flat_input():

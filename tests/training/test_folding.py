@@ -87,3 +87,10 @@ def test_batch_norm_whose_producer_feeds_other_layers_is_refused():
     model = keras.Model(inputs, [keras.layers.BatchNormalization(name="bn")(z), keras.layers.ReLU()(z)])
     with pytest.raises(FoldingError, match=r"^'shared' feeds 2 layers besides BN 'bn'"):
         fold_batch_norm(model)
+
+
+def test_a_model_without_a_layer_graph_is_refused():
+    unbuilt = keras.Sequential([keras.layers.Dense(4), keras.layers.BatchNormalization()], name="unbuilt")
+    with pytest.raises(FoldingError, match=r"^the model 'unbuilt' has no layer graph: fold_batch_norm takes a "
+                                           r"built Sequential or functional model$"):
+        fold_batch_norm(unbuilt)
