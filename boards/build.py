@@ -24,7 +24,7 @@ import time
 from hone.network.errors import HoneError
 
 from .pll import plan_clock
-from .targets import BoardError, UARTSetting, get_board, uart_setting
+from .targets import TargetError, UARTSetting, get_target, uart_setting
 from .top import BoardDesign
 
 __all__ = ["BuildError", "BuildConfig", "plan_build", "build_bitstream", "lanes_for_link", "choose_router",
@@ -214,7 +214,7 @@ def run_flow(network, board, *, lanes, clock_hz, baud, build_dir, seed=1, router
 class BuildConfig:
     """One board configuration, as :func:`plan_build` decides it.
 
-    ``board`` is the target's name (:data:`~hone.boards.targets.BOARDS`); ``lanes`` the lanes to build
+    ``board`` is the target's name (:data:`~hone.boards.targets.TARGETS`); ``lanes`` the lanes to build
     (the first of ``candidates``, the lane counts :func:`build_bitstream` tries in order: several only
     for ``lanes="max"``, most first); ``clock_hz`` the design clock in Hz that the oscillator or the
     PLL really makes; ``baud`` the UART line rate and ``uart`` its :class:`~hone.boards.targets.UARTSetting`
@@ -230,8 +230,8 @@ class BuildConfig:
 
     @property
     def target(self):
-        """The :class:`~hone.boards.targets.BoardTarget`."""
-        return get_board(self.board)
+        """The :class:`~hone.boards.targets.Target`."""
+        return get_target(self.board)
 
 
 def lanes_for_link(test, fitting, *, clock_hz, baud, margin=LINE_MARGIN):
@@ -264,7 +264,7 @@ def plan_build(network_path, board, *, lanes=None, clock_mhz=None, baud=None, im
     network_path : path-like
         A network file.
     board : str
-        A target name (:data:`~hone.boards.targets.BOARDS`).
+        A target name (:data:`~hone.boards.targets.TARGETS`).
     lanes : int, ``"max"`` or None
         An int is built as given (it must fit). None: the fewest lanes that fit and whose compute rate
         is at least :data:`LINE_MARGIN` times the line rate (over the first ``images`` test images, or
@@ -273,13 +273,13 @@ def plan_build(network_path, board, *, lanes=None, clock_mhz=None, baud=None, im
     clock_mhz : float or None
         The design clock in MHz (default: the target's), made by the PLL to within 1%.
     baud : int or None
-        The UART line rate (default: the target's at the clock, :meth:`~hone.boards.targets.BoardTarget.uart`).
+        The UART line rate (default: the target's at the clock, :meth:`~hone.boards.targets.Target.uart`).
     log : callable or None
         Called with a line of text for the UART and the lane choice (default: silent).
 
     Raises
     ------
-    BoardError
+    TargetError
         Unknown board, a clock outside the target's range or no PLL setting for it, a baud the
         receiver cannot sample at the clock.
     ParameterError
@@ -296,13 +296,13 @@ def plan_build(network_path, board, *, lanes=None, clock_mhz=None, baud=None, im
     from .throughput import TestImages
 
     log = log or (lambda *_: None)
-    target = get_board(board)
+    target = get_target(board)
     network, _ = read_network(network_path)
     if isinstance(lanes, int):
         check_lanes(network, lanes)
     clock_hz = target.clock_hz if clock_mhz is None else clock_mhz * 1e6
     if not 0 < clock_hz <= target.max_clock_hz:
-        raise BoardError(f"--clock {clock_hz / 1e6:g} MHz is outside 0..{target.max_clock_hz / 1e6:g} "
+        raise TargetError(f"--clock {clock_hz / 1e6:g} MHz is outside 0..{target.max_clock_hz / 1e6:g} "
                          f"MHz for {target.name}")
     clock_hz, _ = plan_clock(target.family, target.oscillator_hz(), clock_hz)
     if baud is None:
@@ -311,7 +311,7 @@ def plan_build(network_path, board, *, lanes=None, clock_mhz=None, baud=None, im
         try:
             uart = uart_setting(clock_hz, baud)
         except ValueError as error:
-            raise BoardError(f"--baud {baud}: {error}") from None
+            raise TargetError(f"--baud {baud}: {error}") from None
     log(f"UART {uart.describe()} ({target.uart_bridge}: up to {target.max_baud:,} baud)")
     if lanes not in (None, "max"):
         check_fit(network, target, lanes=lanes, clock_hz=clock_hz, baud=uart.baud)
@@ -411,7 +411,7 @@ def program_command(build_dir, *, board=None, flash=False, cable=None):
     or openFPGALoader's ``cable``.
 
     Raises :class:`BuildError` when ``build_dir`` holds no readable report.json of ``hone build`` or
-    not the bitstream it names, or when openFPGALoader is missing; :class:`BoardError` when it was
+    not the bitstream it names, or when openFPGALoader is missing; :class:`TargetError` when it was
     built for another board than ``board``.
     """
     report_path = pathlib.Path(build_dir) / "report.json"
@@ -430,8 +430,8 @@ def program_command(build_dir, *, board=None, flash=False, cable=None):
             raise BuildError(f"{report_path}: {field}: expected {what}, got {json.dumps(report.get(field))[:60]}")
     built_for = report.get("board")
     if board is not None and board != built_for:
-        raise BoardError(f"{build_dir} was built for {built_for!r}, not {board!r}: build it for {board} first")
-    target = get_board(built_for)
+        raise TargetError(f"{build_dir} was built for {built_for!r}, not {board!r}: build it for {board} first")
+    target = get_target(built_for)
     loader = tool_environment()["OPENFPGALOADER"]
     bitstream = pathlib.Path(build_dir) / pathlib.Path(report["bitstream"]).name
     if not bitstream.exists():

@@ -18,7 +18,7 @@ from amaranth.hdl import Fragment, Shape
 from hone.rtl.board import BoardTop
 from hone.rtl.plan import useful_lanes
 
-from .targets import BOARDS
+from .targets import TARGETS
 from hone.network.errors import HoneError
 
 __all__ = ["FitReport", "estimate", "check_fit", "choose_lanes", "FitError", "lane_candidates"]
@@ -113,7 +113,7 @@ def blocks_for(family, width, depth, *, rom=False, asynchronous=False):
 
 
 def estimate(network, board, *, lanes, clock_hz=None, baud=None, slots=4):
-    """:class:`FitReport` for ``network`` with ``lanes`` on ``board`` (a :class:`BoardTarget`) at
+    """:class:`FitReport` for ``network`` with ``lanes`` on ``board`` (a :class:`Target`) at
     ``clock_hz`` and ``baud`` (default: the board's)."""
     clock_hz = clock_hz or board.clock_hz
     baud = baud or board.uart(clock_hz).baud
@@ -162,7 +162,7 @@ def _advice(network, board, report):
                      f"{weights / 1024:.0f} kbit even at 1 bit")
     lines.append(f"a smaller network: about {room // network.weight_bits:,} {network.weight_bits}-bit "
                  f"weights fit ({weights:,} now; hone train --widths ...)")
-    bigger = [other.name for other in BOARDS.values() if other.name != board.name
+    bigger = [other.name for other in TARGETS.values() if other.name != board.name
               and other.bram_bits > board.bram_bits
               and estimate(network, other, lanes=min(report.lanes, 32)).fits]
     if bigger:

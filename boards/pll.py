@@ -9,7 +9,7 @@ import dataclasses
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 
-from .targets import BoardError
+from .targets import TargetError
 
 __all__ = ["PLLSetting", "ice40_pll", "ecp5_pll", "plan_clock", "ClockGenerator"]
 
@@ -73,7 +73,7 @@ def plan_clock(family, oscillator_hz, wanted_hz):
     closest frequency (within 1%).
 
     Raises:
-        BoardError: no PLL setting of ``family`` comes within 1% of ``wanted_hz`` (the message names
+        TargetError: no PLL setting of ``family`` comes within 1% of ``wanted_hz`` (the message names
             the nearest one).
     """
     if abs(wanted_hz - oscillator_hz) < 1:
@@ -81,7 +81,7 @@ def plan_clock(family, oscillator_hz, wanted_hz):
     setting = {"ice40": ice40_pll, "ecp5": ecp5_pll}[family](oscillator_hz, wanted_hz)
     if setting is None or abs(setting.output_hz - wanted_hz) > 0.01 * wanted_hz:
         nearest = f"; nearest {setting.output_hz / 1e6:.3f} MHz" if setting else ""
-        raise BoardError(f"no {family} PLL setting makes {wanted_hz / 1e6:.3f} MHz from the "
+        raise TargetError(f"no {family} PLL setting makes {wanted_hz / 1e6:.3f} MHz from the "
                          f"{oscillator_hz / 1e6:.3f} MHz oscillator within 1%{nearest}")
     return setting.output_hz, setting
 

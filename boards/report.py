@@ -93,7 +93,8 @@ def format_build(report):
         f"| bitstream | `{report.bitstream}` ({report.bitstream_bytes:,} bytes) |",
         f"| lanes | {report.lanes} |",
         f"| clock | {report.clock_hz / 1e6:g} MHz ({pll}) |",
-        f"| post-route fmax | {fmax / 1e6:.1f} MHz: timing {'met' if report.timing_met else 'NOT met'} |",
+        "| post-route fmax | " + (f"{fmax / 1e6:.1f} MHz" if fmax else "not reported by nextpnr")
+        + f": timing {'met' if report.timing_met else 'NOT met'} |",
         f"| logic cells (LUT) | {res['logic']['used']:,} / {res['logic']['available']:,} "
         f"({100 * res['logic']['used'] / max(res['logic']['available'], 1):.1f}%) |",
         f"| flip-flops | {res['ff']['used']:,} / {res['ff']['available']:,} |",

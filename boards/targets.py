@@ -3,14 +3,14 @@
 A target names an amaranth-boards platform and what hone needs to know about its part that the
 platform does not say: the block RAM that synthesis can initialise (ROMs live there), the logic
 cells, the PLL family, the clock the design runs at by default, its USB-serial bridge (the line rate
-follows from it and the clock: :meth:`BoardTarget.uart`) and how openFPGALoader reaches it.
+follows from it and the clock: :meth:`Target.uart`) and how openFPGALoader reaches it.
 """
 
 import dataclasses
 import importlib
 from hone.network.errors import HoneError
 
-__all__ = ["BoardTarget", "BOARDS", "DEFAULT_TARGET", "STANDARD_BAUDS", "BAUD_ERROR", "UARTSetting", "get_board", "BoardError"]
+__all__ = ["Target", "TARGETS", "DEFAULT_TARGET", "STANDARD_BAUDS", "BAUD_ERROR", "UARTSetting", "get_target", "TargetError"]
 
 # line rates a host's serial driver offers by name (Linux B... constants), fastest first
 STANDARD_BAUDS = (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_500_000, 1_000_000, 921_600,
@@ -18,7 +18,7 @@ STANDARD_BAUDS = (12_000_000, 6_000_000, 4_000_000, 3_000_000, 2_000_000, 1_500_
 BAUD_ERROR = 0.005   # the board's bit time may differ from the nominal rate's by this much at most
 
 
-class BoardError(HoneError, ValueError):
+class TargetError(HoneError, ValueError):
     """A board name, clock or lane count that cannot be built."""
 
 
@@ -54,7 +54,7 @@ def uart_setting(clock_hz, baud):
 
 
 @dataclasses.dataclass(frozen=True)
-class BoardTarget:
+class Target:
     """What hone needs to build for one board.
 
     ``bram_blocks`` x ``bram_block_bits`` is the block RAM that can be loaded from the bitstream
@@ -103,13 +103,13 @@ class BoardTarget:
             if (baud <= self.max_baud and divisor >= MIN_DIVISOR
                     and abs(clock_hz / divisor - baud) <= BAUD_ERROR * baud):
                 return uart_setting(clock_hz, baud)
-        raise BoardError(f"no standard baud rate up to {self.max_baud:,} has a whole number of clocks per bit "
+        raise TargetError(f"no standard baud rate up to {self.max_baud:,} has a whole number of clocks per bit "
                          f"(at least {MIN_DIVISOR}) at {clock_hz / 1e6:g} MHz on {self.name}: pass --baud")
 
 
 def _ulx3s(size, luts, ebr, clock_hz):
     # 45 MHz (EHXPLLL 25 MHz x 9 / 5) is 15 clocks per bit at the FT231X's 3 Mbaud
-    return BoardTarget(
+    return Target(
         name=f"ulx3s-{size}", platform=f"ulx3s:ULX3S_{size.upper()}_Platform", family="ecp5",
         part=f"LFE5U-{size.upper()}-6BG381C", luts=luts, ffs=luts, bram_blocks=ebr,
         bram_block_bits=18 * 1024, clock_hz=clock_hz, max_clock_hz=200e6, loader_board="ulx3s",
@@ -117,8 +117,8 @@ def _ulx3s(size, luts, ebr, clock_hz):
         notes="25 MHz oscillator, EHXPLLL (45 MHz by default: 15 clocks per bit at 3 Mbaud); FT231X UART (us1)")
 
 
-BOARDS = {target.name: target for target in [
-    BoardTarget(
+TARGETS = {target.name: target for target in [
+    Target(
         name="icebreaker", platform="icebreaker:ICEBreakerPlatform", family="ice40",
         part="iCE40UP5K-SG48", luts=5280, ffs=5280, bram_blocks=30, bram_block_bits=4096,
         clock_hz=12e6, max_clock_hz=100e6, loader_board="ice40_generic", bitstream_suffix=".bin",
@@ -136,8 +136,22 @@ BOARDS = {target.name: target for target in [
 DEFAULT_TARGET = "ulx3s-85f"   # the target hone flow builds for, and a simulated board simulates, unless told
 
 
-def get_board(name):
+def get_target(name):
     try:
-        return BOARDS[name]
+        return TARGETS[name]
     except KeyError:
-        raise BoardError(f"unknown board {name!r}: expected one of {', '.join(BOARDS)}") from None
+        raise TargetError(f"unknown board {name!r}: expected one of {', '.join(TARGETS)}") from None
+
+
+_DEPRECATED = {"BoardTarget": "Target", "BOARDS": "TARGETS", "get_board": "get_target", "BoardError": "TargetError"}
+
+
+def __getattr__(name):
+    # the names before "target" meant one thing (a kind of board): they work for one more version
+    if name in _DEPRECATED:
+        import warnings
+
+        warnings.warn(f"hone.boards.targets.{name} is deprecated; use {_DEPRECATED[name]}", DeprecationWarning,
+                      stacklevel=2)
+        return globals()[_DEPRECATED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,12 +7,21 @@ for the test images' mean bytes on the wire.
 
 import dataclasses
 import functools
+import typing
 
 import numpy as np
 
 from hone.network.report import Report
 
 __all__ = ["TestImages", "InferenceFigures", "inference_figures"]
+
+
+class _Loaded(typing.NamedTuple):
+    network: object
+    dataset: str | None
+    pixels: object
+    reference: object
+    accuracy: float | None
 
 
 class TestImages:
@@ -46,7 +55,7 @@ class TestImages:
 
         network, meta = read_network(self.network_path)
         if not meta.get("dataset"):
-            return network, None, [], None, None
+            return _Loaded(network, None, [], None, None)
         network, pixels, labels, dataset = network_test_images(self.network_path, self.images)
         reference = IntegerNetwork(network).run(pixels)
         if network.classes:
@@ -55,32 +64,32 @@ class TestImages:
             from hone.network.reconstruction import reconstruction_figures
 
             accuracy = reconstruction_figures(reference.outputs, labels)["pixel_accuracy"]
-        return network, dataset, pixels, reference, accuracy
+        return _Loaded(network, dataset, pixels, reference, accuracy)
 
     @property
     def network(self):
         """The :class:`~hone.network.netfile.Network`."""
-        return self._loaded[0]
+        return self._loaded.network
 
     @property
     def dataset(self):
         """The data set's name, or None when the network file names none."""
-        return self._loaded[1]
+        return self._loaded.dataset
 
     @property
     def pixels(self):
         """``(images, *input.shape)`` int64 pixels as the network takes them (``[]`` without a data set)."""
-        return self._loaded[2]
+        return self._loaded.pixels
 
     @property
     def reference(self):
         """The integer model's run over :attr:`pixels` (None without a data set)."""
-        return self._loaded[3]
+        return self._loaded.reference
 
     @property
     def accuracy(self):
         """The integer model's accuracy in 0..1 (pixel accuracy for a spike output; None without a data set)."""
-        return self._loaded[4]
+        return self._loaded.accuracy
 
     def cycles(self, lanes):
         """Core cycles per test image, ``(images,)`` (or ``(1,)``: the worst case)."""
@@ -128,8 +137,9 @@ class InferenceFigures(Report):
     """A build's inference figures: the ``inference`` object of ``hone build --json``.
 
     Cycles are clocks of the design clock; rates are inferences per second; bytes are per image.
-    ``dataset``, ``accuracy`` and ``uart_bytes_up`` are None when the network file names no data set
-    (``cycles_basis`` says so), ``compute_inferences_per_s_at_fmax`` when no fmax was measured.
+    ``dataset`` and ``accuracy`` are None when the network file names no data set (``cycles_basis``
+    says so, and ``uart_bytes_up`` is then a raw image frame's), ``compute_inferences_per_s_at_fmax``
+    when no fmax was measured.
     """
     dataset: str | None
     images: int
@@ -142,7 +152,7 @@ class InferenceFigures(Report):
     compute_inferences_per_s: float
     compute_inferences_per_s_at_fmax: float | None
     uart_inferences_per_s: float
-    uart_bytes_up: float | None
+    uart_bytes_up: float
     uart_bytes_down: int
     compute_over_line: float
 

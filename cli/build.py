@@ -10,7 +10,7 @@ import subprocess
 
 from hone.boards.build import CONGESTED_BRAM, LINE_MARGIN, TIME_LIMIT_S, build_bitstream, program_command
 from hone.boards.report import format_build
-from hone.boards.targets import BOARDS
+from hone.boards.targets import TARGETS
 from hone.cli.arguments import UserError, integer_in, number_in
 from hone.cli.rtl import lanes_argument
 
@@ -65,7 +65,7 @@ def add_commands(commands):
                     "run Yosys, nextpnr and the packer (YoWASP); writes the bitstream, report.json and "
                     "report.md (resources, fmax, cycles per inference, throughput).")
     build.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    build.add_argument("--board", required=True, choices=sorted(BOARDS))
+    build.add_argument("--board", required=True, choices=sorted(TARGETS))
     build.add_argument("--lanes", type=lanes_choice, metavar="P|max",
                        help=f"neuron units (default: the fewest whose compute rate is at least {LINE_MARGIN:g}x "
                             f"the line rate; max: the most that fit and meet timing)")
@@ -89,7 +89,7 @@ def add_commands(commands):
         description="Load DIR's bitstream with openFPGALoader: ECP5 boards into SRAM (--flash: into the "
                     "configuration flash), iCE40 boards through their SPI flash.")
     program.add_argument("build_dir", type=pathlib.Path, metavar="DIR", help="output folder of hone build")
-    program.add_argument("--board", choices=sorted(BOARDS), help="refuse a DIR built for another board")
+    program.add_argument("--board", choices=sorted(TARGETS), help="refuse a DIR built for another board")
     program.add_argument("--flash", action="store_true", help="write the configuration flash (persists)")
     program.add_argument("--cable", help="an openFPGALoader cable instead of the board's own programmer")
     program.add_argument("--dry-run", action="store_true", help="print the command, run nothing")

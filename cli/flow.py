@@ -22,7 +22,7 @@ import dataclasses
 import json
 import pathlib
 
-from hone.boards.targets import BOARDS, DEFAULT_TARGET
+from hone.boards.targets import TARGETS, DEFAULT_TARGET
 from hone.cli import train as training_cli
 from hone.cli.arguments import UsageError, UserError, integer_in, number_in
 from hone.network.report import Report
@@ -55,7 +55,7 @@ class BoardConfiguration:
 
     Members
     -------
-    target: the board target's name (a key of :data:`hone.boards.targets.BOARDS`).
+    target: the board target's name (a key of :data:`hone.boards.targets.TARGETS`).
     lanes: neuron units of the core.
     clock_hz: the design clock in Hz (as the target's PLL makes it).
     baud: the line rate in baud.
@@ -111,11 +111,11 @@ def flow_clock(arch, board, mhz=None):
     training), else :data:`FLOW_CLOCK_MHZ` for the architecture (or the board's own clock if lower),
     else None: the board's default. ``board`` "none" stands for :data:`DEFAULT_TARGET`.
     Raises :class:`UsageError`."""
-    from hone.boards.targets import get_board
+    from hone.boards.targets import get_target
 
     board = DEFAULT_TARGET if board == "none" else board
     if mhz is None and arch in FLOW_CLOCK_MHZ:
-        mhz = min(FLOW_CLOCK_MHZ[arch], get_board(board).clock_hz / 1e6)
+        mhz = min(FLOW_CLOCK_MHZ[arch], get_target(board).clock_hz / 1e6)
     if mhz is not None:
         _check_flow_clock(board, mhz)
     return mhz
@@ -139,7 +139,7 @@ def board_configuration(network_path, board, *, arch, lanes=None, clock_mhz=None
         A :class:`~hone.boards.build.BuildConfig`.
 
     Raises:
-        ParameterError, FitError, BoardError: as :func:`~hone.boards.build.plan_build` raises them.
+        ParameterError, FitError, TargetError: as :func:`~hone.boards.build.plan_build` raises them.
     """
     from hone.boards.build import plan_build
 
@@ -244,9 +244,9 @@ def _plot_reconstructions(config, out, board_outputs):
 def _check_flow_clock(board, mhz):
     """``--clock`` against the board's limit and its PLL, before training starts."""
     from hone.boards.pll import plan_clock
-    from hone.boards.targets import get_board
+    from hone.boards.targets import get_target
 
-    target = get_board(board)
+    target = get_target(board)
     if mhz * 1e6 > target.max_clock_hz:
         raise UsageError(f"argument --clock: expected at most {target.max_clock_hz / 1e6:g} MHz for {target.name}, "
                          f"got {mhz:g}")
@@ -307,7 +307,7 @@ def add_commands(commands):
                       help="neuron units of the RTL check, the simulated board and the bitstream (default: hone "
                            f"build's, the fewest that keep up with the line; {AUTOENCODER_LANES} for --arch "
                            "autoencoder)")
-    flow.add_argument("--board", default=DEFAULT_TARGET, choices=["none", *sorted(BOARDS)],
+    flow.add_argument("--board", default=DEFAULT_TARGET, choices=["none", *sorted(TARGETS)],
                       help=f"board target to configure for and build a bitstream for (default: {DEFAULT_TARGET}; "
                            f"none: no bitstream, the checks on {DEFAULT_TARGET}'s configuration)")
     flow.add_argument("--clock", type=number_in(0, low_open=True), metavar="MHZ",

@@ -86,9 +86,9 @@ def cmd_infer(args):
         report = _build_report(args.build)
         baud, clock_hz, lanes = baud or report["baud"], report["clock_hz"], report["lanes"]
     elif args.board is not None and not args.sim:   # a board target's rate
-        from hone.boards.targets import get_board
+        from hone.boards.targets import get_target
 
-        baud = baud or get_board(args.board).uart().baud
+        baud = baud or get_target(args.board).uart().baud
     if args.sim:         # Board.open: the target's clock and its rate at that clock, unless given
         simulation = {"target": args.board, "simulator": args.simulator, "lanes": lanes, "clock_hz": clock_hz,
                       "slots": args.slots, "faults": args.faults, "seed": args.seed, "build_root": args.build_dir}
@@ -105,7 +105,7 @@ def cmd_infer(args):
 
 
 def add_commands(commands):
-    from hone.boards.targets import BOARDS, DEFAULT_TARGET
+    from hone.boards.targets import TARGETS, DEFAULT_TARGET
     from hone.cli.sim import add_board_arguments
     from hone.cli.arguments import dataset_argument
 
@@ -125,7 +125,7 @@ def add_commands(commands):
     target.add_argument("--build", type=pathlib.Path, metavar="DIR",
                         help="the folder of the board's hone build: its baud rate; with --sim, a simulated board "
                              "at its clock, rate and lanes")
-    target.add_argument("--board", choices=sorted(BOARDS),
+    target.add_argument("--board", choices=sorted(TARGETS),
                         help=f"the board's target: its rate; with --sim, simulate its design clock and rate "
                              f"(default: {DEFAULT_TARGET})")
     infer.add_argument("--images", type=integer_in(1), default=100, metavar="N", help="first N test images (default: 100)")
@@ -139,6 +139,5 @@ def add_commands(commands):
     infer.add_argument("--activity-plot", type=pathlib.Path, metavar="FILE",
                        help="also plot the activity report (spikes, synaptic operations, Gini per layer) here")
     add_board_arguments(infer)
-    infer.set_defaults(clock=None)     # --sim: the target's design clock unless --clock says
     infer.add_argument("--json", action="store_true", help="last stdout line: the figures as one JSON object")
     infer.set_defaults(handler=cmd_infer)

@@ -1,9 +1,8 @@
 """``hone sim``: test images through the RTL under cocotb, checked spike for spike; ``hone sim-board``.
 
-:func:`hone.sim.runner.run_sim` does the work; this module parses, prints and refuses. The simulated
-board's clock and line rate when none are given are :data:`SIM_BOARD_CLOCK_HZ` and
-:data:`SIM_BOARD_BAUD` (``hone sim-board``, and ``hone infer --sim`` through
-:func:`add_board_arguments`); :mod:`hone.sim.board` has no defaults of its own.
+:func:`hone.sim.runner.run_sim` does the work; this module parses, prints and refuses. A simulated
+board given no clock or line rate (``hone sim-board``, ``hone infer --sim``) simulates a real target:
+:func:`hone.host.board.simulated_target` is the one home of those defaults.
 """
 
 import json
@@ -14,10 +13,8 @@ from hone.network.errors import HoneError
 from hone.cli.rtl import lanes_argument
 from hone.rtl.plan import DEFAULT_LANES
 
-__all__ = ["SIM_BOARD_BAUD", "SIM_BOARD_CLOCK_HZ", "add_board_arguments", "add_commands", "format_sim"]
+__all__ = ["add_board_arguments", "add_commands", "format_sim"]
 
-SIM_BOARD_CLOCK_HZ = 1_843_200   # a UART crystal: 16 clocks per bit at 115200 baud keeps the simulation fast
-SIM_BOARD_BAUD = 115_200
 LANES_HELP = (f"neuron units, at most the widest layer's (default: {DEFAULT_LANES}, or the widest layer's width "
               f"if smaller)")
 
@@ -139,8 +136,11 @@ def cmd_sim_board(args):
             path = f"{link} -> {path}"
         print(f"simulated board on {path} ({args.baud} baud); Ctrl-C stops it", flush=True)
 
+    from hone.host.board import simulated_target
+
     network, _ = read_network(args.network)
     args.lanes = lanes_for(network, args.lanes)
+    args.clock, args.baud = simulated_target(args.board, clock_hz=args.clock, baud=args.baud)
     threading.Thread(target=announce, daemon=True).start()
     print(f"building the board for {args.network} ({args.simulator}, {args.lanes} lanes, "
           f"{args.clock / 1e6:g} MHz, {args.baud} baud)...", flush=True)
@@ -164,14 +164,14 @@ def cmd_sim_board(args):
 
 def add_board_arguments(parser):
     """Options of a simulated board, shared by ``hone sim-board`` and ``hone infer --sim``."""
+    from hone.boards.targets import DEFAULT_TARGET
     from hone.sim.runner import SIMULATORS
 
     parser.add_argument("--simulator", choices=SIMULATORS, default="verilator")
     parser.add_argument("--lanes", type=lanes_argument, metavar="P", help=LANES_HELP)
-    parser.add_argument("--clock", type=number_in(0, low_open=True), default=SIM_BOARD_CLOCK_HZ, metavar="HZ",
-                        help=f"the simulated board's clock (default: {SIM_BOARD_CLOCK_HZ}, a UART crystal: 16 "
-                             f"clocks per bit at {SIM_BOARD_BAUD} baud keeps the simulation fast; use the real "
-                             f"board's to match it)")
+    parser.add_argument("--clock", type=number_in(0, low_open=True), metavar="HZ",
+                        help=f"the simulated board's clock (default: the target's design clock, "
+                             f"{DEFAULT_TARGET}'s unless --board names another)")
     parser.add_argument("--slots", type=integer_in(1, 255), default=4, metavar="S", help="image buffers (default: 4)")
     parser.add_argument("--faults", type=number_in(0, 1), default=0.0, metavar="RATE",
                         help="chance per byte, each way, of a bit flip, a drop or a duplicate (default: 0)")
@@ -181,13 +181,17 @@ def add_board_arguments(parser):
 
 
 def _add_sim_board(commands):
+    from hone.boards.targets import TARGETS, DEFAULT_TARGET
+
     board = commands.add_parser(
         "sim-board", help="a simulated board behind a pseudo-terminal",
         description="Run the whole board top level (UART pins included) cycle-accurately under cocotb, "
                     "bridged to a pseudo-terminal that host tools open like a USB serial port.")
     board.add_argument("network", type=pathlib.Path, help="a network file from hone export")
-    board.add_argument("--baud", type=integer_in(1), default=SIM_BOARD_BAUD,
-                       help=f"line rate (default: {SIM_BOARD_BAUD})")
+    board.add_argument("--baud", type=integer_in(1),
+                       help="line rate (default: the rate a build of the target uses at --clock)")
+    board.add_argument("--board", choices=sorted(TARGETS),
+                       help=f"simulate this target's design clock and line rate (default: {DEFAULT_TARGET})")
     add_board_arguments(board)
     board.add_argument("--link", metavar="PATH", help="also make PATH a symlink to the pty")
     board.add_argument("--ready-file", metavar="FILE", help="write {\"pty\": path} here once serving")

@@ -16,7 +16,7 @@ import pytest
 from hone.boards import fit
 from hone.boards.build import CONGESTED_BRAM, LINE_MARGIN, choose_router, plan_build
 from hone.boards.pll import ecp5_pll, ice40_pll, plan_clock
-from hone.boards.targets import BOARDS, BoardError, get_board
+from hone.boards.targets import TARGETS, TargetError, get_target
 from hone.rtl import protocol
 from hone.rtl.board import link_figures, loader_cycles
 from hone.rtl.cycles import RESULT_GAP, inference_cycles
@@ -63,19 +63,19 @@ def test_plan_clock_uses_the_oscillator_when_asked_for_it_and_names_the_nearest_
 # -- registry -----------------------------------------------------------------------------------
 
 def test_every_board_has_its_platform_uart_and_leds():
-    for target in BOARDS.values():
+    for target in TARGETS.values():
         platform = target.platform_class()()
         assert platform.default_clk_frequency == target.oscillator_hz()
         assert platform.lookup("uart", 0)
         for index in range(target.leds):
             assert platform.lookup("led", index)
-    assert {"icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f"} <= set(BOARDS)
+    assert {"icebreaker", "ulx3s-12f", "ulx3s-25f", "ulx3s-45f", "ulx3s-85f"} <= set(TARGETS)
 
 
 def test_each_board_runs_its_bridge_s_fastest_rate_that_its_clock_samples():
     from hone.boards.targets import uart_setting
 
-    ulx3s, icebreaker = get_board("ulx3s-85f"), get_board("icebreaker")
+    ulx3s, icebreaker = get_target("ulx3s-85f"), get_target("icebreaker")
     assert (ulx3s.clock_hz, ulx3s.uart().baud, ulx3s.uart().divisor, ulx3s.uart().rate_error) == (45e6, 3_000_000, 15, 0)
     assert ecp5_pll(25e6, 45e6).output_hz == 45e6                # an exact PLL clock for it
     assert (icebreaker.uart().baud, icebreaker.uart().divisor) == (1_500_000, 8)
@@ -83,7 +83,7 @@ def test_each_board_runs_its_bridge_s_fastest_rate_that_its_clock_samples():
     assert ulx3s.uart(50e6).baud == 2_000_000 and ulx3s.uart(48e6).baud == 3_000_000
     assert icebreaker.uart(24e6).baud == 3_000_000               # a faster clock, a faster line
     assert uart_setting(12e6, 115200).rate_error == pytest.approx(104 * 115200 / 12e6 - 1)
-    with pytest.raises(BoardError, match=r"^no standard baud rate up to 3,000,000 has a whole number of clocks per "
+    with pytest.raises(TargetError, match=r"^no standard baud rate up to 3,000,000 has a whole number of clocks per "
                                          r"bit \(at least 8\) at 0\.01 MHz on ulx3s-85f: pass --baud$"):
         ulx3s.uart(10e3)
 
@@ -96,8 +96,8 @@ def test_build_refuses_a_baud_its_clock_cannot_sample(tmp_path):
 
 
 def test_unknown_board_names_the_known_ones():
-    with pytest.raises(BoardError, match=r"^unknown board 'arty': expected one of icebreaker, ulx3s-12f"):
-        get_board("arty")
+    with pytest.raises(TargetError, match=r"^unknown board 'arty': expected one of icebreaker, ulx3s-12f"):
+        get_target("arty")
 
 
 # -- fit check ----------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_unknown_board_names_the_known_ones():
 def test_the_default_network_does_not_fit_an_icebreaker_and_the_error_says_what_would():
     network, _ = read_network(FASHION)
     with pytest.raises(fit.FitError) as error:
-        fit.check_fit(network, get_board("icebreaker"), lanes=8)
+        fit.check_fit(network, get_target("icebreaker"), lanes=8)
     message = str(error.value)
     assert re.match(r"^network does not fit icebreaker with 8 lanes: block RAM: needs \d+ blocks \(\d+ kbit, "
                     r"of which 865 kbit initialised ROM\), the iCE40UP5K-SG48 has 30 \(120 kbit\)", message)
@@ -117,16 +117,16 @@ def test_the_default_network_does_not_fit_an_icebreaker_and_the_error_says_what_
 def test_fewer_weight_bits_are_suggested_when_they_would_fit():
     network, _ = read_network(FASHION)
     with pytest.raises(fit.FitError, match=r"fewer weight bits: 219,648 weights at 2 bits would"):
-        fit.check_fit(network, get_board("ulx3s-12f"), lanes=4)
+        fit.check_fit(network, get_target("ulx3s-12f"), lanes=4)
 
 
 def test_the_default_network_fits_the_85f_and_lanes_are_chosen_largest_first():
     network, _ = read_network(FASHION)
-    report = fit.check_fit(network, get_board("ulx3s-85f"), lanes=32)
+    report = fit.check_fit(network, get_target("ulx3s-85f"), lanes=32)
     assert report.fits and report.rom_bits >= 219_648 * 4
-    lanes = fit.choose_lanes(network, get_board("ulx3s-85f"))
+    lanes = fit.choose_lanes(network, get_target("ulx3s-85f"))
     assert lanes == sorted(lanes, reverse=True) and lanes[0] == 256
-    assert all(fit.estimate(network, get_board("ulx3s-85f"), lanes=p).fits for p in lanes)
+    assert all(fit.estimate(network, get_target("ulx3s-85f"), lanes=p).fits for p in lanes)
 
 
 def fit_report(blocks, available):
@@ -152,7 +152,7 @@ def test_the_memory_count_is_the_gateware_s_own_memories():
     # every ROM of the plan, with the width and depth the core instantiates it at, and the board's buffers
     network, _ = read_network(FASHION)
     plan = CorePlan(network, lanes=32)
-    report = fit.estimate(network, get_board("ulx3s-85f"), lanes=32)
+    report = fit.estimate(network, get_target("ulx3s-85f"), lanes=32)
     shapes = {name: (width, depth) for name, width, depth, _ in report.memories}
     for layer in plan.layers:
         assert shapes[f"core.weights_{layer.index}"] == (32 * plan.weight_bits, len(layer.weight_words))
@@ -161,7 +161,7 @@ def test_the_memory_count_is_the_gateware_s_own_memories():
     assert report.rom_bits == sum(w * d for name, (w, d) in shapes.items()
                                   if name.startswith(("core.weights", "core.thresholds", "core.key")))
     # the estimates on the default network: README's flow builds it at 4 lanes, 57 of 208 blocks used
-    assert [fit.estimate(network, get_board("ulx3s-85f"), lanes=p).bram_blocks for p in (1, 4, 32, 256)] == \
+    assert [fit.estimate(network, get_target("ulx3s-85f"), lanes=p).bram_blocks for p in (1, 4, 32, 256)] == \
         [60, 59, 65, 91]
 
 
@@ -174,7 +174,7 @@ def test_a_plan_holds_the_lanes_clock_and_baud_a_build_would_use():
 
     test = TestImages(DIGITS)
     line = test.line_rate(config.baud, config.clock_hz)[0]
-    fitting = fit.choose_lanes(read_network(DIGITS)[0], get_board("icebreaker"))
+    fitting = fit.choose_lanes(read_network(DIGITS)[0], get_target("icebreaker"))
     assert [p for p in sorted(fitting) if 12e6 / test.per_image(p) >= LINE_MARGIN * line][0] == config.lanes
     most = plan_build(DIGITS, "icebreaker", lanes="max")
     assert most.candidates == tuple(fitting) and most.lanes == max(fitting) and most.lanes_policy == "most that fit"
@@ -222,7 +222,7 @@ def built(tmp_path, board, *args):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == json.loads((tmp_path / "report.json").read_text())
-    target = get_board(board)
+    target = get_target(board)
     assert report["board"] == board and report["timing_met"]
     estimate = report["fit_estimate"]              # router2 where block RAM is nearly full (the iCEBreaker)
     assert report["router"] == ("router2" if estimate["bram_blocks"] > CONGESTED_BRAM * estimate["bram_available"]
@@ -345,3 +345,32 @@ def test_program_needs_a_build_folder(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"hone: error: {tmp_path}/report.json not found: run hone build ... "
                                      f"-o {tmp_path} first")
+
+
+def test_the_build_report_of_a_network_without_test_images_or_fmax_renders(tmp_path):
+    """A network file that names no data set has no test images (worst-case cycles, raw frames on the
+    line) and nextpnr may report no fmax: the report says so instead of failing to format."""
+    import dataclasses
+
+    from hone.boards.report import BuildReport, format_build
+    from hone.boards.throughput import inference_figures
+    from hone.network.netfile import write_network
+    from hone.network.random import random_dense_network
+
+    path = tmp_path / "net.hone"
+    write_network(path, random_dense_network(np.random.default_rng(0)))
+    inference = inference_figures(path, lanes=4, clock_hz=12e6, fmax_hz=None, baud=115_200)
+    assert inference.dataset is None and inference.accuracy is None and inference.compute_inferences_per_s_at_fmax is None
+    fields = {field.name: None for field in dataclasses.fields(BuildReport)}
+    report = BuildReport(**{**fields, "network": path, "board": "icebreaker", "part": "iCE40UP5K-SG48", "lanes": 4,
+                            "clock_hz": 12e6, "baud": 115_200, "router": "router1", "timing_met": False,
+                            "resources": {k: {"used": 1, "available": 2} for k in ("logic", "ff", "bram", "dsp")},
+                            "seconds": dict.fromkeys(("total", "elaborate", "synthesis", "place", "bitstream"), 1.0),
+                            "bitstream": tmp_path / "top.bin", "bitstream_bytes": 1, "lanes_policy": "--lanes",
+                            "uart": {"bridge": "FTDI FT2232H", "bridge_max_baud": 12_000_000, "clocks_per_bit": 104,
+                                     "rate_error": 0.0, "tolerance_slower": 0.04, "tolerance_faster": 0.04},
+                            "fit_estimate": {"bram_blocks": 1}, "attempts": [], "inference": inference})
+    text = format_build(report)
+    assert "| post-route fmax | not reported by nextpnr: timing NOT met |" in text
+    assert "worst case (the network file names no data set)" in text
+    assert "- (no test images)" in text
