@@ -174,6 +174,25 @@ def headline_rows(results):
         if figures.get("simulators"):
             rows.append(("Verilator against Icarus, wall time", f"{figures['simulators']['verilator_over_icarus']}x",
                          "rtl", commit))
+    boards = results.get("boards")
+    if boards:
+        commit = boards["stamp"]["commit"][:7]
+        for row in boards["figures"]:
+            if row["network"] in ("fashion", "digits") and row["config"].split(":")[2] == "auto":
+                rows.append((f"{row['network']} default on {row['board']}, {row['lanes']} lanes at "
+                             f"{row['clock_mhz']:g} MHz (hone build's default)",
+                             f"fmax {row['fmax_mhz']:.1f} MHz (timing {'met' if row['timing_met'] else 'NOT met'}), "
+                             f"{row['luts']:,} LUTs, {row['bram']} block RAMs, "
+                             f"{row['uart_per_s']:,.0f} inferences/s over the UART", "boards", commit))
+    link = results.get("link")
+    if link:
+        commit = link["stamp"]["commit"][:7]
+        for row in link["figures"]:
+            if not row["faults"]:
+                rows.append((f"simulated {row['board']} at {row['baud']:,} baud, clean line, {row['images']} images",
+                             f"{row['images_per_s_board']:,.1f} images/s in board time "
+                             f"({100 * row['line_rate_fraction']:.1f}% of the line rate), "
+                             f"{row['retransmissions']} retransmissions", "link", commit))
     return rows
 
 
