@@ -193,6 +193,13 @@ def headline_rows(results):
                              f"{row['images_per_s_board']:,.1f} images/s in board time "
                              f"({100 * row['line_rate_fraction']:.1f}% of the line rate), "
                              f"{row['retransmissions']} retransmissions", "link", commit))
+    nir = results.get("nir")
+    if nir:
+        commit = nir["stamp"]["commit"][:7]
+        for row in nir["figures"]:
+            rows.append((f"NIR export of {pathlib.Path(row['network']).name}, run by an independent NIR evaluator",
+                         f"{row['classes_equal']:,}/{row['images']:,} classes and every layer's spikes equal; "
+                         f"round trip {'keeps' if row['round_trip_same_hash'] else 'CHANGES'} the hash", "nir", commit))
     return rows
 
 
