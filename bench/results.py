@@ -40,6 +40,9 @@ TITLES = {
 }
 
 
+SCRIPTS = {"nir": "nir_roundtrip"}   # a bench whose script has another name
+
+
 class ResultError(ValueError):
     """A results file that is not a stamped bench result."""
 
@@ -147,7 +150,7 @@ def render_page(result):
     """The markdown page of one result."""
     bench = result["bench"]
     lines = [f"# {TITLES.get(bench, bench)}", "",
-             f"Made by `bench/results.py` from `bench/results/{bench}.json`, written by `bench/{bench}.py`. "
+             f"Made by `bench/results.py` from `bench/results/{bench}.json`, written by `bench/{SCRIPTS.get(bench, bench)}.py`. "
              "Do not edit: rerun the bench and `make results`.", ""]
     lines += _stamp_lines(result) + [""]
     lines += BODIES.get(bench, _generic_body)(result["figures"])
@@ -209,7 +212,7 @@ def render_headline(results, link="docs/results"):
         return "No results kept yet: run a bench, then `make results`."
     commits = sorted({row[3] for row in rows})
     lines = ["| figure | value | from |", "|---|---|---|"]
-    lines += [f"| {figure} | {value} | [`bench/{bench}.py`]({link}/{bench}.md) |" for figure, value, bench, _ in rows]
+    lines += [f"| {figure} | {value} | [`bench/{SCRIPTS.get(bench, bench)}.py`]({link}/{bench}.md) |" for figure, value, bench, _ in rows]
     lines += ["", f"Made by `make results` from the stamped bench results of commit {', '.join(f'`{c}`' for c in commits)}."]
     return "\n".join(lines)
 
@@ -221,7 +224,7 @@ def render_index(results):
              "`make results` (`bench/results.py`). None is typed by hand.", ""]
     if results:
         lines += ["| page | bench | commit | date |", "|---|---|---|---|"]
-        lines += [f"| [{TITLES.get(name, name)}]({name}.md) | `bench/{name}.py` | `{result['stamp']['commit'][:7]}` | "
+        lines += [f"| [{TITLES.get(name, name)}]({name}.md) | `bench/{SCRIPTS.get(name, name)}.py` | `{result['stamp']['commit'][:7]}` | "
                   f"{result['stamp']['date'][:10]} |" for name, result in sorted(results.items())]
         lines += ["", "## Headline", "", render_headline(results, link=".")]
     else:
