@@ -150,11 +150,23 @@ def render_page(result):
     """The markdown page of one result."""
     bench = result["bench"]
     lines = [f"# {TITLES.get(bench, bench)}", "",
-             f"Made by `bench/results.py` from `bench/results/{bench}.json`, written by `bench/{SCRIPTS.get(bench, bench)}.py`. "
+             f"Made by `bench/results.py` from `bench/results/{bench}.json`, written by `{_script(bench)}`. "
              "Do not edit: rerun the bench and `make results`.", ""]
     lines += _stamp_lines(result) + [""]
     lines += BODIES.get(bench, _generic_body)(result["figures"])
     return "\n".join(lines) + "\n"
+
+
+def _kept_rows(results, bench):
+    """``(row, short commit)`` for each row of ``bench``'s kept figures (none if it has no result)."""
+    result = results.get(bench)
+    if result:
+        for row in result["figures"]:
+            yield row, result["stamp"]["commit"][:7]
+
+
+def _script(bench):
+    return f"bench/{SCRIPTS.get(bench, bench)}.py"
 
 
 def headline_rows(results):
@@ -177,32 +189,23 @@ def headline_rows(results):
         if figures.get("simulators"):
             rows.append(("Verilator against Icarus, wall time", f"{figures['simulators']['verilator_over_icarus']}x",
                          "rtl", commit))
-    boards = results.get("boards")
-    if boards:
-        commit = boards["stamp"]["commit"][:7]
-        for row in boards["figures"]:
-            if row["network"] in ("fashion", "digits") and row["config"].split(":")[2] == "auto":
-                rows.append((f"{row['network']} default on {row['board']}, {row['lanes']} lanes at "
-                             f"{row['clock_mhz']:g} MHz (hone build's default)",
-                             f"fmax {row['fmax_mhz']:.1f} MHz (timing {'met' if row['timing_met'] else 'NOT met'}), "
-                             f"{row['luts']:,} LUTs, {row['bram']} block RAMs, "
-                             f"{row['uart_per_s']:,.0f} inferences/s over the UART", "boards", commit))
-    link = results.get("link")
-    if link:
-        commit = link["stamp"]["commit"][:7]
-        for row in link["figures"]:
-            if not row["faults"]:
-                rows.append((f"simulated {row['board']} at {row['baud']:,} baud, clean line, {row['images']} images",
-                             f"{row['images_per_s_board']:,.1f} images/s in board time "
-                             f"({100 * row['line_rate_fraction']:.1f}% of the line rate), "
-                             f"{row['retransmissions']} retransmissions", "link", commit))
-    nir = results.get("nir")
-    if nir:
-        commit = nir["stamp"]["commit"][:7]
-        for row in nir["figures"]:
-            rows.append((f"NIR export of {pathlib.Path(row['network']).name}, run by an independent NIR evaluator",
-                         f"{row['classes_equal']:,}/{row['images']:,} classes and every layer's spikes equal; "
-                         f"round trip {'keeps' if row['round_trip_same_hash'] else 'CHANGES'} the hash", "nir", commit))
+    for row, commit in _kept_rows(results, "boards"):
+        if row["network"] in ("fashion", "digits") and row["config"].split(":")[2] == "auto":
+            rows.append((f"{row['network']} default on {row['board']}, {row['lanes']} lanes at "
+                         f"{row['clock_mhz']:g} MHz (hone build's default)",
+                         f"fmax {row['fmax_mhz']:.1f} MHz (timing {'met' if row['timing_met'] else 'NOT met'}), "
+                         f"{row['luts']:,} LUTs, {row['bram']} block RAMs, "
+                         f"{row['uart_per_s']:,.0f} inferences/s over the UART", "boards", commit))
+    for row, commit in _kept_rows(results, "link"):
+        if not row["faults"]:
+            rows.append((f"simulated {row['board']} at {row['baud']:,} baud, clean line, {row['images']} images",
+                         f"{row['images_per_s_board']:,.1f} images/s in board time "
+                         f"({100 * row['line_rate_fraction']:.1f}% of the line rate), "
+                         f"{row['retransmissions']} retransmissions", "link", commit))
+    for row, commit in _kept_rows(results, "nir"):
+        rows.append((f"NIR export of {pathlib.Path(row['network']).name}, run by an independent NIR evaluator",
+                     f"{row['classes_equal']:,}/{row['images']:,} classes and every layer's spikes equal; "
+                     f"round trip {'keeps' if row['round_trip_same_hash'] else 'CHANGES'} the hash", "nir", commit))
     return rows
 
 
@@ -212,7 +215,7 @@ def render_headline(results, link="docs/results"):
         return "No results kept yet: run a bench, then `make results`."
     commits = sorted({row[3] for row in rows})
     lines = ["| figure | value | from |", "|---|---|---|"]
-    lines += [f"| {figure} | {value} | [`bench/{SCRIPTS.get(bench, bench)}.py`]({link}/{bench}.md) |" for figure, value, bench, _ in rows]
+    lines += [f"| {figure} | {value} | [`{_script(bench)}`]({link}/{bench}.md) |" for figure, value, bench, _ in rows]
     lines += ["", f"Made by `make results` from the stamped bench results of commit {', '.join(f'`{c}`' for c in commits)}."]
     return "\n".join(lines)
 
@@ -224,7 +227,7 @@ def render_index(results):
              "`make results` (`bench/results.py`). None is typed by hand.", ""]
     if results:
         lines += ["| page | bench | commit | date |", "|---|---|---|---|"]
-        lines += [f"| [{TITLES.get(name, name)}]({name}.md) | `bench/{SCRIPTS.get(name, name)}.py` | `{result['stamp']['commit'][:7]}` | "
+        lines += [f"| [{TITLES.get(name, name)}]({name}.md) | `{_script(name)}` | `{result['stamp']['commit'][:7]}` | "
                   f"{result['stamp']['date'][:10]} |" for name, result in sorted(results.items())]
         lines += ["", "## Headline", "", render_headline(results, link=".")]
     else:

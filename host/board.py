@@ -135,7 +135,7 @@ class Board:
         board (:func:`hone.sim.launch.start_board`; keywords: ``simulator``, ``lanes``, ``clock_hz``,
         ``slots``, ``faults``, ``seed``, ``build_root``, ``log``).
 
-        A simulated board simulates the board ``target`` (a name in :data:`hone.boards.targets.BOARDS`,
+        A simulated board simulates the board ``target`` (a name in :data:`hone.boards.targets.TARGETS`,
         default :data:`~hone.boards.targets.DEFAULT_TARGET`): its design clock and line rate unless
         ``clock_hz`` or ``baud`` say otherwise (:func:`simulated_target`); ``lanes`` defaults to
         :data:`hone.rtl.plan.DEFAULT_LANES`, capped at the network's widest layer.
@@ -354,9 +354,9 @@ class Board:
         115200, fastest first) but ``exclude``; None when none answers. The port is left at the rate
         found, or back at its own."""
         if rates is None:
-            from hone.boards.targets import BOARDS
+            from hone.boards.targets import TARGETS
 
-            rates = sorted({target.uart().baud for target in BOARDS.values()} | {115200}, reverse=True)
+            rates = sorted({target.uart().baud for target in TARGETS.values()} | {115200}, reverse=True)
         own, timeout = self._port.baudrate, self.timeout
         self.timeout = min(self.timeout, 2.0)
         try:
@@ -552,16 +552,16 @@ class Board:
 
 def simulated_target(target=None, *, clock_hz=None, baud=None):
     """``(clock_hz, baud)`` of a simulated board of ``target`` (a name in
-    :data:`hone.boards.targets.BOARDS`; default :data:`~hone.boards.targets.DEFAULT_TARGET`): its
+    :data:`hone.boards.targets.TARGETS`; default :data:`~hone.boards.targets.DEFAULT_TARGET`): its
     design clock in Hz and the line rate a build at that clock uses
-    (:meth:`~hone.boards.targets.BoardTarget.uart`), each unless given.
+    (:meth:`~hone.boards.targets.Target.uart`), each unless given.
 
     Raises:
-        BoardError: An unknown target, or no standard rate at ``clock_hz`` (then pass ``baud``).
+        TargetError: An unknown target, or no standard rate at ``clock_hz`` (then pass ``baud``).
     """
-    from hone.boards.targets import DEFAULT_TARGET, get_board
+    from hone.boards.targets import DEFAULT_TARGET, get_target
 
-    board = get_board(DEFAULT_TARGET if target is None else target)
+    board = get_target(DEFAULT_TARGET if target is None else target)
     clock_hz = board.clock_hz if clock_hz is None else clock_hz
     return clock_hz, board.uart(clock_hz).baud if baud is None else int(baud)
 

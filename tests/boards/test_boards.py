@@ -95,6 +95,17 @@ def test_build_refuses_a_baud_its_clock_cannot_sample(tmp_path):
                                      "receiver needs at least 8 clocks per bit, got 4.00")
 
 
+@pytest.mark.parametrize("old, new", [("BoardTarget", "Target"), ("BOARDS", "TARGETS"),
+                                      ("get_board", "get_target"), ("BoardError", "TargetError")])
+def test_the_names_before_target_still_work_and_warn(old, new):
+    from hone.boards import targets
+
+    with pytest.warns(DeprecationWarning, match=rf"^hone.boards.targets.{old} is deprecated; use {new}$"):
+        assert getattr(targets, old) is getattr(targets, new)
+    with pytest.raises(AttributeError, match="no attribute 'Board'"):
+        targets.Board
+
+
 def test_unknown_board_names_the_known_ones():
     with pytest.raises(TargetError, match=r"^unknown board 'arty': expected one of icebreaker, ulx3s-12f"):
         get_target("arty")

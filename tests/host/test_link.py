@@ -589,9 +589,9 @@ def receive_skewed(divisor, skew, data, *, seed, clock=1_000_000):
 def test_receiver_tolerates_skewed_bit_times_at_the_fewest_clocks_per_bit_of_any_target():
     """At least +-2% both ways at the lowest clocks per bit any board uses, and as much as the
     timing model (receiver_tolerance) says, back to back, at random phases."""
-    from hone.boards.targets import BOARDS
+    from hone.boards.targets import TARGETS
 
-    divisor = min(target.uart().divisor for target in BOARDS.values())
+    divisor = min(target.uart().divisor for target in TARGETS.values())
     assert divisor == MIN_DIVISOR
     slower, faster = receiver_tolerance(divisor)
     assert slower >= 0.02 and faster >= 0.02
@@ -777,10 +777,10 @@ def test_board_open_errors(tmp_path):
 def test_a_simulated_board_simulates_a_target_at_its_clock_and_rate():
     """No clock and no rate: the default target's design clock and the rate a build at it uses; a
     clock given: the target's rate at that clock; both given: as given."""
-    from hone.boards.targets import BOARDS, DEFAULT_TARGET
+    from hone.boards.targets import TARGETS, DEFAULT_TARGET
     from hone.host.board import simulated_target
 
-    target = BOARDS[DEFAULT_TARGET]
+    target = TARGETS[DEFAULT_TARGET]
     assert simulated_target() == (target.clock_hz, target.uart().baud) == (45e6, 3_000_000)
     assert simulated_target("icebreaker") == (12e6, 1_500_000)
     assert simulated_target(clock_hz=30e6) == (30e6, 3_000_000)      # 10 clocks per bit
